@@ -1,0 +1,28 @@
+"""Fused GRPO kernels (Triton) with pure-torch references. Installed as `reasoner_kernels`.
+
+See kernels/README.md for the public API.
+"""
+
+from .reference import (
+    KL_ESTIMATORS,
+    LOG_RATIO_CLAMP,
+    GRPOTokenOutput,
+    fused_linear_grpo_loss_reference,
+    grpo_loss_from_logp,
+    grpo_loss_reference,
+    kl_estimate,
+    selective_logp,
+    token_entropy,
+)
+
+__all__ = [
+    "KL_ESTIMATORS",
+    "LOG_RATIO_CLAMP",
+    "GRPOTokenOutput",
+    "fused_linear_grpo_loss_reference",
+    "grpo_loss_from_logp",
+    "grpo_loss_reference",
+    "kl_estimate",
+    "selective_logp",
+    "token_entropy",
+]
