@@ -1,0 +1,119 @@
+"""Reward functions with TRL's signature: ``f(prompts, completions, **columns) -> list[float | None]``.
+
+They work as ``reward_funcs`` in TRL's GRPOTrainer unchanged, and the trainer here takes TRL's
+functions the same way. ``completions`` are strings, or conversational lists of messages
+(``[{"role": "assistant", "content": ...}]``), as TRL passes them. ``None`` means the record can't
+be judged (missing or unparseable gold answer, no tests): the trainer skips that sample.
+
+The math and code functions keep one verifier (a worker pool) per process, started on first use
+and closed at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from reasoner.verifiers import registry
+from reasoner.verifiers.base import Verdict
+from reasoner.verifiers.format import soft_format_ok, strict_format_ok
+
+RewardFunc = Callable[..., list[float | None]]
+
+_VERIFIERS: dict[str, Any] = {}
+
+
+def completion_text(completion: Any) -> str:
+    """The text of one completion, plain or conversational."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return str(completion.get("content", ""))
+    if isinstance(completion, Sequence):
+        return "".join(completion_text(m) for m in completion if _is_assistant(m))
+    raise TypeError(f"unsupported completion type {type(completion).__name__}")
+
+
+def _is_assistant(message: Any) -> bool:
+    return not isinstance(message, dict) or message.get("role", "assistant") == "assistant"
+
+
+def shared_verifier(name: str) -> Any:
+    """One long-lived verifier per name per process (worker pools are costly to start)."""
+    if name not in _VERIFIERS:
+        _VERIFIERS[name] = registry.create(name)
+    return _VERIFIERS[name]
+
+
+@atexit.register
+def close_shared_verifiers() -> None:
+    while _VERIFIERS:
+        _, v = _VERIFIERS.popitem()
+        v.close()
+
+
+def _to_reward(v: Verdict) -> float | None:
+    return None if v.correct is None else float(v.reward)
+
+
+def _column(columns: dict[str, Any], name: str, n: int) -> list[Any]:
+    col = columns.get(name)
+    if col is None:
+        return [None] * n
+    if len(col) != n:
+        raise ValueError(f"column {name!r} has {len(col)} values for {n} completions")
+    return list(col)
+
+
+def math_accuracy_reward(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float | None]:
+    """1.0 if the final answer equals the `answer` column (sympy equivalence), else 0.0."""
+    answers = _column(columns, "answer", len(completions))
+    records = [
+        {"completion": completion_text(c), "answer": a} for c, a in zip(completions, answers)
+    ]
+    return [_to_reward(v) for v in shared_verifier("math").score(records)]
+
+
+def code_pass_rate_reward(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float | None]:
+    """Fraction of the `tests` (stdin/stdout pairs) or `test_list` (assert lines) passed, sandboxed."""
+    n = len(completions)
+    tests, test_list = _column(columns, "tests", n), _column(columns, "test_list", n)
+    records = []
+    for c, t, tl in zip(completions, tests, test_list):
+        rec: dict[str, Any] = {"completion": completion_text(c)}
+        if t is not None:
+            rec["tests"] = t
+        if tl is not None:
+            rec["test_list"] = tl
+        records.append(rec)
+    return [_to_reward(v) for v in shared_verifier("code").score(records)]
+
+
+def format_reward_strict(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float | None]:
+    """1.0 if the completion is exactly <think>...</think><answer>...</answer>, else 0.0."""
+    return [1.0 if strict_format_ok(completion_text(c)) else 0.0 for c in completions]
+
+
+def format_reward_soft(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float | None]:
+    """1.0 if a think block followed by an answer block appears anywhere, else 0.0."""
+    return [1.0 if soft_format_ok(completion_text(c)) else 0.0 for c in completions]
+
+
+REWARD_FUNCS: dict[str, RewardFunc] = {
+    "math_accuracy": math_accuracy_reward,
+    "code_pass_rate": code_pass_rate_reward,
+    "format_strict": format_reward_strict,
+    "format_soft": format_reward_soft,
+}
+
+
+def register_reward(name: str, func: RewardFunc) -> None:
+    REWARD_FUNCS[name] = func
+
+
+def get_reward(name: str) -> RewardFunc:
+    try:
+        return REWARD_FUNCS[name]
+    except KeyError:
+        raise KeyError(f"unknown reward function {name!r}; available: {', '.join(sorted(REWARD_FUNCS))}") from None
