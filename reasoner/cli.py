@@ -33,12 +33,13 @@ def verify(
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: CPU count)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-check time limit in seconds (verifier default if unset)."),
     all_or_nothing: bool = typer.Option(False, "--all-or-nothing", help="Code: reward 1 only if every test passes."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the lines already in OUTPUT and score only the rest."),
 ) -> None:
     """Score completions in a JSONL file with a verifier; one output line per input line, same order."""
     from reasoner.verify_cli import run_verify
 
     run_verify(task=task, input_path=input, output_path=output, workers=workers, timeout=timeout,
-               all_or_nothing=all_or_nothing)
+               all_or_nothing=all_or_nothing, resume=resume)
 
 
 def main() -> None:

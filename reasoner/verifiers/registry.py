@@ -26,6 +26,10 @@ _BUILTIN: dict[str, str] = {
 _REGISTERED: dict[str, Callable[..., Any]] = {}
 
 
+class UnknownVerifierError(KeyError):
+    """No verifier is registered under the requested name."""
+
+
 def register(name: str, factory: Callable[..., Any]) -> None:
     """Register a verifier factory under `name` at run time (tests, notebooks)."""
     _REGISTERED[name] = factory
@@ -50,7 +54,7 @@ def get_factory(name: str) -> Callable[..., Any]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             return ep.load()
-    raise KeyError(f"unknown verifier {name!r}; available: {', '.join(available())}")
+    raise UnknownVerifierError(f"unknown verifier {name!r}; available: {', '.join(available())}")
 
 
 def create(name: str, **options: Any) -> Any:

@@ -1,0 +1,112 @@
+"""`reasoner verify` contract: order, fields, bad lines named, nothing scored is lost, resume."""
+
+import json
+
+import pytest
+
+from reasoner.verifiers import registry
+from reasoner.verifiers.base import Verdict
+from reasoner.verify_cli import InputError, verify_file
+
+
+class EchoVerifier:
+    """Correct iff completion == answer; no answer -> cannot judge. Records the batches it saw."""
+
+    name = "echo"
+    batches: list[int] = []
+
+    def __init__(self, workers=None, timeout=None):
+        self.workers = workers
+
+    def score(self, records):
+        EchoVerifier.batches.append(len(records))
+        for r in records:
+            if "answer" not in r:
+                yield Verdict(0.0, None, "no gold")
+            elif r["completion"] == r["answer"]:
+                yield Verdict(1.0, True, "ok")
+            else:
+                yield Verdict(0.0, False, "wrong")
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.fixture(autouse=True)
+def echo_registered():
+    registry.register("echo", EchoVerifier)
+    EchoVerifier.batches = []
+    yield
+    registry._REGISTERED.pop("echo", None)
+
+
+def write_jsonl(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_one_line_per_record_in_order_with_fields(tmp_path):
+    recs = [{"id": i, "completion": str(i % 3), "answer": "1"} for i in range(600)]
+    recs[5] = {"id": 5, "completion": "x"}  # cannot judge
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(inp, [json.dumps(r) for r in recs] + [""])  # trailing blank line is not a record
+    s = verify_file("echo", inp, out, progress=False)
+    rows = read_jsonl(out)
+    assert [r["id"] for r in rows] == list(range(600))
+    assert rows[1] == {"id": 1, "completion": "1", "answer": "1", "reward": 1.0, "correct": True,
+                       "reason": "ok"}
+    assert rows[2]["correct"] is False and rows[2]["reward"] == 0.0
+    assert rows[5]["correct"] is None
+    assert (s.scored, s.unjudged) == (600, 1)
+    assert s.correct == sum(1 for r in recs if r.get("answer") == r["completion"])
+    assert EchoVerifier.batches == [256, 256, 88]
+
+
+def test_bad_line_is_named_and_earlier_results_are_kept(tmp_path):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    good = [json.dumps({"completion": "1", "answer": "1"})] * 3
+    write_jsonl(inp, good + ["{not json"] + good)
+    with pytest.raises(InputError, match=r"in\.jsonl:4: not valid JSON"):
+        verify_file("echo", inp, out, progress=False)
+    assert len(read_jsonl(out)) == 3
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [("[1, 2]", "expected a JSON object, got list"), ('{"answer": "1"}', "field 'completion' is missing")],
+)
+def test_wrong_record_shapes_are_named(tmp_path, line, message):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(inp, ['{"completion": "a", "answer": "a"}', line])
+    with pytest.raises(InputError, match=f":2: {message}"):
+        verify_file("echo", inp, out, progress=False)
+
+
+def test_resume_scores_only_the_rest_and_drops_a_torn_line(tmp_path):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(inp, [json.dumps({"id": i, "completion": "a", "answer": "a"}) for i in range(10)])
+    verify_file("echo", inp, out, progress=False)
+    full = out.read_text()
+    lines = full.splitlines(keepends=True)
+    out.write_text("".join(lines[:4]) + lines[4][:7])  # a crash mid-write of line 5
+    s = verify_file("echo", inp, out, resume=True, progress=False)
+    assert (s.skipped_existing, s.scored) == (4, 6)
+    assert out.read_text() == full
+
+
+def test_unknown_task_and_missing_input_are_clear(tmp_path):
+    inp = tmp_path / "in.jsonl"
+    write_jsonl(inp, ['{"completion": "a"}'])
+    with pytest.raises(registry.UnknownVerifierError, match="unknown verifier 'nope'.*echo"):
+        verify_file("nope", inp, tmp_path / "o.jsonl", progress=False)
+    with pytest.raises(InputError, match="input file not found"):
+        verify_file("echo", tmp_path / "missing.jsonl", tmp_path / "o.jsonl", progress=False)
