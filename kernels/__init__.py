@@ -3,6 +3,13 @@
 See kernels/README.md for the public API.
 """
 
+from .api import (
+    TokenLogProbs,
+    fused_linear_grpo_loss,
+    fused_linear_logprobs,
+    grpo_loss,
+    logprobs,
+)
 from .reference import (
     KL_ESTIMATORS,
     LOG_RATIO_CLAMP,
@@ -16,6 +23,11 @@ from .reference import (
 )
 
 __all__ = [
+    "TokenLogProbs",
+    "fused_linear_grpo_loss",
+    "fused_linear_logprobs",
+    "grpo_loss",
+    "logprobs",
     "KL_ESTIMATORS",
     "LOG_RATIO_CLAMP",
     "GRPOTokenOutput",

@@ -1,0 +1,125 @@
+"""Compile every Triton kernel for a CUDA target without a GPU (ptxas ships with triton).
+
+The CPU tests run the kernels under the interpreter, which accepts some programs the compiler
+rejects; this catches those on a machine with no GPU:
+
+    python -m reasoner_kernels.compile_check --arch 90 --dtype bf16
+
+Must run without TRITON_INTERPRET=1 (the kernels would be interpreter objects).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import sys
+from dataclasses import dataclass
+
+DATA_PTRS = {"logits_ptr", "dlogits_ptr", "h_ptr", "w_ptr", "b_ptr", "dl_ptr", "a_ptr"}
+TYPED_PTRS = {"ids_ptr": "*i64", "mask_ptr": "*i8", "flags_ptr": "*i8", "c_ptr": "*fp32"}
+FLOATS = {"temperature", "lo", "hi", "delta", "beta"}
+
+
+@dataclass
+class CompileResult:
+    kernel: str
+    ok: bool
+    shared_bytes: int = 0
+    error: str = ""
+
+
+def _signature(fn, dtype: str, constexprs: dict) -> dict[str, str]:
+    sig = {}
+    for name in inspect.signature(fn).parameters:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name in DATA_PTRS:
+            sig[name] = f"*{dtype}"
+        elif name in TYPED_PTRS:
+            sig[name] = TYPED_PTRS[name]
+        elif name.endswith("_ptr"):
+            sig[name] = "*fp32"
+        elif name in FLOATS:
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i64" if name.startswith("stride") or name == "n_start" else "i32"
+    return sig
+
+
+def kernel_variants(dtype: str) -> list[tuple[str, object, dict, dict]]:
+    """(name, kernel, constexprs, launch options) covering every constexpr branch."""
+    from . import triton_fused_linear as fl
+    from . import triton_logits as lg
+
+    # fmt: off
+    stages = 2 if dtype == "fp32" else 3
+    dot = dict(DOT_PREC="tf32", UPCAST=False)
+    out = []
+    for kl in (1, 2, 3):
+        for ent in (False, True):
+            loss = dict(LOSS=True, HAS_OLD=kl != 1, HAS_DELTA=kl == 3, HAS_REF=kl != 2, KL=kl)
+            out.append((f"logits_fwd[k{kl}, entropy={ent}]", lg._logits_fwd_kernel,
+                        dict(**loss, ENTROPY=ent, CLAMP=20.0, BLOCK_V=4096), dict(num_warps=16)))
+    out.append(("logits_fwd[logprobs only]", lg._logits_fwd_kernel,
+                dict(LOSS=False, HAS_OLD=False, HAS_DELTA=False, HAS_REF=False, KL=3,
+                     ENTROPY=True, CLAMP=20.0, BLOCK_V=4096), dict(num_warps=16)))
+    out.append(("logits_bwd", lg._logits_bwd_kernel, dict(BLOCK_V=4096), dict(num_warps=16)))
+    tiles = dict(BLOCK_N=64, BLOCK_V=128, BLOCK_K=64)
+    for bias, ent in ((True, True), (False, False)):
+        out.append((f"fl_fwd[bias={bias}, entropy={ent}]", fl._fl_fwd_kernel,
+                    dict(HAS_BIAS=bias, ENTROPY=ent, **dot, **tiles),
+                    dict(num_warps=8, num_stages=stages)))
+    for kl in (1, 2, 3):
+        out.append((f"fl_epilogue[k{kl}]", fl._fl_epilogue_kernel,
+                    dict(LOSS=True, HAS_OLD=True, HAS_DELTA=kl == 1, HAS_REF=True, KL=kl,
+                         ENTROPY=kl == 3, CLAMP=20.0, BLOCK_N=256), {}))
+    out.append(("fl_epilogue[logprobs only]", fl._fl_epilogue_kernel,
+                dict(LOSS=False, HAS_OLD=False, HAS_DELTA=False, HAS_REF=False, KL=3,
+                     ENTROPY=False, CLAMP=20.0, BLOCK_N=256), {}))
+    out.append(("fl_dlogits", fl._fl_dlogits_kernel, dict(HAS_BIAS=True, **dot, **tiles),
+                dict(num_warps=8, num_stages=stages)))
+    bk = 32 if dtype == "fp32" else 64
+    for acc in (False, True):
+        out.append((f"matmul[accumulate={acc}]", fl._matmul_kernel,
+                    dict(ACCUMULATE=acc, **dot, BLOCK_M=128, BLOCK_N=128, BLOCK_K=bk),
+                    dict(num_warps=8, num_stages=stages)))
+    # fmt: on
+    return out
+
+
+def compile_all(arch: int = 90, dtype: str = "bf16") -> list[CompileResult]:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    target = GPUTarget("cuda", arch, 32)
+    results = []
+    for name, kernel, constexprs, opts in kernel_variants(dtype):
+        try:
+            src = ASTSource(kernel, _signature(kernel.fn, dtype, constexprs), constexprs)
+            compiled = triton.compile(src, target=target, options=opts)
+            results.append(CompileResult(name, True, int(compiled.metadata.shared)))
+        except Exception as e:  # noqa: BLE001 - report every kernel, then fail
+            results.append(CompileResult(name, False, error=f"{type(e).__name__}: {e}"))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", type=int, default=90, help="compute capability x 10 (80, 90, ...)")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    args = p.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        print("unset TRITON_INTERPRET: the compile check needs the real compiler", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    results = compile_all(args.arch, args.dtype)
+    for r in results:
+        status = f"ok   shared={r.shared_bytes:>6d} B" if r.ok else f"FAIL {r.error[:2000]}"
+        print(f"sm_{args.arch} {args.dtype:4s} {r.kernel:36s} {status}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

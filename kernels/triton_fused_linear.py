@@ -1,0 +1,604 @@
+"""Fused-linear GRPO token loss in Triton: hidden [N, H] @ weight[V, H].T (+ bias) -> loss,
+without ever storing the N x V logits.
+
+Forward, two launches:
+  1. `_fl_fwd_kernel`, grid = (token blocks x vocabulary splits). A program owns BLOCK_N tokens
+     and one contiguous range of the vocabulary; for each BLOCK_V slice of it, it computes the
+     logits tile with tl.dot over H in BLOCK_K steps (fp32 accumulator), adds the bias, divides
+     by T and folds the tile into online per-row stats (max m, sum exp s, entropy sum w and the
+     sampled token's logit). Reads hidden[block, :] and weight[range, :]; writes 4 fp32 per
+     (split, token). Splitting the vocabulary keeps the GPU busy when N / BLOCK_N is small.
+  2. `_fl_epilogue_kernel`, grid = token blocks: merges the splits' stats into lse, logp and
+     entropy, then applies the same per-token loss as the logits-input kernel (`token_loss`).
+Backward, per chunk of `chunk_size` token rows (a chunk_size x V dlogits buffer is the only
+logits-sized memory; its default is ~1 GiB, at least 1024 rows):
+  1. `_fl_dlogits_kernel` recomputes each logits tile (tl.dot) and writes
+     dlogits = coef / T * (onehot - softmax) for the chunk, in the input dtype.
+  2. `_matmul_kernel` (fp32 accumulation): dhidden[chunk] = dlogits @ weight, and
+     dweight (fp32 buffer, accumulated over chunks) += dlogits.T @ hidden[chunk];
+     dbias += column sums of dlogits (fp32).
+FLOPs: 2NHV forward + 6NHV backward (recompute, dhidden, dweight) = 8NHV.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from .reference import LOG_RATIO_CLAMP
+from .triton_logits import KL_CODE, MAX_ROWS, RawOutputs, clip_bounds, combine_coef, token_loss
+
+DEFAULT_BLOCKS = (64, 128, 64)  # BLOCK_N (tokens), BLOCK_V (vocabulary), BLOCK_K (hidden)
+GEMM_BLOCKS = (128, 128, 64)  # BLOCK_M, BLOCK_N, BLOCK_K of the backward dhidden / dweight GEMMs
+CHUNK_BYTES = 1 << 30  # backward dlogits chunk budget; >= 1024 rows so dweight RMW stays cheap
+
+
+@triton.jit
+def _fl_fwd_kernel(
+    h_ptr,
+    w_ptr,
+    b_ptr,
+    ids_ptr,
+    part_ptr,
+    N,
+    V,
+    H,
+    stride_hn,
+    stride_hk,
+    stride_wv,
+    stride_wk,
+    v_per_split,
+    num_splits,
+    stride_stat,
+    temperature,
+    HAS_BIAS: tl.constexpr,
+    ENTROPY: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    split = pid % num_splits
+    nb = pid // num_splits
+    n_offs = nb * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = n_offs < N
+    n64 = n_offs.to(tl.int64)
+    tok = tl.load(ids_ptr + n64, mask=n_mask, other=-1).to(tl.int32)
+    m = tl.full((BLOCK_N,), float("-inf"), tl.float32)
+    s = tl.zeros((BLOCK_N,), tl.float32)
+    w = tl.zeros((BLOCK_N,), tl.float32)
+    tgt = tl.zeros((BLOCK_N,), tl.float32)
+    v_lo = split * v_per_split
+    v_hi = tl.minimum(V, v_lo + v_per_split)
+    for v0 in range(v_lo, v_hi, BLOCK_V):
+        v_offs = v0 + tl.arange(0, BLOCK_V)
+        v_mask = v_offs < v_hi
+        v64 = v_offs.to(tl.int64)
+        acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
+        for k0 in range(0, H, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            k_mask = k < H
+            ht = tl.load(
+                h_ptr + n64[:, None] * stride_hn + k[None, :] * stride_hk,
+                mask=n_mask[:, None] & k_mask[None, :],
+                other=0.0,
+            )
+            wt = tl.load(
+                w_ptr + v64[None, :] * stride_wv + k[:, None] * stride_wk,
+                mask=v_mask[None, :] & k_mask[:, None],
+                other=0.0,
+            )
+            if UPCAST:  # the interpreter's bf16 tl.dot is wrong; fp32 there
+                ht, wt = ht.to(tl.float32), wt.to(tl.float32)
+            acc = tl.dot(ht, wt, acc, input_precision=DOT_PREC)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + v_offs, mask=v_mask, other=0.0).to(tl.float32)[None, :]
+        x = tl.where(v_mask[None, :], acc / temperature, float("-inf"))
+        m_new = tl.maximum(m, tl.max(x, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m - m_safe)
+        e = tl.exp(x - m_safe[:, None])
+        if ENTROPY:
+            xm = tl.where(e > 0.0, x - m_safe[:, None], 0.0)
+            shift = (tl.where(s > 0.0, m, m_safe) - m_safe) * s
+            w = alpha * (w + shift) + tl.sum(e * xm, axis=1)
+        s = s * alpha + tl.sum(e, axis=1)
+        m = m_new
+        tgt += tl.sum(tl.where(v_offs[None, :] == tok[:, None], x, 0.0), axis=1)
+    sn = stride_stat  # part is [4, num_splits, N]: stat, split, token
+    p = part_ptr + split.to(tl.int64) * N + n64
+    tl.store(p, m, mask=n_mask)
+    tl.store(p + sn, s, mask=n_mask)
+    tl.store(p + 2 * sn, w, mask=n_mask)
+    tl.store(p + 3 * sn, tgt, mask=n_mask)
+
+
+@triton.jit
+def _fl_epilogue_kernel(
+    part_ptr,
+    old_ptr,
+    ref_ptr,
+    adv_ptr,
+    mask_ptr,
+    logp_ptr,
+    lse_ptr,
+    ent_ptr,
+    loss_ptr,
+    kl_ptr,
+    flags_ptr,
+    dloss_ptr,
+    dkl_ptr,
+    N,
+    num_splits,
+    stride_stat,
+    lo,
+    hi,
+    delta,
+    beta,
+    LOSS: tl.constexpr,
+    HAS_OLD: tl.constexpr,
+    HAS_DELTA: tl.constexpr,
+    HAS_REF: tl.constexpr,
+    KL: tl.constexpr,
+    ENTROPY: tl.constexpr,
+    CLAMP: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    nm = n < N
+    sn = stride_stat
+    mx = tl.full((BLOCK_N,), float("-inf"), tl.float32)
+    p = part_ptr + n
+    for _ in range(0, num_splits):
+        mx = tl.maximum(mx, tl.load(p, mask=nm, other=float("-inf")))
+        p += N
+    mx = tl.where(mx == float("-inf"), 0.0, mx)
+    s = tl.zeros((BLOCK_N,), tl.float32)
+    w = tl.zeros((BLOCK_N,), tl.float32)
+    tgt = tl.zeros((BLOCK_N,), tl.float32)
+    p = part_ptr + n
+    for _ in range(0, num_splits):
+        mi = tl.load(p, mask=nm, other=float("-inf"))
+        si = tl.load(p + sn, mask=nm, other=0.0)
+        a = tl.exp(mi - mx)
+        s += si * a
+        if ENTROPY:
+            wi = tl.load(p + 2 * sn, mask=nm, other=0.0)
+            w += a * (wi + (tl.where(si > 0.0, mi, mx) - mx) * si)
+        tgt += tl.load(p + 3 * sn, mask=nm, other=0.0)
+        p += N
+    s = tl.where(nm, s, 1.0)  # lanes past N: keep them finite
+    log_s = tl.log(s)
+    lse = mx + log_s
+    logp = tgt - lse
+    tl.store(logp_ptr + n, logp, mask=nm)
+    tl.store(lse_ptr + n, lse, mask=nm)
+    if ENTROPY:
+        tl.store(ent_ptr + n, log_s - w / s, mask=nm)
+    if LOSS:
+        valid = tl.load(mask_ptr + n, mask=nm, other=0) != 0
+        adv = tl.load(adv_ptr + n, mask=nm, other=0.0)
+        if HAS_OLD:
+            old = tl.load(old_ptr + n, mask=nm, other=0.0)
+        else:
+            old = logp
+        if HAS_REF:
+            ref = tl.load(ref_ptr + n, mask=nm, other=0.0)
+        else:
+            ref = logp
+        loss, kl, c_lo, c_hi, c_dual, dloss, dkl = token_loss(
+            logp, old, ref, adv, valid, lo, hi, delta, beta, HAS_DELTA, HAS_REF, KL, CLAMP
+        )
+        tl.store(loss_ptr + n, loss, mask=nm)
+        tl.store(kl_ptr + n, kl, mask=nm)
+        tl.store(dloss_ptr + n, dloss, mask=nm)
+        tl.store(dkl_ptr + n, dkl, mask=nm)
+        tl.store(flags_ptr + n, c_lo.to(tl.int8), mask=nm)
+        tl.store(flags_ptr + N + n, c_hi.to(tl.int8), mask=nm)
+        tl.store(flags_ptr + 2 * N + n, c_dual.to(tl.int8), mask=nm)
+
+
+@triton.jit
+def _fl_dlogits_kernel(
+    h_ptr,
+    w_ptr,
+    b_ptr,
+    ids_ptr,
+    lse_ptr,
+    coef_ptr,
+    dl_ptr,
+    n_start,
+    n_rows,
+    V,
+    H,
+    stride_hn,
+    stride_hk,
+    stride_wv,
+    stride_wk,
+    stride_dl,
+    temperature,
+    HAS_BIAS: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    # Vocabulary tiles on grid axis 0 (no 65535 limit), row tiles of the chunk on axis 1.
+    r = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # row within the chunk
+    r_mask = r < n_rows
+    n64 = n_start + r.to(tl.int64)
+    v_offs = tl.program_id(0) * BLOCK_V + tl.arange(0, BLOCK_V)
+    v_mask = v_offs < V
+    v64 = v_offs.to(tl.int64)
+    acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        k_mask = k < H
+        ht = tl.load(
+            h_ptr + n64[:, None] * stride_hn + k[None, :] * stride_hk,
+            mask=r_mask[:, None] & k_mask[None, :],
+            other=0.0,
+        )
+        wt = tl.load(
+            w_ptr + v64[None, :] * stride_wv + k[:, None] * stride_wk,
+            mask=v_mask[None, :] & k_mask[:, None],
+            other=0.0,
+        )
+        if UPCAST:
+            ht, wt = ht.to(tl.float32), wt.to(tl.float32)
+        acc = tl.dot(ht, wt, acc, input_precision=DOT_PREC)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + v_offs, mask=v_mask, other=0.0).to(tl.float32)[None, :]
+    x = acc / temperature
+    lse = tl.load(lse_ptr + n64, mask=r_mask, other=0.0)
+    coef = tl.load(coef_ptr + n64, mask=r_mask, other=0.0)
+    tok = tl.load(ids_ptr + n64, mask=r_mask, other=-1).to(tl.int32)
+    prob = tl.exp(x - lse[:, None])
+    d = (coef / temperature)[:, None] * (tl.where(v_offs[None, :] == tok[:, None], 1.0, 0.0) - prob)
+    d = tl.where(coef[:, None] == 0.0, 0.0, d)
+    tl.store(
+        dl_ptr + r.to(tl.int64)[:, None] * stride_dl + v64[None, :],
+        d.to(dl_ptr.dtype.element_ty),
+        mask=r_mask[:, None] & v_mask[None, :],
+    )
+
+
+@triton.jit
+def _matmul_kernel(
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    M,
+    N,
+    K,
+    stride_am,
+    stride_ak,
+    stride_bk,
+    stride_bn,
+    stride_cm,
+    stride_cn,
+    ACCUMULATE: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """c[M, N] (+)= a[M, K] @ b[K, N] with an fp32 accumulator (strided, int64 offsets)."""
+    rm = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    rn = (tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        rk = (k0 + tl.arange(0, BLOCK_K)).to(tl.int64)
+        a = tl.load(
+            a_ptr + rm[:, None] * stride_am + rk[None, :] * stride_ak,
+            mask=(rm[:, None] < M) & (rk[None, :] < K),
+            other=0.0,
+        )
+        b = tl.load(
+            b_ptr + rk[:, None] * stride_bk + rn[None, :] * stride_bn,
+            mask=(rk[:, None] < K) & (rn[None, :] < N),
+            other=0.0,
+        )
+        if UPCAST:
+            a, b = a.to(tl.float32), b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PREC)
+    c_ptrs = c_ptr + rm[:, None] * stride_cm + rn[None, :] * stride_cn
+    c_mask = (rm[:, None] < M) & (rn[None, :] < N)
+    if ACCUMULATE:
+        acc += tl.load(c_ptrs, mask=c_mask, other=0.0).to(tl.float32)
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers
+
+
+@dataclass(frozen=True)
+class FusedLinearConfig:
+    """Loss hyperparameters plus launch overrides (validated by the public API)."""
+
+    temperature: float = 1.0
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    delta: float | None = None
+    beta: float = 0.0
+    kl_estimator: str = "k3"
+    compute_entropy: bool = False
+    chunk_size: int | None = None  # backward rows per dlogits chunk (default: ~1 GiB chunk)
+    blocks: tuple[int, int, int] | None = None  # (BLOCK_N, BLOCK_V, BLOCK_K) override
+    num_splits: int | None = None  # vocabulary splits of the forward (default: fill the GPU)
+
+
+def _dot_precision(x: torch.Tensor) -> str:
+    """tl.dot input precision: fp32 inputs follow torch's TF32 switch; bf16/fp16 take the default
+    (tensor cores, fp32 accumulation)."""
+    if x.dtype != torch.float32:
+        return "tf32"  # only affects fp32 operands
+    if not x.is_cuda:
+        return "ieee"  # the interpreter
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+def _upcast(x: torch.Tensor) -> bool:
+    """Feed tl.dot fp32 instead of bf16 under the interpreter, whose bf16 dot is wrong."""
+    return x.dtype == torch.bfloat16 and not x.is_cuda
+
+
+def _launch_kw(x: torch.Tensor) -> dict:
+    """8 warps; 3 pipeline stages for 16-bit operands, 2 for fp32 (shared memory)."""
+    if not x.is_cuda:
+        return {}
+    return dict(num_warps=8, num_stages=2 if x.dtype == torch.float32 else 3)
+
+
+def _num_splits(N: int, V: int, bn: int, bv: int, x: torch.Tensor, override: int | None) -> int:
+    v_blocks = triton.cdiv(V, bv)
+    if override is not None:
+        return max(1, min(override, v_blocks))
+    if not x.is_cuda:
+        return 1
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    return max(1, min(triton.cdiv(2 * sms, triton.cdiv(N, bn)), v_blocks))
+
+
+def fused_linear_forward(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    ids: torch.Tensor,
+    old_logp: torch.Tensor | None,
+    ref_logp: torch.Tensor | None,
+    advantages: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    cfg: FusedLinearConfig,
+    with_loss: bool,
+) -> RawOutputs:
+    """Launch the forward kernels. hidden [N, H], weight [V, H], the token tensors flat [N]."""
+    N, H = hidden.shape
+    V = weight.shape[0]
+    if N > MAX_ROWS:
+        raise ValueError(f"at most {MAX_ROWS} token rows per call, got {N}")
+    bn, bv, bk = cfg.blocks or DEFAULT_BLOCKS
+    f32 = dict(device=hidden.device, dtype=torch.float32)
+    logp, lse = torch.empty(N, **f32), torch.empty(N, **f32)
+    ent = torch.empty(N, **f32) if cfg.compute_entropy else logp
+    out = RawOutputs(logp, lse, ent if cfg.compute_entropy else None)
+    n_flags = N if with_loss else 1
+    flags = torch.empty(3, n_flags, device=hidden.device, dtype=torch.int8)
+    if with_loss:
+        out.loss, out.kl, out.dloss, out.dkl = (torch.empty(N, **f32) for _ in range(4))
+    if N == 0:
+        out.flags = flags.view(torch.bool) if with_loss else None
+        return out
+    splits = _num_splits(N, V, bn, bv, hidden, cfg.num_splits)
+    v_per_split = triton.cdiv(triton.cdiv(V, splits), bv) * bv
+    splits = triton.cdiv(V, v_per_split)
+    part = torch.empty(4, splits, N, **f32)
+    grid = (splits * triton.cdiv(N, bn),)
+    _fl_fwd_kernel[grid](
+        hidden,
+        weight,
+        bias if bias is not None else weight,
+        ids,
+        part,
+        N,
+        V,
+        H,
+        hidden.stride(0),
+        hidden.stride(1),
+        weight.stride(0),
+        weight.stride(1),
+        v_per_split,
+        splits,
+        splits * N,
+        float(cfg.temperature),
+        HAS_BIAS=bias is not None,
+        ENTROPY=cfg.compute_entropy,
+        DOT_PREC=_dot_precision(hidden),
+        UPCAST=_upcast(hidden),
+        BLOCK_N=bn,
+        BLOCK_V=bv,
+        BLOCK_K=bk,
+        **_launch_kw(hidden),
+    )
+    lo, hi, delta = clip_bounds(cfg)
+    dummy = logp
+    block = 256
+    _fl_epilogue_kernel[(triton.cdiv(N, block),)](
+        part,
+        old_logp if old_logp is not None else dummy,
+        ref_logp if ref_logp is not None else dummy,
+        advantages if with_loss else dummy,
+        mask if with_loss else dummy,
+        logp,
+        lse,
+        ent,
+        out.loss if with_loss else dummy,
+        out.kl if with_loss else dummy,
+        flags,
+        out.dloss if with_loss else dummy,
+        out.dkl if with_loss else dummy,
+        N,
+        splits,
+        splits * N,
+        lo,
+        hi,
+        delta,
+        float(cfg.beta),
+        LOSS=with_loss,
+        HAS_OLD=old_logp is not None,
+        HAS_DELTA=cfg.delta is not None,
+        HAS_REF=ref_logp is not None,
+        KL=KL_CODE[cfg.kl_estimator],
+        ENTROPY=cfg.compute_entropy,
+        CLAMP=LOG_RATIO_CLAMP,
+        BLOCK_N=block,
+    )
+    out.flags = flags.view(torch.bool) if with_loss else None
+    return out
+
+
+def matmul(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    accumulate: bool,
+    blocks: tuple[int, int, int],
+) -> None:
+    """c (+)= a @ b in Triton with an fp32 accumulator; any strides."""
+    M, K = a.shape
+    N = b.shape[1]
+    bm, bn, bk = blocks
+    _matmul_kernel[(triton.cdiv(M, bm), triton.cdiv(N, bn))](
+        a,
+        b,
+        c,
+        M,
+        N,
+        K,
+        a.stride(0),
+        a.stride(1),
+        b.stride(0),
+        b.stride(1),
+        c.stride(0),
+        c.stride(1),
+        ACCUMULATE=accumulate,
+        DOT_PREC=_dot_precision(a),
+        UPCAST=_upcast(a),
+        BLOCK_M=bm,
+        BLOCK_N=bn,
+        BLOCK_K=bk,
+        **_launch_kw(a),
+    )
+
+
+def chunk_rows(N: int, V: int, itemsize: int, override: int | None) -> int:
+    if override is not None:
+        if override < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {override}")
+        return min(override, max(N, 1))
+    return max(1, min(N, max(1024, CHUNK_BYTES // max(V * itemsize, 1))))
+
+
+def fused_linear_backward(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    ids: torch.Tensor,
+    lse: torch.Tensor,
+    coef: torch.Tensor,
+    cfg: FusedLinearConfig,
+    needs: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(dhidden, dweight, dbias) for dL/dlogp = coef [N]; only those flagged in `needs`."""
+    N, H = hidden.shape
+    V = weight.shape[0]
+    need_h, need_w, need_b = needs
+    need_b = need_b and bias is not None
+    bn, bv, bk = cfg.blocks or DEFAULT_BLOCKS
+    gemm_blocks = cfg.blocks or ((128, 128, 32) if hidden.dtype == torch.float32 else GEMM_BLOCKS)
+    dh = torch.empty_like(hidden, memory_format=torch.contiguous_format) if need_h else None
+    dw32 = torch.zeros(V, H, device=weight.device, dtype=torch.float32) if need_w else None
+    db32 = torch.zeros(V, device=weight.device, dtype=torch.float32) if need_b else None
+    if N == 0 or not (need_h or need_w or need_b):
+        return dh, _cast(dw32, weight), _cast(db32, bias)
+    C = chunk_rows(N, V, hidden.element_size(), cfg.chunk_size)
+    dl = torch.empty(C, V, device=hidden.device, dtype=hidden.dtype)
+    for c0 in range(0, N, C):
+        rows = min(C, N - c0)
+        _fl_dlogits_kernel[(triton.cdiv(V, bv), triton.cdiv(rows, bn))](
+            hidden,
+            weight,
+            bias if bias is not None else weight,
+            ids,
+            lse,
+            coef,
+            dl,
+            c0,
+            rows,
+            V,
+            H,
+            hidden.stride(0),
+            hidden.stride(1),
+            weight.stride(0),
+            weight.stride(1),
+            dl.stride(0),
+            float(cfg.temperature),
+            HAS_BIAS=bias is not None,
+            DOT_PREC=_dot_precision(hidden),
+            UPCAST=_upcast(hidden),
+            BLOCK_N=bn,
+            BLOCK_V=bv,
+            BLOCK_K=bk,
+            **_launch_kw(hidden),
+        )
+        d = dl[:rows]
+        if need_h:
+            matmul(d, weight, dh[c0 : c0 + rows], False, gemm_blocks)
+        if need_w:
+            matmul(d.t(), hidden[c0 : c0 + rows], dw32, c0 > 0, gemm_blocks)
+        if need_b:
+            db32 += d.float().sum(0)
+    return dh, _cast(dw32, weight), _cast(db32, bias)
+
+
+def _cast(g: torch.Tensor | None, like: torch.Tensor | None) -> torch.Tensor | None:
+    if g is None or like is None:
+        return None
+    return g if g.dtype == like.dtype else g.to(like.dtype)
+
+
+class FusedLinearGRPOFunction(torch.autograd.Function):
+    """(hidden [N, H], weight [V, H], bias, ids, old, ref, adv, mask) -> flat [N] outputs.
+
+    Saves hidden, weight and bias by reference (no copies) plus three fp32 [N] vectors; backward
+    reads the weight from that saved argument, so under ZeRO-3 it must still be gathered then
+    (DeepSpeed's module hooks do that when this is called inside the module's forward).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, ids, old_logp, ref_logp, advantages, mask, cfg):
+        out = fused_linear_forward(
+            hidden, weight, bias, ids, old_logp, ref_logp, advantages, mask, cfg, True
+        )
+        ctx.save_for_backward(hidden, weight, bias, ids, out.lse, out.dloss, out.dkl)
+        ctx.cfg = cfg
+        entropy = out.entropy if out.entropy is not None else torch.empty(0, device=hidden.device)
+        ctx.mark_non_differentiable(out.flags, entropy)
+        return out.loss, out.logp, out.kl, out.flags, entropy
+
+    @staticmethod
+    def backward(ctx, g_loss, g_logp, g_kl, _g_flags, _g_entropy):
+        hidden, weight, bias, ids, lse, dloss, dkl = ctx.saved_tensors
+        coef = combine_coef(g_loss, g_logp, g_kl, dloss, dkl)
+        dh, dw, db = fused_linear_backward(
+            hidden, weight, bias, ids, lse, coef, ctx.cfg, tuple(ctx.needs_input_grad[:3])
+        )
+        return dh, dw, db, None, None, None, None, None, None

@@ -1,0 +1,401 @@
+"""Logits-input GRPO token loss in Triton: kernels, launchers and the autograd Function.
+
+Forward (one program per token row, looping over the vocabulary in BLOCK_V chunks):
+    reads   logits[row, :] once (bf16/fp16/fp32), ids/old/ref/adv/mask[row]
+    keeps   online max m, s = sum exp(x - m), w = sum exp(x - m) * (x - m)   (x = logits / T, fp32)
+    writes  logp, lse, loss, kl, clip flags, entropy (optional) and the two per-token derivatives
+            dloss/dlogp and dkl/dlogp that backward needs (all fp32, N floats each)
+Backward (one program per row):
+    reads   logits[row, :] once, lse[row], ids[row], coef[row] = dL/dlogp (fp32)
+    writes  dlogits[row, v] = coef / T * (onehot(id)[v] - softmax(x)[v]), possibly INTO the logits
+            buffer (each element is read, then overwritten by the same program)
+
+Rows are addressed as (row // T_INNER) * stride_b + (row % T_INNER) * stride_t with int64 offsets,
+so a [B, T, V] view such as `logits[:, :-1]` is used without a copy and N * V may exceed 2^31.
+The grid is 1D with one program per row (CUDA allows 2^31 - 1 programs on grid axis 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from .reference import KL_ESTIMATORS, LOG_RATIO_CLAMP
+
+KL_CODE = {name: i + 1 for i, name in enumerate(KL_ESTIMATORS)}  # k1 -> 1, k2 -> 2, k3 -> 3
+MAX_ROWS = 2**31 - 1
+
+
+@triton.jit
+def token_loss(
+    logp,
+    old,
+    ref,
+    adv,
+    valid,
+    lo,
+    hi,
+    delta,
+    beta,
+    HAS_DELTA: tl.constexpr,
+    HAS_REF: tl.constexpr,
+    KL: tl.constexpr,
+    CLAMP: tl.constexpr,
+):
+    """The clipped-ratio + KL loss of one token (or a vector of tokens) from its log-prob.
+
+    Returns (loss, kl, clipped_low, clipped_high, clipped_dual, dloss/dlogp, dkl/dlogp), all
+    zeroed where `valid` is false. The derivatives follow
+    torch's conventions for clamp (gradient passes at the bounds) and minimum.
+    """
+    x = logp - old
+    log_ratio = tl.minimum(tl.maximum(x, -CLAMP), CLAMP)
+    ratio = tl.exp(log_ratio)
+    clipped_ratio = tl.minimum(tl.maximum(ratio, lo), hi)
+    pg = -tl.minimum(ratio * adv, clipped_ratio * adv)
+    clip_lo = (ratio < lo) & (adv < 0)
+    clip_hi = (ratio > hi) & (adv > 0)
+    # d(-ratio * A)/dlogp = -A * ratio, unless the clipped branch was taken or the clamp binds.
+    dpg = tl.where(clip_lo | clip_hi, 0.0, -adv * ratio)
+    dpg = tl.where((x >= -CLAMP) & (x <= CLAMP), dpg, 0.0)
+    if HAS_DELTA:
+        bound = -delta * adv
+        take = (adv < 0) & (pg > bound)
+        pg = tl.where(take, bound, pg)
+        dpg = tl.where(take, 0.0, dpg)
+    else:
+        take = tl.full(pg.shape, 0, tl.int1)
+    kl = tl.zeros_like(pg)
+    dkl = tl.zeros_like(pg)
+    if HAS_REF:
+        y = ref - logp
+        d = tl.minimum(tl.maximum(y, -CLAMP), CLAMP)
+        if KL == 1:
+            kl = -d
+            dkl = tl.full(d.shape, 1.0, tl.float32)
+        elif KL == 2:
+            kl = 0.5 * d * d
+            dkl = -d
+        else:
+            ed = tl.exp(d)
+            kl = ed - d - 1.0
+            dkl = 1.0 - ed
+        dkl = tl.where((y >= -CLAMP) & (y <= CLAMP), dkl, 0.0)
+    loss = pg + beta * kl
+    dloss = dpg + beta * dkl
+    loss = tl.where(valid, loss, 0.0)
+    kl = tl.where(valid, kl, 0.0)
+    dloss = tl.where(valid, dloss, 0.0)
+    dkl = tl.where(valid, dkl, 0.0)
+    return loss, kl, clip_lo & valid, clip_hi & valid, take & valid, dloss, dkl
+
+
+@triton.jit
+def _logits_fwd_kernel(
+    logits_ptr,
+    ids_ptr,
+    old_ptr,
+    ref_ptr,
+    adv_ptr,
+    mask_ptr,
+    logp_ptr,
+    lse_ptr,
+    ent_ptr,
+    loss_ptr,
+    kl_ptr,
+    flags_ptr,
+    dloss_ptr,
+    dkl_ptr,
+    N,
+    V,
+    T_INNER,
+    stride_b,
+    stride_t,
+    temperature,
+    lo,
+    hi,
+    delta,
+    beta,
+    LOSS: tl.constexpr,
+    HAS_OLD: tl.constexpr,
+    HAS_DELTA: tl.constexpr,
+    HAS_REF: tl.constexpr,
+    KL: tl.constexpr,
+    ENTROPY: tl.constexpr,
+    CLAMP: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    base = (row // T_INNER) * stride_b + (row % T_INNER) * stride_t
+    row_ptr = logits_ptr + base
+    m = tl.full((), float("-inf"), tl.float32)  # running max of x
+    s = tl.full((), 0.0, tl.float32)  # sum exp(x - m)
+    w = tl.full((), 0.0, tl.float32)  # sum exp(x - m) * (x - m), for the entropy
+    for start in range(0, V, BLOCK_V):
+        offs = start + tl.arange(0, BLOCK_V)
+        x = tl.load(row_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+        x = x / temperature
+        m_new = tl.maximum(m, tl.max(x, axis=0))
+        # A block (or everything so far) of -inf: shift by 0 instead of -inf so nothing is NaN.
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m - m_safe)
+        e = tl.exp(x - m_safe)
+        if ENTROPY:
+            xm = tl.where(e > 0.0, x - m_safe, 0.0)  # -inf * 0 would be NaN
+            shift = (tl.where(s > 0.0, m, m_safe) - m_safe) * s  # re-base w from m to m_safe
+            w = alpha * (w + shift) + tl.sum(e * xm, axis=0)
+        s = s * alpha + tl.sum(e, axis=0)
+        m = m_new
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    log_s = tl.log(s)
+    lse = m_safe + log_s
+    tok = tl.load(ids_ptr + row).to(tl.int64)
+    x_tok = tl.load(row_ptr + tok).to(tl.float32) / temperature
+    logp = x_tok - lse
+    tl.store(logp_ptr + row, logp)
+    tl.store(lse_ptr + row, lse)
+    if ENTROPY:
+        tl.store(ent_ptr + row, log_s - w / s)
+    if LOSS:
+        valid = tl.load(mask_ptr + row) != 0
+        adv = tl.load(adv_ptr + row).to(tl.float32)
+        if HAS_OLD:
+            old = tl.load(old_ptr + row).to(tl.float32)
+        else:
+            old = logp
+        if HAS_REF:
+            ref = tl.load(ref_ptr + row).to(tl.float32)
+        else:
+            ref = logp
+        loss, kl, c_lo, c_hi, c_dual, dloss, dkl = token_loss(
+            logp, old, ref, adv, valid, lo, hi, delta, beta, HAS_DELTA, HAS_REF, KL, CLAMP
+        )
+        tl.store(loss_ptr + row, loss)
+        tl.store(kl_ptr + row, kl)
+        tl.store(dloss_ptr + row, dloss)
+        tl.store(dkl_ptr + row, dkl)
+        tl.store(flags_ptr + row, c_lo.to(tl.int8))
+        tl.store(flags_ptr + N + row, c_hi.to(tl.int8))
+        tl.store(flags_ptr + 2 * N + row, c_dual.to(tl.int8))
+
+
+@triton.jit
+def _logits_bwd_kernel(
+    logits_ptr,
+    dlogits_ptr,
+    ids_ptr,
+    lse_ptr,
+    coef_ptr,
+    V,
+    T_INNER,
+    stride_b,
+    stride_t,
+    gstride_b,
+    gstride_t,
+    temperature,
+    BLOCK_V: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    bi = row // T_INNER
+    ti = row % T_INNER
+    row_ptr = logits_ptr + bi * stride_b + ti * stride_t
+    grow_ptr = dlogits_ptr + bi * gstride_b + ti * gstride_t
+    coef = tl.load(coef_ptr + row)
+    g = coef / temperature
+    lse = tl.load(lse_ptr + row)
+    tok = tl.load(ids_ptr + row).to(tl.int64)
+    for start in range(0, V, BLOCK_V):
+        offs = start + tl.arange(0, BLOCK_V)
+        in_v = offs < V
+        x = tl.load(row_ptr + offs, mask=in_v, other=float("-inf")).to(tl.float32) / temperature
+        p = tl.exp(x - lse)
+        d = g * (tl.where(offs == tok, 1.0, 0.0) - p)
+        d = tl.where(coef == 0.0, 0.0, d)  # exactly 0 for masked rows, even with NaN logits
+        tl.store(grow_ptr + offs, d.to(dlogits_ptr.dtype.element_ty), mask=in_v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss hyperparameters as the kernels see them (validated by the public API)."""
+
+    temperature: float = 1.0
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    delta: float | None = None
+    beta: float = 0.0
+    kl_estimator: str = "k3"
+    compute_entropy: bool = False
+    inplace_backward: bool = False
+    block_v: int | None = None  # override of the launch heuristic (tests)
+
+
+@dataclass
+class RawOutputs:
+    """Flat [N] outputs of a forward launch (loss fields are None for the log-prob-only pass)."""
+
+    logp: torch.Tensor
+    lse: torch.Tensor
+    entropy: torch.Tensor | None
+    loss: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
+    flags: torch.Tensor | None = None  # bool [3, N]: clipped_low, clipped_high, clipped_dual
+    dloss: torch.Tensor | None = None
+    dkl: torch.Tensor | None = None
+
+
+def block_v_for(V: int, override: int | None = None) -> int:
+    """BLOCK_V heuristic: 4096 (a 16 KB fp32 tile per program) or the next power of two of V."""
+    if override is not None:
+        return override
+    return min(4096, triton.next_power_of_2(V))
+
+
+def _num_warps(block_v: int) -> int:
+    return 16 if block_v >= 4096 else 8 if block_v >= 1024 else 4
+
+
+def row_layout(logits: torch.Tensor) -> tuple[int, int, int, int]:
+    """(N, T_INNER, stride_b, stride_t) addressing the rows of a [N, V] or [B, T, V] tensor."""
+    if logits.dim() == 2:
+        return logits.shape[0], max(logits.shape[0], 1), 0, logits.stride(0)
+    if logits.dim() == 3:
+        b, t, _ = logits.shape
+        return b * t, max(t, 1), logits.stride(0), logits.stride(1)
+    raise ValueError(f"logits must be [N, V] or [B, T, V], got shape {tuple(logits.shape)}")
+
+
+def clip_bounds(cfg: LossConfig) -> tuple[float, float, float]:
+    delta = 0.0 if cfg.delta is None else float(cfg.delta)  # unused without HAS_DELTA
+    return 1.0 - cfg.eps_low, 1.0 + cfg.eps_high, delta
+
+
+def logits_forward(
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    old_logp: torch.Tensor | None,
+    ref_logp: torch.Tensor | None,
+    advantages: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    cfg: LossConfig,
+    with_loss: bool,
+) -> RawOutputs:
+    """Launch the forward kernel. logits [N, V] / [B, T, V] with unit last stride; the rest flat [N]."""
+    V = logits.shape[-1]
+    N, t_inner, sb, st = row_layout(logits)
+    if N > MAX_ROWS:
+        raise ValueError(f"at most {MAX_ROWS} token rows per call, got {N}")
+    dev = logits.device
+    f32 = dict(device=dev, dtype=torch.float32)
+    logp, lse = torch.empty(N, **f32), torch.empty(N, **f32)
+    out = RawOutputs(logp, lse, torch.empty(N, **f32) if cfg.compute_entropy else None)
+    flags = torch.empty(3, N if with_loss else 1, device=dev, dtype=torch.int8)
+    if with_loss:
+        out.loss, out.kl, out.dloss, out.dkl = (torch.empty(N, **f32) for _ in range(4))
+        out.flags = flags.view(torch.bool)
+    if N == 0:
+        return out
+
+    def ptr(t: torch.Tensor | None) -> torch.Tensor:
+        return logp if t is None else t  # a placeholder pointer the kernel never touches
+
+    block_v = block_v_for(V, cfg.block_v)
+    _logits_fwd_kernel[(N,)](
+        logits, ids, ptr(old_logp), ptr(ref_logp), ptr(advantages), ptr(mask),
+        logp, lse, ptr(out.entropy), ptr(out.loss), ptr(out.kl), flags, ptr(out.dloss),
+        ptr(out.dkl),
+        N, V, t_inner, sb, st,
+        float(cfg.temperature), *clip_bounds(cfg), float(cfg.beta),
+        LOSS=with_loss, HAS_OLD=old_logp is not None, HAS_DELTA=cfg.delta is not None,
+        HAS_REF=ref_logp is not None, KL=KL_CODE[cfg.kl_estimator],
+        ENTROPY=cfg.compute_entropy, CLAMP=LOG_RATIO_CLAMP,
+        BLOCK_V=block_v, num_warps=_num_warps(block_v),
+    )  # fmt: skip
+    return out
+
+
+def logits_backward(
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    lse: torch.Tensor,
+    coef: torch.Tensor,
+    cfg: LossConfig,
+) -> torch.Tensor:
+    """dlogits for dL/dlogp = coef [N]; written into `logits` itself when cfg.inplace_backward."""
+    V = logits.shape[-1]
+    N, t_inner, sb, st = row_layout(logits)
+    grad = (
+        logits
+        if cfg.inplace_backward
+        else torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    )
+    if N == 0:
+        return grad
+    _, _, gsb, gst = row_layout(grad)
+    block_v = block_v_for(V, cfg.block_v)
+    _logits_bwd_kernel[(N,)](
+        logits,
+        grad,
+        ids,
+        lse,
+        coef,
+        V,
+        t_inner,
+        sb,
+        st,
+        gsb,
+        gst,
+        float(cfg.temperature),
+        BLOCK_V=block_v,
+        num_warps=_num_warps(block_v),
+    )
+    return grad
+
+
+def combine_coef(
+    g_loss: torch.Tensor | None,
+    g_logp: torch.Tensor | None,
+    g_kl: torch.Tensor | None,
+    dloss: torch.Tensor,
+    dkl: torch.Tensor,
+) -> torch.Tensor:
+    """dL/dlogp per token from the upstream gradients of (loss, logp, kl) (flat fp32 [N])."""
+    coef = torch.zeros_like(dloss)
+    if g_loss is not None:
+        coef = coef + g_loss.reshape(-1).float() * dloss
+    if g_kl is not None:
+        coef = coef + g_kl.reshape(-1).float() * dkl
+    if g_logp is not None:
+        coef = coef + g_logp.reshape(-1).float()
+    return coef.contiguous()
+
+
+class GRPOLogitsFunction(torch.autograd.Function):
+    """(logits, ids, old, ref, adv, mask) -> (loss, logp, kl, flags, entropy), flat [N] outputs.
+
+    Saves logits (no copy), ids and three fp32 [N] vectors. With cfg.inplace_backward the
+    gradient is written into the saved logits buffer and returned as the logits' gradient.
+    old/ref/advantages/mask are constants (no gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, ids, old_logp, ref_logp, advantages, mask, cfg: LossConfig):
+        out = logits_forward(logits, ids, old_logp, ref_logp, advantages, mask, cfg, True)
+        ctx.save_for_backward(logits, ids, out.lse, out.dloss, out.dkl)
+        ctx.cfg = cfg
+        entropy = out.entropy if out.entropy is not None else torch.empty(0, device=logits.device)
+        ctx.mark_non_differentiable(out.flags, entropy)
+        return out.loss, out.logp, out.kl, out.flags, entropy
+
+    @staticmethod
+    def backward(ctx, g_loss, g_logp, g_kl, _g_flags, _g_entropy):
+        logits, ids, lse, dloss, dkl = ctx.saved_tensors
+        coef = combine_coef(g_loss, g_logp, g_kl, dloss, dkl)
+        grad = logits_backward(logits, ids, lse, coef, ctx.cfg)
+        return grad, None, None, None, None, None, None

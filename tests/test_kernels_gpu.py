@@ -1,0 +1,174 @@
+"""GPU-only kernel tests: bf16 at realistic shapes against the float64 reference, the in-place
+backward's memory, a grid of more than a million rows and N * V > 2^31 element offsets.
+
+Skipped without CUDA (and under TRITON_INTERPRET=1, which would take hours at these shapes).
+Run: pytest -q -m gpu tests/test_kernels_gpu.py
+"""
+
+import os
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+    pytest.mark.skipif(
+        os.environ.get("TRITON_INTERPRET") == "1",
+        reason="real kernels only (TRITON_INTERPRET=1 is set)",
+    ),
+]
+
+triton = pytest.importorskip("triton")
+
+from reasoner_kernels import (  # noqa: E402
+    fused_linear_grpo_loss,
+    grpo_loss,
+    logprobs,
+)
+from reasoner_kernels.reference import (  # noqa: E402
+    fused_linear_grpo_loss_reference,
+    grpo_loss_reference,
+    selective_logp,
+)
+
+DEV = "cuda"
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def token_inputs(logp64: torch.Tensor, seed: int):
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    shape = logp64.shape
+    old = (logp64 + 0.3 * torch.randn(shape, device=DEV, generator=g, dtype=torch.float64)).float()
+    ref = (logp64 + 0.3 * torch.randn(shape, device=DEV, generator=g, dtype=torch.float64)).float()
+    adv = torch.randn(shape[0], 1, device=DEV, generator=g)
+    mask = torch.rand(shape, device=DEV, generator=g) > 0.1
+    return old, ref, adv, mask
+
+
+def test_bf16_logits_kernel_matches_float64_reference_at_realistic_shape():
+    B, T, V = 4, 1024, 32000
+    g = torch.Generator(device=DEV).manual_seed(0)
+    logits = (torch.randn(B, T, V, device=DEV, generator=g) * 3).bfloat16()
+    ids = torch.randint(0, V, (B, T), device=DEV, generator=g)
+    logits64 = logits.double().requires_grad_()
+    old, ref, adv, mask = token_inputs(selective_logp(logits64.detach(), ids, 0.9), 1)
+    kw = dict(
+        temperature=0.9, eps_low=0.2, eps_high=0.28, delta=3.0, beta=0.04, compute_entropy=True
+    )
+    rout = grpo_loss_reference(logits64, ids, old.double(), ref.double(), adv.double(), mask, **kw)
+    (rout.loss.sum() / mask.sum()).backward()
+    for inplace in (False, True):
+        x = logits.clone().requires_grad_()
+        y = x * 1  # non-leaf buffer for the in-place backward
+        out = grpo_loss(y, ids, old, ref, adv, mask, inplace_backward=inplace, **kw)
+        (out.loss.sum() / mask.sum()).backward()
+        torch.testing.assert_close(out.logp.double(), rout.logp, rtol=0, atol=1e-4)
+        torch.testing.assert_close(out.entropy.double(), rout.entropy, rtol=0, atol=1e-4)
+        assert rel_err(out.loss, rout.loss) < 1e-4
+        assert x.grad.dtype == torch.bfloat16
+        assert rel_err(x.grad, logits64.grad) < 1e-2  # bf16 output rounding
+    lp = logprobs(logits, ids, 0.9, compute_entropy=True)
+    torch.testing.assert_close(lp.logp.double(), rout.logp, rtol=0, atol=1e-4)
+    torch.testing.assert_close(lp.entropy.double(), rout.entropy, rtol=0, atol=1e-4)
+
+
+def test_bf16_fused_linear_matches_float64_reference_at_realistic_shape():
+    N, H, V = 2048, 1024, 32000
+    g = torch.Generator(device=DEV).manual_seed(2)
+    hidden = torch.randn(N, H, device=DEV, generator=g).bfloat16()
+    weight = (torch.randn(V, H, device=DEV, generator=g) / H**0.5).bfloat16()
+    bias = (0.1 * torch.randn(V, device=DEV, generator=g)).bfloat16()
+    ids = torch.randint(0, V, (N,), device=DEV, generator=g)
+    r = [t.double().requires_grad_() for t in (hidden, weight, bias)]
+    logp64 = selective_logp(r[0].detach() @ r[1].detach().t() + r[2].detach(), ids, 0.7)
+    old, ref, adv, mask = token_inputs(logp64[None], 3)
+    old, ref, mask = old[0], ref[0], mask[0]
+    adv = adv.expand(1, N)[0]
+    kw = dict(temperature=0.7, eps_high=0.28, beta=0.04, compute_entropy=True)
+    rout = fused_linear_grpo_loss_reference(
+        r[0], r[1], ids, old.double(), ref.double(), adv.double(), mask, bias=r[2], **kw
+    )
+    (rout.loss.sum() / mask.sum()).backward()
+    t = [x.clone().requires_grad_() for x in (hidden, weight, bias)]
+    out = fused_linear_grpo_loss(
+        t[0], t[1], ids, old, ref, adv, mask, bias=t[2], chunk_size=768, **kw
+    )  # 3 backward chunks
+    (out.loss.sum() / mask.sum()).backward()
+    torch.testing.assert_close(out.logp.double(), rout.logp, rtol=0, atol=2e-3)
+    torch.testing.assert_close(out.entropy.double(), rout.entropy, rtol=0, atol=2e-3)
+    assert rel_err(out.loss, rout.loss) < 5e-3
+    for a, b in zip(t, r):
+        assert a.grad.dtype == torch.bfloat16
+        assert rel_err(a.grad, b.grad) < 2e-2
+
+
+def test_inplace_backward_allocates_no_second_logits_buffer():
+    N, V = 8192, 32000
+    logits_bytes = N * V * 2
+    g = torch.Generator(device=DEV).manual_seed(4)
+    ids = torch.randint(0, V, (N,), device=DEV, generator=g)
+    adv = torch.randn(N, device=DEV, generator=g)
+    mask = torch.ones(N, device=DEV, dtype=torch.bool)
+    peaks = {}
+    for inplace in (True, False):
+        leaf = torch.randn(N, V, device=DEV, generator=g).bfloat16().requires_grad_()
+        x = leaf.view(N, V)  # a view: backward hands the gradient to the leaf without a copy
+        out = grpo_loss(x, ids, None, None, adv, mask, inplace_backward=inplace)
+        loss = out.loss.sum()
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        (grad,) = torch.autograd.grad(loss, leaf)
+        torch.cuda.synchronize()
+        peaks[inplace] = torch.cuda.max_memory_allocated() - base
+        if inplace:
+            assert grad.data_ptr() == leaf.data_ptr()
+        del leaf, x, out, loss, grad
+    assert peaks[True] < 0.05 * logits_bytes, peaks
+    assert peaks[False] >= logits_bytes, peaks  # the measurement does see a second buffer
+
+
+def test_more_than_a_million_rows_in_one_grid():
+    N, V = (1 << 20) + 7, 16
+    g = torch.Generator(device=DEV).manual_seed(5)
+    logits = torch.randn(N, V, device=DEV, generator=g).requires_grad_()
+    ids = torch.randint(0, V, (N,), device=DEV, generator=g)
+    adv = torch.randn(N, device=DEV, generator=g)
+    mask = torch.rand(N, device=DEV, generator=g) > 0.5
+    out = grpo_loss(logits, ids, None, None, adv, mask)
+    out.loss.sum().backward()
+    x64 = logits.detach().double().requires_grad_()
+    rout = grpo_loss_reference(x64, ids, None, None, adv.double(), mask)
+    rout.loss.sum().backward()
+    torch.testing.assert_close(out.logp.double(), rout.logp, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.loss.double(), rout.loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logits.grad.double(), x64.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_element_offsets_beyond_int32():
+    V = 32768
+    N = (1 << 31) // V + 64  # N * V > 2^31: the last rows need 64-bit offsets
+    assert N * V > 2**31
+    g = torch.Generator(device=DEV).manual_seed(6)
+    logits = torch.empty(N, V, device=DEV, dtype=torch.bfloat16)
+    logits.normal_(generator=g)
+    ids = torch.randint(0, V, (N,), device=DEV, generator=g)
+    adv = torch.ones(N, device=DEV)
+    mask = torch.ones(N, device=DEV, dtype=torch.bool)
+    lp = logprobs(logits, ids)
+    tail = slice(N - 128, N)
+    expect = selective_logp(logits[tail].double(), ids[tail])
+    torch.testing.assert_close(lp.logp[tail].double(), expect, rtol=0, atol=1e-4)
+    tail_x = logits[tail].double().requires_grad_()  # saved: the buffer will hold dlogits
+    leaf = logits.requires_grad_()
+    out = grpo_loss(leaf.view(N, V), ids, None, None, adv, mask, inplace_backward=True)
+    (grad,) = torch.autograd.grad(out.loss.sum(), leaf)
+    assert grad.data_ptr() == leaf.data_ptr()
+    rout = grpo_loss_reference(tail_x, ids[tail], None, None, adv[tail].double(), mask[tail])
+    rout.loss.sum().backward()
+    torch.testing.assert_close(grad[tail].double(), tail_x.grad, rtol=1e-2, atol=1e-4)

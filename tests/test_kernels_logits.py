@@ -1,0 +1,332 @@
+"""Logits-input Triton GRPO kernel against the float64 torch reference.
+
+Without CUDA the kernels run under the Triton interpreter (TRITON_INTERPRET=1, set below before
+the kernel module is imported) on small fp32 inputs; with CUDA the same tests run on the GPU.
+"""
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+pytest.importorskip("triton")
+
+from reasoner_kernels import LOG_RATIO_CLAMP, grpo_loss, logprobs  # noqa: E402
+from reasoner_kernels.reference import grpo_loss_reference, selective_logp  # noqa: E402
+from reasoner_kernels.triton_logits import block_v_for  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+NEG_INF = float("-inf")
+# Log-ratios (logp - old) well away from the clip bounds used below (log 0.8, log 1.28, log 3),
+# including both sides of the +-LOG_RATIO_CLAMP clamp.
+LOG_RATIOS = [-30.0, -3.0, -0.6, -0.1, 0.1, 0.6, 1.6, 3.0, 30.0]
+# ref - logp, including both sides of the clamp.
+REF_GAPS = [-30.0, -2.0, -0.3, 0.0, 0.4, 2.5, 30.0]
+
+
+def make_case(n=24, v=300, temperature=0.7, seed=0, on_policy=False, with_ref=True):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, v, generator=g, dtype=torch.float64) * 2.0
+    logits[1, 128:256] = NEG_INF  # a whole BLOCK_V=128 block of -inf
+    logits[2, :128] = NEG_INF  # the first block -inf: the running max starts at -inf
+    logits[3, ::7] = NEG_INF  # scattered -inf
+    ids = torch.randint(0, v, (n,), generator=g)
+    ids[1] = 5
+    ids[2] = 200
+    ids[3] = 1
+    logp = selective_logp(logits, ids, temperature)
+    lr = torch.tensor(LOG_RATIOS, dtype=torch.float64)[torch.arange(n) % len(LOG_RATIOS)]
+    old = None if on_policy else logp - lr
+    gaps = torch.tensor(REF_GAPS, dtype=torch.float64)[torch.randperm(n, generator=g) % 7]
+    ref = logp + gaps if with_ref else None
+    # |A| >= 0.05; the sign flips every len(LOG_RATIOS) rows so each log-ratio meets both signs.
+    sign = 1.0 - 2.0 * ((torch.arange(n) // len(LOG_RATIOS)) % 2).double()
+    adv = sign * (torch.rand(n, generator=g, dtype=torch.float64) + 0.05)
+    adv[4] = 0.0
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[[i for i in (0, 7, 13) if i < n]] = False
+    return logits, ids, old, ref, adv, mask
+
+
+def fp32(t):
+    return None if t is None else t.float().to(DEV)
+
+
+def run_both(case, upstream=(1.0, 0.3, 0.7), block_v=128, inplace=False, **kw):
+    """(triton out, triton dlogits, reference out, reference dlogits) with random upstream grads."""
+    logits, ids, old, ref, adv, mask = case
+    n = ids.shape[0]
+    g = torch.Generator().manual_seed(123)
+    w_loss, w_logp, w_kl = (c * torch.rand(n, generator=g, dtype=torch.float64) for c in upstream)
+
+    def objective(out):
+        dt = out.loss.dtype
+        obj = (out.loss * w_loss.to(out.loss.device, dt)).sum()
+        obj = obj + (out.logp * w_logp.to(out.logp.device, dt)).sum()
+        if out.kl is not None:
+            obj = obj + (out.kl * w_kl.to(out.kl.device, dt)).sum()
+        return obj
+
+    leaf = logits.float().to(DEV).requires_grad_()
+    x = leaf * 1.0  # a non-leaf buffer the in-place backward may overwrite
+    out = grpo_loss(
+        x,
+        ids.to(DEV),
+        fp32(old),
+        fp32(ref),
+        fp32(adv),
+        mask.to(DEV),
+        backend="triton",
+        block_v=block_v,
+        inplace_backward=inplace,
+        **kw,
+    )
+    objective(out).backward()
+    rl = logits.clone().requires_grad_()
+    rout = grpo_loss_reference(rl, ids, old, ref, adv, mask, **kw)
+    objective(rout).backward()
+    return out, leaf.grad, rout, rl.grad, x
+
+
+def close(a, b, rtol=2e-5, atol=2e-5):
+    torch.testing.assert_close(
+        a.double().cpu(), b.double().cpu(), rtol=rtol, atol=atol, equal_nan=True
+    )
+
+
+def check_outputs(out, rout):
+    close(out.logp, rout.logp)
+    close(out.loss, rout.loss, rtol=1e-4)
+    if rout.kl is None:
+        assert out.kl is None
+    else:
+        close(out.kl, rout.kl, rtol=1e-4)
+    for f in ("clipped_low", "clipped_high", "clipped_dual"):
+        assert torch.equal(getattr(out, f).cpu(), getattr(rout, f)), f
+    assert out.logp.dtype == torch.float32
+
+
+@pytest.mark.parametrize("kl_estimator", ["k1", "k2", "k3"])
+def test_matches_reference_each_kl_estimator(kl_estimator):
+    case = make_case(seed=1)
+    kw = dict(
+        temperature=0.7,
+        eps_low=0.2,
+        eps_high=0.28,
+        delta=3.0,
+        beta=0.05,
+        kl_estimator=kl_estimator,
+        compute_entropy=True,
+    )
+    out, grad, rout, rgrad, _ = run_both(case, **kw)
+    check_outputs(out, rout)
+    close(out.entropy, token_entropy_ref(case[0], 0.7))
+    close(grad, rgrad, rtol=1e-4, atol=1e-6)
+    # Every branch of the loss is exercised: both clip sides, the dual clip, the ratio clamp.
+    assert rout.clipped_low.any() and rout.clipped_high.any() and rout.clipped_dual.any()
+    assert (rout.logp - case[2]).abs().max() > LOG_RATIO_CLAMP
+
+
+def token_entropy_ref(logits, temperature):
+    from reasoner_kernels.reference import token_entropy
+
+    return token_entropy(logits, temperature)
+
+
+def test_temperature_one_no_dual_clip_no_ref_v_multiple_of_block():
+    case = make_case(v=256, temperature=1.0, seed=2, with_ref=False)
+    out, grad, rout, rgrad, _ = run_both(case, temperature=1.0, eps_low=0.2)
+    check_outputs(out, rout)
+    assert out.kl is None and out.entropy is None and not out.clipped_dual.any()
+    close(grad, rgrad, rtol=1e-4, atol=1e-6)
+
+
+def test_on_policy_ratio_is_one_and_gradient_is_minus_advantage():
+    case = make_case(seed=3, on_policy=True, temperature=1.3)
+    out, grad, rout, rgrad, _ = run_both(case, upstream=(1.0, 0.0, 0.0), temperature=1.3)
+    check_outputs(out, rout)
+    close(grad, rgrad, rtol=1e-4, atol=1e-6)
+    logits, ids, _, _, adv, mask = case
+    # loss = -A exactly where unmasked; d loss / d logp = -A, d logp / d logits = (onehot - p)/T
+    close(out.loss, torch.where(mask, -adv, torch.zeros_like(adv)))
+    p = torch.softmax(logits / 1.3, -1)
+    onehot = torch.nn.functional.one_hot(ids, logits.shape[-1]).double()
+    g = torch.Generator().manual_seed(123)
+    w_loss = torch.rand(ids.shape[0], generator=g, dtype=torch.float64)
+    expect = (-adv * w_loss * mask)[:, None] * (onehot - p) / 1.3
+    close(grad, expect, rtol=1e-4, atol=1e-6)
+
+
+def test_block_size_does_not_change_results():
+    case = make_case(v=300, seed=4)
+    kw = dict(temperature=0.9, delta=2.0, beta=0.1, compute_entropy=True)
+    a, ga, *_ = run_both(case, block_v=64, **kw)
+    b, gb, *_ = run_both(case, block_v=512, **kw)
+    close(a.loss, b.loss, rtol=1e-5)
+    close(a.entropy, b.entropy)
+    close(ga, gb, rtol=1e-5, atol=1e-7)
+
+
+def test_inplace_backward_equals_out_of_place_and_reuses_the_buffer():
+    case = make_case(seed=5)
+    kw = dict(temperature=0.8, eps_high=0.28, delta=3.0, beta=0.04, kl_estimator="k3")
+    a, ga, _, rgrad, xa = run_both(case, inplace=False, **kw)
+    b, gb, _, _, xb = run_both(case, inplace=True, **kw)
+    assert torch.equal(ga, gb)
+    close(gb, rgrad, rtol=1e-4, atol=1e-6)
+    # In place: the logits buffer now holds dlogits; out of place: it is untouched.
+    assert torch.equal(xb.detach(), gb)
+    close(xa.detach(), case[0].float())
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")
+def test_masked_rows_give_exact_zero_loss_and_gradient_even_with_nan_logits():
+    logits, ids, old, ref, adv, mask = make_case(seed=6)
+    logits[0] = float("nan")  # row 0 is masked
+    out, grad, *_ = run_both((logits, ids, old, ref, adv, mask), upstream=(1.0, 0.0, 1.0), beta=0.1)
+    masked = ~mask
+    assert torch.all(out.loss.cpu()[masked] == 0) and torch.all(out.kl.cpu()[masked] == 0)
+    assert torch.all(grad.cpu()[masked] == 0)
+    assert torch.isfinite(out.loss).all() and torch.isfinite(grad).all()
+    assert not out.clipped_low.cpu()[masked].any() and not out.clipped_high.cpu()[masked].any()
+
+
+def test_three_dim_non_contiguous_view_is_read_without_copy():
+    g = torch.Generator().manual_seed(7)
+    B, T, V = 3, 5, 200
+    full = torch.randn(B, T + 1, V, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, V, (B, T), generator=g)
+    adv = torch.randn(B, 1, generator=g, dtype=torch.float64)  # per sequence, broadcast
+    mask = torch.rand(B, T, generator=g) > 0.2
+    old = selective_logp(full[:, :-1], ids) + 0.3 * torch.randn(
+        B, T, generator=g, dtype=torch.float64
+    )
+    leaf = full.float().to(DEV).requires_grad_()
+    x = leaf[:, :-1]  # strides (T+1)*V, V, 1: not reshapeable to [N, V] without a copy
+    assert not x.is_contiguous()
+    out = grpo_loss(
+        x, ids.to(DEV), fp32(old), None, fp32(adv), mask.to(DEV), backend="triton", block_v=64
+    )
+    out.loss.sum().backward()
+    rl = full.clone().requires_grad_()
+    rout = grpo_loss_reference(rl[:, :-1], ids, old, None, adv, mask)
+    rout.loss.sum().backward()
+    assert out.loss.shape == (B, T)
+    check_outputs(out, rout)
+    close(leaf.grad, rl.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_logprobs_no_grad_pass_with_entropy():
+    logits, ids, *_ = make_case(seed=8)
+    lp = logprobs(logits.float().to(DEV), ids.to(DEV), 0.6, True, backend="triton", block_v=128)
+    close(lp.logp, selective_logp(logits, ids, 0.6))
+    close(lp.entropy, token_entropy_ref(logits, 0.6))
+    assert lp.logp.requires_grad is False
+    plain = logprobs(logits.float().to(DEV), ids.to(DEV), 0.6, backend="triton")
+    assert plain.entropy is None
+    close(plain.logp, lp.logp, rtol=1e-6, atol=1e-6)
+
+
+def test_gradcheck_reference_and_triton_gradients_against_it():
+    torch.manual_seed(9)
+    n, v = 4, 7
+    logits = torch.randn(n, v, dtype=torch.float64)
+    ids = torch.randint(0, v, (n,))
+    base = selective_logp(logits, ids)
+    old = base - torch.tensor([0.5, -0.6, 0.1, 2.0], dtype=torch.float64)
+    ref = base + torch.tensor([0.3, -0.2, 0.5, 0.0], dtype=torch.float64)
+    adv = torch.tensor([1.0, -0.7, 0.4, -1.2], dtype=torch.float64)
+    mask = torch.tensor([True, True, False, True])
+    for est in ("k1", "k2", "k3"):
+        kw = dict(temperature=0.8, eps_low=0.2, eps_high=0.3, delta=1.5, beta=0.2, kl_estimator=est)
+
+        def f(x, kw=kw):
+            out = grpo_loss_reference(x, ids, old, ref, adv, mask, **kw)
+            return out.loss, out.logp, out.kl
+
+        assert torch.autograd.gradcheck(f, (logits.clone().requires_grad_(),))
+        rl = logits.clone().requires_grad_()
+        sum(o.sum() for o in f(rl)).backward()
+        tl_ = logits.float().to(DEV).requires_grad_()
+        out = grpo_loss(
+            tl_, ids.to(DEV), fp32(old), fp32(ref), fp32(adv), mask.to(DEV), backend="triton", **kw
+        )
+        (out.loss.sum() + out.logp.sum() + out.kl.sum()).backward()
+        close(tl_.grad, rl.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_extreme_log_ratios_are_clamped_and_stay_finite():
+    logits, ids, _, _, _, mask = make_case(n=6, seed=10)
+    logp = selective_logp(logits, ids)
+    old = logp - torch.tensor([80.0, -80.0, 25.0, -25.0, 500.0, -500.0], dtype=torch.float64)
+    adv = torch.tensor([1.0, -1.0, -2.0, 2.0, -1e3, 1e3], dtype=torch.float64)
+    mask = torch.ones(6, dtype=torch.bool)
+    out, grad, rout, rgrad, _ = run_both(
+        (logits, ids, old, None, adv, mask), upstream=(1.0, 0.0, 0.0), temperature=1.0
+    )
+    check_outputs(out, rout)
+    assert torch.isfinite(out.loss).all() and torch.isfinite(grad).all()
+    # The clamp binds on every row: the ratio is exp(+-20) and no gradient flows through it.
+    assert torch.all(grad == 0)
+    close(out.loss[:2], torch.tensor([-1.2, 0.8]))  # clipped high (A > 0), clipped low (A < 0)
+    close(out.loss[2], 2 * torch.exp(torch.tensor(LOG_RATIO_CLAMP)), rtol=1e-5)  # A < 0, no dual
+
+
+def test_auto_backend_on_cpu_is_the_reference_and_errors_are_clear():
+    logits, ids, old, ref, adv, mask = make_case(n=6, v=300, seed=11)
+    out = grpo_loss(logits, ids, old, ref, adv, mask, beta=0.1)
+    rout = grpo_loss_reference(logits, ids, old, ref, adv, mask, beta=0.1)
+    if DEV == "cpu":
+        assert torch.equal(out.loss, rout.loss) and out.loss.dtype == torch.float64
+    with pytest.raises(ValueError, match="kl_estimator"):
+        grpo_loss(logits, ids, old, ref, adv, mask, kl_estimator="k4")
+    with pytest.raises(ValueError, match="delta"):
+        grpo_loss(logits, ids, old, ref, adv, mask, delta=1.0)
+    with pytest.raises(ValueError, match="ref_logp"):
+        grpo_loss(logits, ids, old, None, adv, mask, beta=0.1)
+    with pytest.raises(ValueError, match="backend"):
+        grpo_loss(logits, ids, old, ref, adv, mask, backend="cuda")
+    x = logits.float().to(DEV)
+    with pytest.raises(ValueError, match=r"ids must lie in \[0, 300\)"):
+        grpo_loss(
+            x, (ids + 300).to(DEV), fp32(old), None, fp32(adv), mask.to(DEV), backend="triton"
+        )
+    with pytest.raises(ValueError, match="old_logp must have the token shape"):
+        grpo_loss(x, ids.to(DEV), fp32(old[:2]), None, fp32(adv), mask.to(DEV), backend="triton")
+
+
+def test_block_v_heuristic():
+    assert block_v_for(151936) == 4096
+    assert block_v_for(300) == 512
+    assert block_v_for(16) == 16
+    assert block_v_for(300, 128) == 128
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_logits_are_upcast_and_gradients_come_back_in_their_dtype(dtype):
+    logits, ids, old, ref, adv, mask = make_case(n=10, seed=12)
+    x16 = logits.to(dtype)
+    leaf = x16.to(DEV).requires_grad_()
+    out = grpo_loss(
+        leaf * 1,
+        ids.to(DEV),
+        fp32(old),
+        fp32(ref),
+        fp32(adv),
+        mask.to(DEV),
+        beta=0.1,
+        compute_entropy=True,
+        backend="triton",
+        block_v=128,
+    )
+    out.loss.sum().backward()
+    x64 = x16.detach().double().requires_grad_()  # the same rounded values, in float64
+    rout = grpo_loss_reference(x64, ids, old, ref, adv, mask, beta=0.1, compute_entropy=True)
+    rout.loss.sum().backward()
+    assert out.logp.dtype == torch.float32 and leaf.grad.dtype == dtype
+    close(out.logp, rout.logp)  # fp32 math on the same inputs
+    close(out.entropy, rout.entropy)
+    close(leaf.grad, x64.grad, rtol=1e-2, atol=1e-3)  # one rounding to the half dtype
