@@ -1,6 +1,6 @@
 """Throughput of the sandboxed code verifier against plain, unsandboxed subprocesses.
 
-    python benchmarks/code_sandbox.py [--programs 200] [--workers N [N ...]]
+    python benchmarks/code_sandbox.py [--programs 200] [--workers N [N ...]] [--out-dir DIR]
 
 Workloads (every program is correct, so every reward must be 1.0):
   asserts: N MBPP-style programs with 3 assert lines each; one sandbox per program.
@@ -11,15 +11,13 @@ thread pool of the same size (what a naive "exec the asserts" verifier costs). E
 is measured at several pool sizes: a sandboxed run mostly waits on the kernel (namespace and
 mount setup/teardown), so more threads than CPUs pays off.
 
-Prints a table and writes benchmarks/results/code_sandbox.json and .md.
+Prints a table and writes code_sandbox.json and .md to --out-dir (default benchmarks/results).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -28,8 +26,10 @@ from pathlib import Path
 
 from reasoner.verifiers.code import CodeVerifier
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+if __package__ in (None, ""):  # run as `python benchmarks/<name>.py`: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS, cpu, write_results  # noqa: E402
 
 
 def assert_records(n: int) -> list[dict]:
@@ -77,29 +77,18 @@ def timed(fn, *args):
     return out, time.perf_counter() - t
 
 
-def versions(python: str) -> dict:
+def sandbox_info(python: str) -> dict:
+    """What this benchmark records beyond benchmarks.common: the sandbox's tools."""
+
     def cmd(*a: str) -> str:
         try:
-            return subprocess.run(a, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+            return subprocess.run(a, capture_output=True, text=True).stdout.strip()
         except OSError:
             return "unknown"
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "device": f"{cpu}, {os.cpu_count()} CPUs",
-        "kernel": platform.release(),
-        "python_host": platform.python_version(),
         "python_sandbox": cmd(python, "-c", "import platform; print(platform.python_version())"),
         "bwrap": cmd("bwrap", "--version"),
-        "git_commit": cmd("git", "rev-parse", "HEAD"),
-        "load_average_before": os.getloadavg()[0],
     }
 
 
@@ -114,8 +103,10 @@ def main() -> None:
         default=[cpus, 4 * cpus, 8 * cpus],
         help="thread-pool sizes to measure (default: CPU count x 1, 4, 8)",
     )
+    ap.add_argument("--out-dir", type=Path, default=RESULTS, help="default: %(default)s")
     args = ap.parse_args()
     n = args.programs
+    load_before = os.getloadavg()[0]
     recs_a, recs_s = assert_records(n), stdio_records(n // 2)
     n_tests_a = sum(len(r["test_list"]) for r in recs_a)
     n_tests_s = sum(len(r["tests"]) for r in recs_s)
@@ -124,7 +115,7 @@ def main() -> None:
     for w in args.workers:
         with CodeVerifier(workers=w, timeout=5.0) as v:
             python = v.sandbox.python
-            info = info or versions(python)
+            info = info or sandbox_info(python)
             list(v.score(assert_records(2 * w)))  # warm-up (page cache, thread pool)
             va, ta = timed(lambda v=v: list(v.score(recs_a)))
             vs, ts = timed(lambda v=v: list(v.score(recs_s)))
@@ -152,42 +143,19 @@ def main() -> None:
         }
         for name, w, runs, tests, sec in rows
     ]
-    header = (
-        f"{'workload':34} {'workers':>7} {'runs':>5} {'tests':>5} {'sec':>7} "
-        f"{'runs/s':>7} {'tests/s':>7}"
+    write_results(
+        "code_sandbox",
+        table,
+        extra={
+            "programs": n,
+            **info,
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg()[0],
+        },
+        out_dir=args.out_dir,
+        title="Code sandbox throughput",
+        device_name=cpu(),
     )
-    lines = [header, "-" * len(header)]
-    for r in table:
-        lines.append(
-            f"{r['workload']:34} {r['workers']:>7} {r['runs']:>5} {r['tests']:>5} "
-            f"{r['seconds']:>7.2f} {r['runs_per_s']:>7.1f} {r['tests_per_s']:>7.1f}"
-        )
-    print("\n".join(lines))
-    info["load_average_after"] = os.getloadavg()[0]
-    result = {"programs": n, **info, "results": table}
-    for k, val in info.items():
-        print(f"{k}: {val}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "code_sandbox.json").write_text(json.dumps(result, indent=2) + "\n")
-    workers = " ".join(map(str, args.workers))
-    md = [
-        "# Code sandbox throughput",
-        "",
-        f"Command: `python benchmarks/code_sandbox.py --programs {n} --workers {workers}`",
-        "",
-        *(f"- {k}: {val}" for k, val in info.items()),
-        "",
-        "| workload | workers | runs | tests | seconds | runs/s | tests/s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        *(
-            f"| {r['workload']} | {r['workers']} | {r['runs']} | {r['tests']} | {r['seconds']} | "
-            f"{r['runs_per_s']} | {r['tests_per_s']} |"
-            for r in table
-        ),
-        "",
-    ]
-    (RESULTS / "code_sandbox.md").write_text("\n".join(md))
-    print(f"wrote {RESULTS / 'code_sandbox.json'} and .md", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,15 @@
 
     from benchmarks.common import write_results
     write_results("math_suite", rows, extra={...})   # -> benchmarks/results/math_suite.{json,md}
+
+Every script in benchmarks/ runs both as ``python benchmarks/<name>.py`` and as
+``python -m benchmarks.<name>`` from the repository root. For the first form each script puts the
+repository root on ``sys.path`` just before it imports this module:
+
+    if __package__ in (None, ""):  # run as `python benchmarks/<name>.py`
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+    from benchmarks.common import write_results  # noqa: E402
 """
 
 from __future__ import annotations
@@ -10,26 +19,46 @@ import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
 
-def git_commit() -> str:
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT,
+                          check=True).stdout.strip()
+
+
+def git_commit(full: bool = False) -> str:
+    """HEAD's hash (short unless ``full``), with "-dirty" if tracked files differ from it."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=RESULTS.parent, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, cwd=RESULTS.parent).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
+        sha = _git("rev-parse", *(() if full else ("--short",)), "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
+def cpu() -> str:
+    """The CPU's model name and the number of cores, e.g. "Intel(R) Xeon(R) Processor (2 cores)"."""
+    name = platform.processor() or platform.machine() or "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores)"
+
+
 def device() -> str:
+    """The first CUDA device's name if torch sees one, else the CPU (see ``cpu``)."""
     try:
         import torch
 
@@ -37,32 +66,42 @@ def device() -> str:
             return torch.cuda.get_device_name(0)
     except ImportError:
         pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({os.cpu_count()} cores)"
+    return cpu()
 
 
 def versions(*packages: str) -> dict[str, str]:
+    """Python's version and each named distribution's ("not installed" if absent); with "torch"
+    among them also the CUDA version torch was built with, when it was built with one."""
     out = {"python": sys.version.split()[0]}
     for name in packages:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = "not installed"
+    if "torch" in packages and out["torch"] != "not installed":
+        try:
+            import torch
+
+            if torch.version.cuda:
+                out["cuda"] = torch.version.cuda
+        except ImportError:
+            pass
     return out
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table with the first row's keys as columns; numeric columns right-aligned."""
     if not rows:
         return ""
     cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+    def numeric(c: str) -> bool:
+        vals = [r.get(c) for r in rows if r.get(c) is not None]
+        return bool(vals) and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                  for v in vals)
+
+    lines = ["| " + " | ".join(cols) + " |",
+             "|" + "".join("---:|" if numeric(c) else "---|" for c in cols)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
     return "\n".join(lines)
@@ -70,25 +109,56 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
-    return "" if v is None else str(v)
+        return f"{v:.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+    return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _command() -> str:
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    if script is None or not script.is_file():
+        return shlex.join(sys.argv)
+    try:
+        script_name = str(script.relative_to(ROOT))
+    except ValueError:
+        script_name = str(script)
+    return shlex.join(["python", script_name, *sys.argv[1:]])
 
 
 def write_results(name: str, rows: list[dict[str, Any]], *, packages: tuple[str, ...] = (),
-                  extra: dict[str, Any] | None = None, notes: str = "") -> Path:
-    """Write results/<name>.json and .md; print the table; return the JSON path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {"device": device(), "versions": versions(*packages), "commit": git_commit(),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+                  extra: dict[str, Any] | None = None, notes: str = "",
+                  out_dir: str | Path | None = None, title: str | None = None,
+                  device_name: str | None = None, command: str | None = None) -> Path:
+    """Write <out_dir>/<name>.json and .md (out_dir defaults to benchmarks/results); print the
+    table; return the JSON path.
+
+    The JSON holds device, cpu, platform, versions (python + ``packages``), commit (short),
+    commit_sha (full), command, then ``extra`` (which wins on a clash), then ``rows``. The
+    Markdown holds the same header, the scalar entries of ``extra`` as a list, ``rows`` as a
+    table and ``notes`` (Markdown) last.
+    ``device_name`` replaces ``device()`` (e.g. a CPU-only benchmark on a machine with a GPU);
+    ``command`` replaces the command line read from ``sys.argv``.
+    """
+    out = Path(out_dir) if out_dir is not None else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"device": device_name or device(), "cpu": cpu(), "platform": platform.platform(),
+            "versions": versions(*packages), "commit": git_commit(),
+            "commit_sha": git_commit(full=True), "command": command or _command()}
     payload = {**meta, **(extra or {}), "rows": rows}
-    path = RESULTS / f"{name}.json"
+    path = out / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     table = markdown_table(rows)
-    md = [f"# {name}", "", f"- device: {meta['device']}", f"- commit: {meta['commit']}",
-          "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
-          f"- command: `{meta['command']}`", "", table]
+    md = [f"# {title or name}", "", f"- device: {meta['device']}"]
+    if meta["cpu"] != meta["device"]:
+        md.append(f"- cpu: {meta['cpu']}")
+    md += [f"- platform: {meta['platform']}", f"- commit: {meta['commit_sha']}",
+           "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+           f"- command: `{meta['command']}`"]
+    md += [f"- {k}: {_fmt(v)}" for k, v in (extra or {}).items()
+           if v is None or isinstance(v, str | int | float | bool)]
+    md += ["", table]
     if notes:
-        md += ["", notes]
-    (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
+        md += ["", notes.rstrip("\n")]
+    (out / f"{name}.md").write_text("\n".join(md) + "\n")
     print(table)
+    print(f"wrote {path} and {path.with_suffix('.md').name}", file=sys.stderr)
     return path

@@ -17,19 +17,19 @@ fraction = floor_ms / measured_ms (1.0 = at the floor).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as `python benchmarks/<name>.py`: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS, git_commit, markdown_table, write_results  # noqa: E402
 
 LOGITS_SHAPES = [(16384, 151936), (8192, 32000), (65536, 151936)]  # (N, V)
 FUSED_SHAPES = [(16384, 4096, 151936), (8192, 2048, 32000)]  # (N, H, V)
@@ -50,17 +50,6 @@ class Row:
     floor_ms: float | None = None
     fraction_of_floor: float | None = None
     loss_diff_vs_eager: float | None = None
-
-
-@dataclass
-class Report:
-    device: str
-    dry_run: bool
-    versions: dict
-    git_commit: str
-    copy_bandwidth_gbps: float
-    matmul_tflops: float
-    rows: list[Row] = field(default_factory=list)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -429,7 +418,7 @@ def _liger_fused_step(ids, old, ref, adv, mask, temp, eps):
 
 
 # ---------------------------------------------------------------------------------------------
-# Report
+# Helpers
 
 
 def _status(e: Exception) -> str:
@@ -448,58 +437,6 @@ def _cleanup(device: str) -> None:
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
-
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "triton", "liger-kernel", "trl"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _fmt(v, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def table(report: Report) -> str:
-    head = (
-        f"device: {report.device}  copy bandwidth {report.copy_bandwidth_gbps:.0f} GB/s  "
-        f"matmul {report.matmul_tflops:.1f} TFLOP/s  commit {report.git_commit}\n"
-    )
-    lines = [
-        "| kind | shape | method | fwd+bwd ms | extra peak MiB | floor ms | of floor |"
-        " loss diff vs eager | status |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
-    ]
-    lines += [row_line(r) for r in report.rows]
-    return head + "\n".join(lines)
-
-
-def row_line(r: Row) -> str:
-    return (
-        f"| {r.kind} | {r.shape} | {r.method} | {_fmt(r.ms, '.2f')} | "
-        f"{_fmt(r.peak_mb, '.0f')} | {_fmt(r.floor_ms, '.2f')} | "
-        f"{_fmt(r.fraction_of_floor, '.2f')} | "
-        f"{_fmt(r.loss_diff_vs_eager, '.2e')} | {r.status} |"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -527,34 +464,44 @@ def main(argv: list[str] | None = None) -> int:
     args.bandwidth_gbps = measure_bandwidth_gbps(device)
     args.matmul_tflops = measure_matmul_tflops(device)
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu (TRITON_INTERPRET=1)"
-    report = Report(
-        name, args.dry_run, versions(), git_commit(), args.bandwidth_gbps, args.matmul_tflops
+    head = (
+        f"device: {name}  copy bandwidth {args.bandwidth_gbps:.0f} GB/s  "
+        f"matmul {args.matmul_tflops:.1f} TFLOP/s  commit {git_commit()}"
     )
+    print(head, flush=True)
+    rows: list[Row] = []
     if args.only in (None, "logits"):
         for N, V in DRY_LOGITS_SHAPES if args.dry_run else LOGITS_SHAPES:
-            report.rows += logits_rows(N, V, device, dtype, methods, args)
-            print("\n".join(row_line(r) for r in report.rows[-len(methods) :]), flush=True)
+            new = logits_rows(N, V, device, dtype, methods, args)
+            rows += new
+            print(markdown_table([asdict(r) for r in new]), flush=True)
     if args.only in (None, "fused_linear"):
         for N, H, V in DRY_FUSED_SHAPES if args.dry_run else FUSED_SHAPES:
-            rows = fused_rows(N, H, V, device, dtype, methods, args)
-            report.rows += rows
-            print("\n".join(row_line(r) for r in rows), flush=True)
-    text = table(report)
-    print(text)
-    out_dir = args.out_dir or (None if args.dry_run else str(ROOT / "benchmarks" / "results"))
+            new = fused_rows(N, H, V, device, dtype, methods, args)
+            rows += new
+            print(markdown_table([asdict(r) for r in new]), flush=True)
+    out_dir = args.out_dir or (None if args.dry_run else RESULTS)
     if out_dir:
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"kernels-{slug}.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
-        (out / f"kernels-{slug}.md").write_text(
-            f"# Kernel benchmark\n\n{text}\n\n"
-            f"Command: `python benchmarks/kernels.py "
-            f"{' '.join(argv or sys.argv[1:])}`\n\n{__doc__}"
+        command = None if argv is None else " ".join(["python benchmarks/kernels.py", *argv])
+        write_results(
+            f"kernels-{slug}",
+            [asdict(r) for r in rows],
+            packages=("torch", "triton", "liger-kernel", "trl"),
+            extra={
+                "dry_run": args.dry_run,
+                "copy_bandwidth_gbps": args.bandwidth_gbps,
+                "matmul_tflops": args.matmul_tflops,
+            },
+            notes=f"{head}\n\n{__doc__}",
+            out_dir=out_dir,
+            title="Kernel benchmark",
+            device_name=name,
+            command=command,
         )
-        print(f"wrote {out}/kernels-{slug}.json and .md")
+    else:
+        print(markdown_table([asdict(r) for r in rows]))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

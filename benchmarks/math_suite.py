@@ -3,27 +3,28 @@ case), a side-by-side with Math-Verify (``math_verify.parse`` / ``verify``) on t
 throughput (checks per second: ours with its worker pool vs Math-Verify in one process) and
 worker start-up costs.
 
-    python benchmarks/math_suite.py [--workers 2] [--reps 20] [--skip-startup]
+    python benchmarks/math_suite.py [--workers 2] [--reps 20] [--skip-startup] [--out-dir DIR]
 
-Writes benchmarks/results/math_suite.json and .md. Not part of the test run.
+Writes math_suite.json and .md to --out-dir (default benchmarks/results). Not part of the test
+run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as `python benchmarks/<name>.py`: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS, ROOT, cpu, write_results  # noqa: E402
+
 CASES = ROOT / "benchmarks" / "math_cases.jsonl"
-RESULTS = ROOT / "benchmarks" / "results"
 SLOW_RULES = {"timeout", "too-large"}  # left out of the throughput runs (see the notes)
 
 
@@ -40,23 +41,6 @@ def load_cases() -> list[dict[str, Any]]:
                     raise SystemExit(f"{CASES}:{n}: missing field {key!r}")
             cases.append(c)
     return cases
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def run_ours(cases: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
@@ -178,6 +162,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20, help="suite repetitions for throughput")
     ap.add_argument("--distinct", type=int, default=600, help="distinct synthetic records")
     ap.add_argument("--skip-startup", action="store_true")
+    ap.add_argument("--out-dir", type=Path, default=RESULTS, help="default: %(default)s")
     args = ap.parse_args()
 
     cases = load_cases()
@@ -210,69 +195,57 @@ def main() -> None:
     }
     starts = [] if args.skip_startup else startup(args.workers)
 
-    import latex2sympy2_extended  # noqa: F401
-    import sympy
-
-    result = {
-        "benchmark": "math_suite",
-        "device": {"platform": platform.platform(), "cpu": cpu_name(), "cpu_count": os.cpu_count()},
-        "versions": {
-            "python": platform.python_version(), "sympy": sympy.__version__,
-            "latex2sympy2_extended": version("latex2sympy2_extended"),
-            "math-verify": version("math-verify"),
-        },
-        "git_commit": git_commit(),
-        "command": "python benchmarks/math_suite.py " + " ".join(sys.argv[1:]),
-        "cases": len(cases), "rules": rules,
-        "ours_correct": ours_right, "math_verify_correct": mv_right,
-        "differences": differ,
-        "throughput": {
-            "workers": args.workers, "suite_cases_per_rep": len(fast),
-            "excluded_rules": sorted(SLOW_RULES), **tp,
-        },
-        "startup": starts,
-        "rows": rows,
+    throughput = {
+        "workers": args.workers, "suite_cases_per_rep": len(fast),
+        "excluded_rules": sorted(SLOW_RULES), **tp,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "math_suite.json").write_text(json.dumps(result, indent=2))
-    md = render_md(result)
-    (RESULTS / "math_suite.md").write_text(md)
-    print(md)
+    write_results(
+        "math_suite",
+        throughput_rows(throughput),
+        packages=("sympy", "latex2sympy2_extended", "math-verify"),
+        extra={
+            "cases": len(cases), "rules": rules,
+            "ours_correct": ours_right, "math_verify_correct": mv_right,
+            "differences": differ,
+            "throughput": throughput,
+            "startup": starts,
+            "case_results": rows,
+        },
+        notes=render_notes(len(cases), rules, ours_right, mv_right, throughput, starts, differ),
+        out_dir=args.out_dir,
+        title="Math verifier suite",
+        device_name=cpu(),
+    )
     if ours_right != len(cases):
         wrong = [r for r in rows if r["ours"] != r["expected"]]
         print(f"OURS WRONG ON {len(wrong)} CASES:", json.dumps(wrong, indent=1))
         raise SystemExit(1)
 
 
-def render_md(r: dict[str, Any]) -> str:
-    tp = r["throughput"]
-    lines = [
-        "# Math verifier suite",
-        "",
-        f"- device: {r['device']['cpu']} ({r['device']['cpu_count']} CPUs), {r['device']['platform']}",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
-        f"- commit: {r['git_commit']}",
-        f"- command: `{r['command']}`",
-        "",
-        f"Cases: {r['cases']} over {len(r['rules'])} rules. Right: ours {r['ours_correct']}/"
-        f"{r['cases']}, Math-Verify {r['math_verify_correct']}/{r['cases']}.",
-        "",
-        "| workload | checker | checks | seconds | checks/s | right |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
+def throughput_rows(tp: dict[str, Any]) -> list[dict[str, Any]]:
+    """One table row per (workload, checker) measured by main()."""
     names = {"ours": f"ours (pool, workers={tp['workers']})",
-             "math_verify_one_process": "Math-Verify (one process)"}
-    names_1 = {"ours_1_worker": "ours (pool, workers=1)"}
+             "math_verify_one_process": "Math-Verify (one process)",
+             "ours_1_worker": "ours (pool, workers=1)"}
+    out = []
     for wl, label in (("distinct", "distinct synthetic"), ("suite_x_reps", "suite repeated")):
-        for key, name in {**names, **names_1}.items():
-            if key not in tp[wl]:
-                continue
-            x = tp[wl][key]
-            lines.append(
-                f"| {label} | {name} | {x['checks']} | {x['seconds']:.2f} | "
-                f"{x['checks_per_s']:.1f} | {x['right']}/{x['checks']} |"
-            )
-    lines += [
+        for key, name in names.items():
+            if key in tp[wl]:
+                x = tp[wl][key]
+                out.append({"workload": label, "checker": name, "checks": x["checks"],
+                            "seconds": round(x["seconds"], 3),
+                            "checks_per_s": round(x["checks_per_s"], 1), "right": x["right"]})
+    return out
+
+
+def render_notes(n_cases: int, rules: list[str], ours_right: int, mv_right: int,
+                 tp: dict[str, Any], starts: list[dict[str, Any]],
+                 differences: list[dict[str, Any]]) -> str:
+    """The Markdown under the throughput table: what the workloads are, start-up costs and
+    the cases where ours and Math-Verify differ."""
+    lines = [
+        f"Cases: {n_cases} over {len(rules)} rules. Right: ours {ours_right}/{n_cases}, "
+        f"Math-Verify {mv_right}/{n_cases}.",
         "",
         f"'distinct synthetic': {tp['distinct']['ours']['checks']} different MATH/GSM8K-style "
         "records (no cache can help). 'suite repeated': the "
@@ -282,12 +255,12 @@ def render_md(r: dict[str, Any]) -> str:
         "group do). The machine's 2 cores are shared with other jobs: figures are noisy.",
         "",
     ]
-    if r["startup"]:
+    if starts:
         lines += [
             "| start method | torch imported | first batch s | batch after a kill s |",
             "|---|---|---:|---:|",
         ]
-        for s in r["startup"]:
+        for s in starts:
             if "error" in s:
                 lines.append(f"| {s['method']} | {s['torch_imported']} | error | |")
             else:
@@ -297,12 +270,12 @@ def render_md(r: dict[str, Any]) -> str:
                 )
         lines.append("")
     lines += [
-        f"## Where ours and Math-Verify differ ({len(r['differences'])})",
+        f"## Where ours and Math-Verify differ ({len(differences)})",
         "",
         "| rule | gold | completion | expected | ours (reason) | Math-Verify |",
         "|---|---|---|---|---|---|",
     ]
-    for d in r["differences"]:
+    for d in differences:
         comp = d["completion"].replace("|", "\\|").replace("\n", " ")
         gold = d["gold"].replace("|", "\\|")
         lines.append(
@@ -310,7 +283,6 @@ def render_md(r: dict[str, Any]) -> str:
             f"{d['ours']} ({d['ours_reason']}) | {d['math_verify']} |"
         )
     return "\n".join(lines) + "\n"
-
 
 if __name__ == "__main__":
     main()
