@@ -22,6 +22,7 @@ ENTRY_POINT_GROUP = "reasoner.verifiers"
 _BUILTIN: dict[str, str] = {
     "math": "reasoner.verifiers.math:MathVerifier",
     "code": "reasoner.verifiers.code:CodeVerifier",
+    "countdown": "reasoner.tasks.countdown:CountdownVerifier",
 }
 _REGISTERED: dict[str, Callable[..., Any]] = {}
 

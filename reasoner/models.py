@@ -1,0 +1,159 @@
+"""Load any local Hugging Face causal LM, and build the tiny model used by the demo and the tests.
+
+The tiny model is a randomly initialised Qwen2 (or Llama) with a character-level tokenizer:
+every ASCII character is one token, and the R1 tags ``<think>``, ``</think>``, ``<answer>``,
+``</answer>`` are one added token each, so a worked solution like
+``12+34=46</think><answer>46</answer>`` is 8 + 1 + 1 + 2 + 1 = 13 tokens. Nothing is downloaded.
+Vocabulary: 262 tokens (pad, eos, 256 byte symbols, 4 tags).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PAD_TOKEN = "<|pad|>"
+EOS_TOKEN = "<|endoftext|>"
+TAG_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
+# A plain chat template for the tiny tokenizer: "User: ...\nAssistant:" with an optional system line.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] }}\n"
+    "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n"
+    "{% else %}Assistant: {{ m['content'] }}" + EOS_TOKEN + "\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant: <think>{% endif %}"
+)
+
+
+def build_char_tokenizer() -> Any:
+    """A character-level PreTrainedTokenizerFast (byte-level BPE without merges).
+
+    The vocabulary is the 256 byte symbols of GPT-2's byte-level alphabet, so every ASCII character
+    is exactly one token (others are one token per UTF-8 byte) and nothing is ever unknown; plus
+    the pad/eos special tokens and the four tags as single added tokens. Being a merge-free
+    byte-level BPE, it reloads identically through AutoTokenizer, which rebuilds Qwen2 tokenizers
+    from vocab + merges.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {tok: i for i, tok in enumerate([PAD_TOKEN, EOS_TOKEN, *alphabet])}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD_TOKEN,
+        eos_token=EOS_TOKEN,
+        bos_token=EOS_TOKEN,
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+    )
+    # The tags are added (not special) tokens: single ids, kept by skip_special_tokens=True.
+    fast.add_tokens(list(TAG_TOKENS), special_tokens=False)
+    fast.chat_template = TINY_CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_model(
+    out_dir: str | Path,
+    *,
+    arch: str = "qwen2",
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int | None = None,
+    max_position_embeddings: int = 512,
+    seed: int = 0,
+) -> Path:
+    """Build a randomly initialised (seeded) tiny causal LM + char tokenizer and save both to
+    `out_dir` in Hugging Face format (safetensors). Returns the directory."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}")
+    if num_heads % num_kv_heads:
+        raise ValueError(f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}")
+    out = Path(out_dir)
+    tokenizer = build_char_tokenizer()
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        intermediate_size=intermediate_size or 4 * hidden_size,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    if arch == "qwen2":
+        config, cls = Qwen2Config(**common), Qwen2ForCausalLM
+    elif arch == "llama":
+        config, cls = LlamaConfig(**common), LlamaForCausalLM
+    else:
+        raise ValueError(f"arch must be 'qwen2' or 'llama', got {arch!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def load_model_and_tokenizer(
+    path: str | Path,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    gradient_checkpointing: bool = False,
+) -> tuple[Any, Any]:
+    """Load a local Hugging Face causal LM directory: (model, tokenizer).
+
+    The tokenizer pads on the left (for generation) and always has a pad token (falls back to EOS).
+    `dtype`: None (as saved / fp32), a torch dtype, or a name ("float32", "bfloat16", "auto").
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"model directory {str(p)!r} does not exist")
+    if not (p / "config.json").is_file():
+        raise FileNotFoundError(f"{str(p)!r} is not a Hugging Face model directory (no config.json)")
+    if isinstance(dtype, str) and dtype != "auto":
+        try:
+            dtype = getattr(torch, dtype)
+        except AttributeError:
+            raise ValueError(f"unknown dtype {dtype!r}") from None
+    tokenizer = AutoTokenizer.from_pretrained(p)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer in {str(p)!r} has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs: dict[str, Any] = {}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = AutoModelForCausalLM.from_pretrained(p, **kwargs)
+    model.to(device)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    return model, tokenizer
+
+
+def count_parameters(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())

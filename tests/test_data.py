@@ -1,0 +1,99 @@
+"""Dataset loading (jsonl, parquet, datasets dir) with column mapping, and prompt templates."""
+
+import json
+
+import pytest
+
+from reasoner.data import R1_ZERO_SYSTEM, load_rows, render_prompt
+
+ROWS = [
+    {"problem": "1+1", "solution_text": "2", "id": 0},
+    {"problem": "2+3", "solution_text": "5", "id": 1},
+]
+MAPPING = {"question": "problem", "answer": "solution_text"}
+EXPECTED = [{"question": "1+1", "answer": "2", "id": 0}, {"question": "2+3", "answer": "5", "id": 1}]
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_jsonl_with_mapping(tmp_path):
+    p = _jsonl(tmp_path / "d.jsonl", ROWS)
+    assert load_rows(p, columns=MAPPING) == EXPECTED
+    assert load_rows(p) == ROWS
+
+
+def test_parquet_with_mapping(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist(ROWS), p)
+    assert load_rows(p, columns=MAPPING) == EXPECTED
+
+
+def test_datasets_dir_with_mapping_and_splits(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "one"))
+    assert load_rows(tmp_path / "one", columns=MAPPING) == EXPECTED
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS),
+                               "test": datasets.Dataset.from_list(ROWS[:1])})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    assert load_rows(tmp_path / "dd", columns=MAPPING, split="test") == EXPECTED[:1]
+    with pytest.raises(ValueError, match="choose one with split"):
+        load_rows(tmp_path / "dd")
+    with pytest.raises(ValueError, match="no split 'dev'"):
+        load_rows(tmp_path / "dd", split="dev")
+
+
+def test_bad_jsonl_line_is_named(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"question": "a"}\n\n{"question": "b"}\n{"question": oops}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:4: invalid JSON"):
+        load_rows(p)
+    p.write_text('{"question": "a"}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r":2: expected a JSON object"):
+        load_rows(p)
+
+
+def test_missing_mapped_column_is_named(tmp_path):
+    p = _jsonl(tmp_path / "d.jsonl", [ROWS[0], {"problem": "x"}])
+    with pytest.raises(KeyError, match="row 1 has no column 'solution_text'"):
+        load_rows(p, columns=MAPPING)
+    with pytest.raises(ValueError, match="unknown target column 'prompt'"):
+        load_rows(p, columns={"prompt": "problem"})
+
+
+def test_missing_file_and_format(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_rows(tmp_path / "none.jsonl")
+    (tmp_path / "d.csv").write_text("a,b\n")
+    with pytest.raises(ValueError, match="unsupported dataset format"):
+        load_rows(tmp_path / "d.csv")
+
+
+def test_templates():
+    r1 = render_prompt("What is 2+2?", template="r1_zero")
+    assert r1.startswith(R1_ZERO_SYSTEM) and r1.endswith("User: What is 2+2?\nAssistant: <think>")
+    assert "<answer> </answer>" in r1
+    assert render_prompt("12+34", template="r1_short") == "12+34\n<think>"
+    assert render_prompt("q", template="r1_short", system_prompt="S") == "S\nq\n<think>"
+    assert render_prompt("q", template="plain") == "q"
+    with pytest.raises(ValueError, match="unknown prompt template"):
+        render_prompt("q", template="r2")
+
+
+def test_chat_template(tmp_path):
+    from reasoner.models import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    text = render_prompt("12+34", template="chat", tokenizer=tok, system_prompt="Be brief.")
+    assert text == "Be brief.\nUser: 12+34\nAssistant: <think>"
+    tok.chat_template = None
+    with pytest.raises(ValueError, match="chat_template"):
+        render_prompt("q", template="chat", tokenizer=tok)
+    with pytest.raises(ValueError, match="chat_template"):
+        render_prompt("q", template="chat")
