@@ -42,6 +42,135 @@ def verify(
                all_or_nothing=all_or_nothing, resume=resume)
 
 
+def _config_epilog() -> str:
+    from reasoner.config import describe_config
+
+    return ("Overrides: section.field=value (YAML values), e.g. grpo.beta=0.04 "
+            "model.path=/models/qwen data.task_options.digits=2\n\nConfig fields:\n\n"
+            + describe_config())
+
+
+@app.command(epilog=_config_epilog(), context_settings={"max_content_width": 120})
+def train(
+    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides: section.field=value."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config file (default: built-in defaults)."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="= grpo.output_dir."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="= grpo.max_steps."),
+    save_steps: Optional[int] = typer.Option(None, "--save-steps", help="= grpo.save_steps."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="= grpo.seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the output dir."),
+    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config JSON (not yet supported)."),
+    help_config: bool = typer.Option(False, "--help-config", help="Print every config field with its help and exit."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+) -> None:
+    """GRPO training: YAML config + dotted overrides -> metrics.jsonl, checkpoints, final/."""
+    from reasoner.config import ConfigError, describe_config, load_config
+
+    if help_config:
+        typer.echo(describe_config())
+        raise typer.Exit()
+    flags = {"output_dir": output_dir, "max_steps": max_steps, "save_steps": save_steps, "seed": seed}
+    extra = [f"grpo.{k}={v}" for k, v in flags.items() if v is not None]
+    try:
+        cfg = load_config(config, list(overrides or []) + extra)
+    except ConfigError as e:
+        typer.echo(f"config error: {e}", err=True)
+        raise typer.Exit(2) from None
+    from reasoner.trainer import train as run_train
+
+    try:
+        summary = run_train(cfg, resume=resume, deepspeed_config=deepspeed, progress=not no_progress)
+    except NotImplementedError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"done: {summary['steps']} steps; final policy in {summary['final']}")
+
+
+@app.command()
+def demo(
+    output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", help="Where the demo writes its outputs."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Demo recipe YAML (default: the embedded configs/demo.yaml recipe)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+) -> None:
+    """End to end on a CPU: tiny model, SFT warm start, accuracy before, GRPO, accuracy after."""
+    from reasoner.demo import run_demo
+
+    summary = run_demo(output_dir, config_path=config, progress=not no_progress)
+    typer.echo(f"accuracy before {summary['accuracy_before']:.3f} -> after "
+               f"{summary['accuracy_after']:.3f} in {summary['wall_seconds']:.0f} s; "
+               f"summary in {output_dir / 'summary.json'}")
+
+
+@app.command()
+def sft(
+    model: str = typer.Option(..., "--model", help="Local HF model dir, or 'tiny' to build the tiny model."),
+    task: str = typer.Option(..., "--task", help="Built-in task: arithmetic, countdown."),
+    output_dir: Path = typer.Option(..., "--output-dir", help="Where the fine-tuned model is saved (HF format)."),
+    max_steps: int = typer.Option(..., "--max-steps", help="Optimizer steps."),
+    task_option: Optional[list[str]] = typer.Option(None, "--task-option", help="KEY=VALUE task option (repeatable), e.g. digits=[1,2]."),
+    n_train: int = typer.Option(4000, "--n-train", help="Training rows generated from the task."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (linear warmup 10%, linear decay)."),
+    seed: int = typer.Option(0, "--seed"),
+    template: str = typer.Option("r1_short", "--template", help="Prompt template: r1_short, r1_zero, chat, plain."),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Keeps the warm start exploratory for RL (e.g. 0.1)."),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """Supervised warm start on a task's worked solutions (loss on the completion only)."""
+    from reasoner.sft import sft_main
+    from reasoner.tasks import parse_task_options
+
+    r = sft_main(model=model, task=task, output_dir=str(output_dir), max_steps=max_steps,
+                 task_options=parse_task_options(task_option), n_train=n_train,
+                 batch_size=batch_size, lr=lr, seed=seed, template=template,
+                 progress=not no_progress, label_smoothing=label_smoothing)
+    typer.echo(f"sft: {r['steps']} steps, loss {r['loss_first']:.4f} -> {r['loss_last']:.4f} "
+               f"in {r['seconds']:.0f} s; model saved to {output_dir}")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option(..., "--model", help="Local HF model dir."),
+    task: str = typer.Option(..., "--task", help="Built-in task: arithmetic, countdown."),
+    split: str = typer.Option("test", "--split", help="train or test (held out)."),
+    n: int = typer.Option(200, "--n", help="Rows to evaluate."),
+    num_samples: int = typer.Option(1, "--num-samples", help="Completions per row."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+    batch_size: int = typer.Option(64, "--batch-size", help="Sequences generated at once."),
+    k: Optional[list[int]] = typer.Option(None, "--k", help="pass@k values (repeatable; default 1 and num-samples)."),
+    task_option: Optional[list[str]] = typer.Option(None, "--task-option", help="KEY=VALUE task option (repeatable)."),
+    seed: int = typer.Option(0, "--seed"),
+    template: str = typer.Option("r1_short", "--template"),
+    show: int = typer.Option(0, "--show", help="Print this many example completions."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+) -> None:
+    """Held-out accuracy, pass@k, mean length and format rate of a model on a task."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from reasoner.evaluate import eval_main
+    from reasoner.tasks import parse_task_options
+
+    ks = sorted(set(k or [1, num_samples]))
+    r = eval_main(model=model, task=task, split=split, n=n, task_options=parse_task_options(task_option),
+                  num_samples=num_samples, temperature=temperature, max_new_tokens=max_new_tokens,
+                  batch_size=batch_size, k_values=ks, seed=seed, template=template, show=show)
+    table = Table(title=f"{task} / {split}: {n} rows x {num_samples} samples")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in r.items():
+        if key != "samples":
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+    for s in r.get("samples", []):
+        typer.echo(f"{s['question']!r} -> {s['completion']!r} (reward {s['reward']})")
+    if json_out is not None:
+        json_out.write_text(json.dumps(r, indent=1))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,227 @@
+"""GRPO step throughput: reasoner's trainer vs TRL's GRPOTrainer on the same tiny problem.
+
+Same tiny model (built here, random or the demo's SFT warm start), same arithmetic prompts, same
+group size, batch, completion length, sampling and reward functions (ours have TRL's signature,
+passed to TRL unchanged). Each trainer runs --warmup steps (not timed) and then --steps timed
+steps; we report seconds per step, completion tokens per second and total tokens per second, and
+the mean completion length each saw (they sample independently, so lengths differ a little).
+
+    python benchmarks/step_vs_trl.py --steps 5 --warmup 1
+    python benchmarks/step_vs_trl.py --model runs/demo/sft_model   # realistic completion lengths
+
+Writes benchmarks/results/step_vs_trl.json and .md (device, versions, commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _problem(args: argparse.Namespace, workdir: Path) -> tuple[str, list[dict[str, Any]], Any]:
+    from reasoner.data import render_prompt
+    from reasoner.models import build_tiny_model
+    from reasoner.tasks import get_task
+
+    task = get_task("arithmetic", ops=["+"], digits=[1, 2])
+    model_dir = args.model
+    if model_dir is None:  # the demo's warm start, so rewards are mixed as in a real run
+        from reasoner.models import load_model_and_tokenizer
+        from reasoner.sft import run_sft
+
+        path = build_tiny_model(workdir / "tiny", hidden_size=args.hidden_size,
+                                num_layers=args.num_layers, num_heads=4, num_kv_heads=2,
+                                max_position_embeddings=128, seed=0)
+        if args.sft_steps:
+            model, tok = load_model_and_tokenizer(path)
+            run_sft(model, tok, task.rows("train", 4000, 1), template="r1_short",
+                    max_steps=args.sft_steps, batch_size=32, lr=3e-3, seed=0, progress=False,
+                    label_smoothing=0.1)
+            model.save_pretrained(path)
+        model_dir = str(path)
+    rows = task.rows("train", 2000, 0)
+    for r in rows:
+        r["prompt"] = render_prompt(r["question"], template="r1_short")
+    return model_dir, rows, task
+
+
+def run_ours(args: argparse.Namespace, model_dir: str, rows: list[dict[str, Any]],
+             workdir: Path) -> dict[str, Any]:
+    from reasoner.config import config_from_dict
+    from reasoner.trainer import GRPOTrainer
+
+    cfg = config_from_dict({
+        "model": {"path": model_dir},
+        "data": {"task": "arithmetic", "task_options": {"ops": ["+"], "digits": [1, 2]},
+                 "num_train_rows": 2000, "template": "r1_short"},
+        "grpo": {"output_dir": str(workdir / "ours"), "max_steps": args.warmup + args.steps,
+                 "device": "cpu", "num_generations": args.num_generations,
+                 "per_device_train_batch_size": args.batch, "gradient_accumulation_steps": 1,
+                 "max_completion_length": args.max_completion_length, "temperature": 1.0,
+                 "learning_rate": 1e-4, "beta": 0.0, "loss_type": "dapo", "save_steps": 0,
+                 "log_completions_steps": 0, "report_to_tensorboard": False},
+    })
+    trainer = GRPOTrainer(cfg, progress=False)
+    times, comp_tokens, all_tokens, lengths, flat = [], 0, 0, [], []
+    for i in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        m = trainer.train_step()
+        dt = time.perf_counter() - t0
+        if i >= args.warmup:
+            b = trainer._last_batch[0]
+            times.append(dt)
+            comp_tokens += int(b.completion_mask.sum())
+            all_tokens += int(b.completion_mask.sum() + b.prompt_mask.sum())
+            lengths.append(m["completion_length/mean"])
+            flat.append(m["frac_zero_std_groups"])
+    return _summary("reasoner", times, comp_tokens, all_tokens, lengths, flat)
+
+
+def run_trl(args: argparse.Namespace, model_dir: str, rows: list[dict[str, Any]],
+            workdir: Path, task: Any) -> dict[str, Any]:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from reasoner.models import load_model_and_tokenizer
+    from reasoner.verifiers.rewards import get_reward
+
+    model, tok = load_model_and_tokenizer(model_dir)
+    ds = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])
+    funcs = [get_reward(name) for name, _ in task.reward_funcs]
+    weights = [w for _, w in task.reward_funcs]
+    conf = GRPOConfig(
+        output_dir=str(workdir / "trl"), max_steps=args.warmup + args.steps,
+        per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
+        num_generations=args.num_generations, max_completion_length=args.max_completion_length,
+        temperature=1.0, top_p=1.0, top_k=0, learning_rate=1e-4, beta=0.0, loss_type="dapo",
+        reward_weights=weights, use_cpu=True, bf16=False, report_to="none", logging_steps=1,
+        save_strategy="no", disable_dropout=True, seed=0, dataloader_num_workers=0,
+        lr_scheduler_type="constant",
+    )
+
+    class Timer(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.logs: list[dict[str, float]] = []
+
+        def on_step_begin(self, a, state, control, **kw):  # noqa: ANN001
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):  # noqa: ANN001
+            self.times.append(time.perf_counter() - self.t0)
+
+        def on_log(self, a, state, control, logs=None, **kw):  # noqa: ANN001
+            if logs and "completions/mean_length" in logs:
+                self.logs.append(dict(logs))
+
+    timer = Timer()
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=conf, train_dataset=ds,
+                          processing_class=tok, callbacks=[timer])
+    trainer.train()
+    times = timer.times[args.warmup:]
+    logs = timer.logs[args.warmup:]
+    n = args.batch  # completions per step
+    lengths = [lg["completions/mean_length"] for lg in logs]
+    comp_tokens = int(sum(L * n for L in lengths))
+    prompt_len = sum(len(tok(r["prompt"])["input_ids"]) for r in rows[:200]) / 200
+    all_tokens = int(comp_tokens + prompt_len * n * len(lengths))
+    flat = [lg.get("frac_reward_zero_std", float("nan")) for lg in logs]
+    return _summary("trl", times, comp_tokens, all_tokens, lengths, flat)
+
+
+def _summary(name: str, times: list[float], comp: int, total: int,
+             lengths: list[float], flat: list[float]) -> dict[str, Any]:
+    s = sum(times)
+    return {"trainer": name, "steps": len(times), "seconds_per_step": s / len(times),
+            "completion_tokens_per_second": comp / s, "tokens_per_second": total / s,
+            "mean_completion_length": sum(lengths) / len(lengths),
+            "frac_zero_std_groups": sum(flat) / len(flat)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=64, help="completions per step")
+    ap.add_argument("--num-generations", type=int, default=8)
+    ap.add_argument("--max-completion-length", type=int, default=20)
+    ap.add_argument("--hidden-size", type=int, default=128)
+    ap.add_argument("--num-layers", type=int, default=4)
+    ap.add_argument("--model", default=None,
+                    help="model dir (default: a fresh tiny model warm-started by --sft-steps)")
+    ap.add_argument("--sft-steps", type=int, default=800,
+                    help="SFT warm start of the fresh tiny model (0 = random model)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default=str(RESULTS / "step_vs_trl"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import transformers
+    import trl
+
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        model_dir, rows, task = _problem(args, work)
+        ours = run_ours(args, model_dir, rows, work)
+        theirs = run_trl(args, model_dir, rows, work, task)
+    speedup = theirs["seconds_per_step"] / ours["seconds_per_step"]
+    result = {
+        "benchmark": "step_vs_trl",
+        "device": f"cpu: {platform.processor() or platform.machine()}, "
+                  f"{torch.get_num_threads()} torch threads",
+        "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
+                     "transformers": transformers.__version__, "trl": trl.__version__},
+        "commit": _commit(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "setup": {k: getattr(args, k) for k in ("steps", "warmup", "batch", "num_generations",
+                                                "max_completion_length", "hidden_size",
+                                                "num_layers", "model", "sft_steps", "threads")},
+        "results": [ours, theirs],
+        "speedup_step_time": speedup,
+        "speedup_completion_tokens_per_second": ours["completion_tokens_per_second"]
+        / theirs["completion_tokens_per_second"],
+    }
+    header = ("| trainer | s/step | completion tok/s | total tok/s | mean completion len "
+              "| flat groups |")
+    lines = [header, "|---|---|---|---|---|---|"]
+    for r in (ours, theirs):
+        lines.append(f"| {r['trainer']} | {r['seconds_per_step']:.3f} | "
+                     f"{r['completion_tokens_per_second']:.0f} | {r['tokens_per_second']:.0f} | "
+                     f"{r['mean_completion_length']:.1f} | {r['frac_zero_std_groups']:.2f} |")
+    table = "\n".join(lines)
+    print(table)
+    print(f"speedup (step time): {speedup:.2f}x; completion tok/s: "
+          f"{result['speedup_completion_tokens_per_second']:.2f}x")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(
+        f"# GRPO step: reasoner vs TRL {trl.__version__}\n\n{result['device']}; torch "
+        f"{torch.__version__}, transformers {transformers.__version__}; commit "
+        f"{result['commit']}\n\n`{result['command']}`\n\n{table}\n\nspeedup (step time): "
+        f"{speedup:.2f}x\n")
+
+
+if __name__ == "__main__":
+    main()

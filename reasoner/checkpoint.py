@@ -1,0 +1,143 @@
+"""Atomic checkpoints and exact resume.
+
+A checkpoint is written to ``output_dir/.tmp-checkpoint-<step>``, every file fsynced, then
+renamed to ``checkpoint-<step>`` (rename is atomic on POSIX) and the parent directory fsynced.
+A directory named ``checkpoint-<step>`` holding ``trainer_state.json`` is therefore complete;
+anything else (a temp dir left by a killed run) is ignored and cleaned up.
+
+Contents: the model in Hugging Face format (save_pretrained; adapters only with LoRA) + tokenizer,
+``engine.pt`` (optimizer + scheduler), ``rng.pt`` (python, numpy, torch CPU/CUDA RNG states) and
+``trainer_state.json`` (step, data position, anything the trainer needs to continue).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "trainer_state.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def capture_rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first."""
+    out = []
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    for p in root.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.is_dir() and (p / STATE_FILE).is_file():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    cps = list_checkpoints(output_dir)
+    return cps[-1][1] if cps else None
+
+
+def _debug_kill(stage: str, step: int) -> None:
+    """Test hook: REASONER_DEBUG_KILL="save:<step>" SIGKILLs this process half-way through writing
+    checkpoint <step> (model written, state not yet), to prove partial checkpoints are ignored."""
+    if os.environ.get("REASONER_DEBUG_KILL") == f"{stage}:{step}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def save_checkpoint(
+    output_dir: str | Path,
+    step: int,
+    *,
+    model: Any,
+    tokenizer: Any,
+    engine_state: dict[str, Any],
+    trainer_state: dict[str, Any],
+    save_total_limit: int | None = None,
+) -> Path:
+    root = Path(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"checkpoint-{step}"
+    tmp = root / f".tmp-checkpoint-{step}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    model.save_pretrained(tmp, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    torch.save(engine_state, tmp / "engine.pt")
+    _debug_kill("save", step)
+    torch.save(capture_rng_state(), tmp / "rng.pt")
+    (tmp / STATE_FILE).write_text(json.dumps({"step": step, **trainer_state}, indent=1))
+    _fsync_tree(tmp)
+    if final.exists():  # a complete checkpoint of the same step from an earlier run
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(root)
+    if save_total_limit is not None:
+        for _, old in list_checkpoints(root)[:-save_total_limit]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read (trainer_state, engine_state, rng_state) of a complete checkpoint."""
+    p = Path(path)
+    state = json.loads((p / STATE_FILE).read_text())
+    engine = torch.load(p / "engine.pt", map_location="cpu", weights_only=False)
+    rng = torch.load(p / "rng.pt", map_location="cpu", weights_only=False)
+    return {"trainer": state, "engine": engine, "rng": rng}
+
+
+def remove_partial_checkpoints(output_dir: str | Path) -> list[Path]:
+    removed = []
+    root = Path(output_dir)
+    if root.is_dir():
+        for p in root.glob(".tmp-checkpoint-*"):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed

@@ -1,0 +1,478 @@
+"""The training configuration: one dataclass tree, a YAML file, dotted command-line overrides.
+
+    reasoner train --config configs/tiny.yaml grpo.beta=0.04 model.path=/models/qwen
+
+Sections: ``model``, ``lora``, ``data``, ``rewards``, ``grpo``. Every field carries its help text
+(``reasoner train --help-config`` prints them all). Hyperparameter names follow TRL's GRPOConfig
+where the concept is the same. Every bad value is rejected with a ``ConfigError`` naming the field:
+unknown keys, wrong types, out-of-range values and incompatible combinations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user-fixable configuration problem; the message names the field."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class ModelConfig:
+    path: str = _f("tiny", "Local Hugging Face model directory, or 'tiny' to build the tiny "
+                   "random model (char tokenizer) described by the tiny_* fields below.")
+    dtype: str = _f("float32", "Weights dtype when loading: float32 | bfloat16 | float16.")
+    tiny_arch: str = _f("qwen2", "Tiny model architecture: qwen2 | llama.")
+    tiny_hidden_size: int = _f(64, "Tiny model hidden size.")
+    tiny_num_layers: int = _f(2, "Tiny model number of layers.")
+    tiny_num_heads: int = _f(4, "Tiny model attention heads.")
+    tiny_num_kv_heads: int = _f(2, "Tiny model key/value heads (GQA).")
+    tiny_intermediate_size: Optional[int] = _f(None, "Tiny model MLP size (default 4 * hidden).")
+    tiny_max_position_embeddings: int = _f(512, "Tiny model maximum sequence length.")
+    tiny_seed: int = _f(0, "Seed of the tiny model's random initialisation.")
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = _f(False, "Train LoRA adapters (peft) instead of all weights; the reference "
+                       "model is then the base model with adapters disabled.")
+    r: int = _f(8, "LoRA rank.")
+    alpha: int = _f(16, "LoRA alpha (scaling = alpha / r).")
+    dropout: float = _f(0.0, "LoRA dropout.")
+    target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj"],
+                                   "Module names that get adapters.")
+
+
+@dataclass
+class DataConfig:
+    task: Optional[str] = _f("arithmetic", "Built-in procedural task (arithmetic, countdown); "
+                             "null to read dataset_path instead.")
+    task_options: dict[str, Any] = _f({}, "Keyword options passed to the task (difficulty etc.).")
+    num_train_rows: int = _f(10000, "Rows generated from the task for training.")
+    dataset_path: Optional[str] = _f(None, "jsonl / parquet / HF datasets directory on disk "
+                                     "(used when task is null).")
+    split: Optional[str] = _f(None, "Split of a datasets directory.")
+    column_map: dict[str, str] = _f({}, "Rename dataset columns to ours, e.g. "
+                                    "{question: problem, answer: solution}.")
+    template: Optional[str] = _f(None, "Prompt template: r1_zero | r1_short | chat | plain; "
+                                 "null = the task's default (r1_zero for datasets).")
+    system_prompt: Optional[str] = _f(None, "System prompt (chat template).")
+    data_seed: int = _f(1234, "Seed of the task's row generation.")
+
+
+@dataclass
+class RewardsConfig:
+    names: list[str] = _f([], "Reward function names (reasoner.verifiers.rewards.REWARD_FUNCS) "
+                          "or 'module:function' with TRL's signature; empty = the task's own "
+                          "reward functions and weights.")
+    reward_weights: Optional[list[float]] = _f(None, "One weight per reward function (TRL: "
+                                               "reward_weights); null = all 1.0.")
+    accuracy_reward: Optional[str] = _f(None, "Reward whose value is logged as accuracy "
+                                        "(default: the task's, else the first name).")
+
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+SCALE_REWARDS = ("group", "batch", "none")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+
+
+@dataclass
+class GRPOConfig:
+    output_dir: str = _f("runs/grpo", "Where metrics, checkpoints and final/ are written.")
+    max_steps: int = _f(100, "Training steps (one rollout batch each).")
+    seed: int = _f(0, "Seed of everything: data order, sampling, dropout.")
+    device: str = _f("auto", "auto | cpu | cuda.")
+    # batch
+    num_generations: int = _f(8, "Completions sampled per prompt (the group size G).")
+    per_device_train_batch_size: int = _f(16, "Completions per micro-batch.")
+    gradient_accumulation_steps: int = _f(1, "Micro-batches per step; the step's rollout batch is "
+                                          "per_device_train_batch_size * this completions.")
+    # sampling
+    max_prompt_length: Optional[int] = _f(None, "Prompts longer than this (tokens) are rejected.")
+    max_completion_length: int = _f(64, "Maximum new tokens per completion.")
+    temperature: float = _f(1.0, "Sampling temperature (also applied to training log-probs).")
+    top_p: float = _f(1.0, "Nucleus sampling threshold (1.0 = off).")
+    top_k: int = _f(0, "Top-k sampling (0 = off).")
+    # objective
+    beta: float = _f(0.0, "KL coefficient (0 = no reference model).")
+    kl_estimator: str = _f("k3", "KL estimator: k1 | k2 | k3.")
+    kl_in_reward: bool = _f(False, "Subtract beta * sequence KL from the reward instead of adding "
+                            "beta * KL to the loss.")
+    epsilon: float = _f(0.2, "Lower clip range: ratio >= 1 - epsilon.")
+    epsilon_high: Optional[float] = _f(None, "Upper clip range (DAPO clip-higher); null = epsilon.")
+    delta: Optional[float] = _f(None, "Dual-clip bound (> 1) for negative advantages; null = off.")
+    num_iterations: int = _f(1, "Policy updates per rollout batch (mu); > 1 uses old log-probs.")
+    loss_type: str = _f("dapo", "grpo (sequence mean, then mean) | bnpo (tokens / batch tokens) | "
+                        "dr_grpo (sum / (sequences * max_completion_length)) | dapo (tokens / "
+                        "tokens of the whole accumulated batch, all ranks).")
+    scale_rewards: str = _f("group", "Advantage scaling: group std | batch std | none.")
+    skip_zero_advantage: bool = _f(True, "With no KL term in the loss, leave rows whose advantage "
+                                   "is 0 (flat groups, skipped samples) out of the update: their "
+                                   "gradient is exactly 0; the token normalisers still count them.")
+    mask_truncated_completions: bool = _f(False, "Exclude completions that hit "
+                                          "max_completion_length from the loss.")
+    dynamic_sampling: bool = _f(False, "DAPO dynamic sampling: replace zero-std groups with "
+                                "groups from new prompts.")
+    max_dynamic_sampling_tries: int = _f(3, "Extra generation rounds per step for dynamic sampling.")
+    overlong_buffer_len: Optional[int] = _f(None, "DAPO soft overlong penalty: buffer length in "
+                                            "tokens before max_completion_length; null = off.")
+    overlong_penalty_factor: float = _f(1.0, "Maximum soft overlong penalty.")
+    # optimisation
+    learning_rate: float = _f(1e-6, "AdamW peak learning rate.")
+    lr_scheduler_type: str = _f("linear", "linear | cosine | constant | constant_with_warmup.")
+    warmup_ratio: float = _f(0.0, "Warmup as a fraction of optimizer steps.")
+    warmup_steps: int = _f(0, "Warmup optimizer steps (overrides warmup_ratio when > 0).")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    adam_beta1: float = _f(0.9, "AdamW beta1.")
+    adam_beta2: float = _f(0.99, "AdamW beta2.")
+    adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off; the norm is still logged).")
+    bf16: bool = _f(False, "bf16 autocast for generation, log-probs and the update (weights and "
+                    "optimizer stay fp32; on CPU it pays off with AMX / AVX512-BF16).")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in backward.")
+    loss_backend: str = _f("auto", "Per-token loss: auto (Triton kernel on CUDA when available) | "
+                           "reference (pure torch).")
+    use_fused_linear: bool = _f(False, "Use the fused linear + loss kernel (never materialises "
+                                "the logits) instead of the logits-input one.")
+    # bookkeeping
+    save_steps: int = _f(50, "Checkpoint every N steps (0 = only at the end).")
+    save_total_limit: Optional[int] = _f(2, "Keep the last K checkpoints (null = all).")
+    logging_steps: int = _f(1, "Print a metrics line every N steps (metrics.jsonl gets every step).")
+    log_completions_steps: int = _f(10, "Write sample completions to completions.jsonl every N steps "
+                                    "(0 = never).")
+    num_completions_to_log: int = _f(4, "Completions written each time.")
+    report_to_tensorboard: bool = _f(True, "Also write TensorBoard event files under output_dir/tb.")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def generation_batch_size(self) -> int:
+        """Completions per step (one process)."""
+        return self.grpo.per_device_train_batch_size * self.grpo.gradient_accumulation_steps
+
+    @property
+    def prompts_per_step(self) -> int:
+        return self.generation_batch_size // self.grpo.num_generations
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+# ---------------------------------------------------------------------------------------------
+# type checking of one value
+
+
+def _check_type(value: Any, tp: Any, name: str) -> Any:
+    """Return `value` coerced to `tp` (int -> float only), or raise ConfigError naming `name`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{name}: must not be null")
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(value, inner[0], name)
+    if value is None:
+        raise ConfigError(f"{name}: must not be null (expected {_type_name(tp)})")
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"{name}: must be finite, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        return [_check_type(v, args[0], f"{name}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        return {str(k): _check_type(v, args[1], f"{name}.{k}") for k, v in value.items()}
+    raise ConfigError(f"{name}: unsupported type {tp}")  # pragma: no cover
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build_section(cls: type, values: dict[str, Any], section: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section}: expected a mapping of fields, got {values!r}")
+    hints = _hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"unknown config key {section}.{key}; known keys in {section}: "
+                              f"{', '.join(sorted(known))}")
+    kwargs = {k: _check_type(v, hints[k], f"{section}.{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a Config from a nested mapping (as read from YAML)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping of sections, got {type(data).__name__}")
+    for key in data:
+        if key not in SECTIONS:
+            raise ConfigError(f"unknown config section {key!r}; sections: {', '.join(SECTIONS)}")
+    hints = _hints(Config)
+    sections = {name: _build_section(hints[name], data.get(name) or {}, name) for name in SECTIONS}
+    cfg = Config(**sections)
+    validate(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'grpo.beta=0.04' -> (['grpo', 'beta'], 0.04). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.field=value")
+    key, _, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"override key {key!r} must be section.field (e.g. grpo.beta)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {key}: cannot parse value {raw!r}: {e}") from None
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    data = dict(data or {})
+    for text in overrides:
+        parts, value = parse_override(text)
+        section = parts[0]
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section {section!r} in override {text!r}; "
+                              f"sections: {', '.join(SECTIONS)}")
+        node = data.setdefault(section, {}) or {}
+        data[section] = node = dict(node)
+        for p in parts[1:-1]:  # nested dict fields (data.task_options.max_value=9)
+            node[p] = dict(node.get(p) or {})
+            node = node[p]
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file (or start from the defaults), apply dotted overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    return config_from_dict(apply_overrides(data, overrides or []))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _require(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+def _choice(value: Any, choices: tuple[str, ...], name: str) -> None:
+    _require(value in choices, f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def validate(cfg: Config) -> None:
+    """Range and compatibility checks; raises ConfigError naming the field."""
+    m, lo, d, r, g = cfg.model, cfg.lora, cfg.data, cfg.rewards, cfg.grpo
+    _require(m.path != "", "model.path must be a directory or 'tiny'")
+    _choice(m.dtype, ("float32", "bfloat16", "float16"), "model.dtype")
+    _choice(m.tiny_arch, ("qwen2", "llama"), "model.tiny_arch")
+    for name in ("tiny_hidden_size", "tiny_num_layers", "tiny_num_heads", "tiny_num_kv_heads",
+                 "tiny_max_position_embeddings"):
+        _require(getattr(m, name) >= 1, f"model.{name} must be >= 1, got {getattr(m, name)}")
+    _require(m.tiny_hidden_size % m.tiny_num_heads == 0,
+             "model.tiny_hidden_size must be divisible by model.tiny_num_heads")
+    _require(m.tiny_num_heads % m.tiny_num_kv_heads == 0,
+             "model.tiny_num_heads must be divisible by model.tiny_num_kv_heads")
+
+    _require(lo.r >= 1, f"lora.r must be >= 1, got {lo.r}")
+    _require(lo.alpha >= 1, f"lora.alpha must be >= 1, got {lo.alpha}")
+    _require(0.0 <= lo.dropout < 1.0, f"lora.dropout must be in [0, 1), got {lo.dropout}")
+    _require(not lo.enabled or len(lo.target_modules) > 0, "lora.target_modules must not be empty")
+
+    _require(d.task is not None or d.dataset_path is not None,
+             "data.task or data.dataset_path must be set")
+    _require(d.task is None or d.dataset_path is None,
+             "data.task and data.dataset_path are exclusive; set data.task=null to use a dataset")
+    if d.template is not None:
+        _choice(d.template, ("r1_zero", "r1_short", "chat", "plain"), "data.template")
+    _require(d.num_train_rows >= 1, f"data.num_train_rows must be >= 1, got {d.num_train_rows}")
+
+    if r.reward_weights is not None:
+        _require(len(r.names) > 0, "rewards.reward_weights needs rewards.names")
+        _require(len(r.reward_weights) == len(r.names),
+                 f"rewards.reward_weights has {len(r.reward_weights)} values for "
+                 f"{len(r.names)} rewards.names")
+    if d.task is None:
+        _require(len(r.names) > 0, "rewards.names must be set when data.task is null")
+    if r.names:
+        import reasoner.tasks  # noqa: F401  (registers the task rewards)
+        from reasoner.verifiers.rewards import REWARD_FUNCS
+
+        for i, n in enumerate(r.names):
+            if ":" in n:
+                try:
+                    resolve_reward(n)
+                except Exception as e:  # noqa: BLE001 - reported with the field name
+                    raise ConfigError(f"rewards.names[{i}]: cannot import {n!r}: {e}") from None
+                continue
+            _require(n in REWARD_FUNCS, f"rewards.names[{i}]: unknown reward {n!r}; available: "
+                     f"{', '.join(sorted(REWARD_FUNCS))} (or module:function)")
+    if r.accuracy_reward is not None and r.names:
+        _require(r.accuracy_reward in r.names,
+                 f"rewards.accuracy_reward {r.accuracy_reward!r} is not in rewards.names")
+
+    positive = ("max_steps", "num_generations", "per_device_train_batch_size",
+                "gradient_accumulation_steps", "max_completion_length", "num_iterations",
+                "logging_steps", "num_completions_to_log")
+    for name in positive:
+        _require(getattr(g, name) >= 1, f"grpo.{name} must be >= 1, got {getattr(g, name)}")
+    _require(g.num_generations >= 2, f"grpo.num_generations must be >= 2 (group-relative "
+             f"advantages need a group), got {g.num_generations}")
+    _require(cfg.generation_batch_size % g.num_generations == 0,
+             f"grpo.per_device_train_batch_size * grpo.gradient_accumulation_steps "
+             f"({cfg.generation_batch_size}) must be divisible by grpo.num_generations "
+             f"({g.num_generations})")
+    _choice(g.device, ("auto", "cpu", "cuda"), "grpo.device")
+    _require(g.temperature > 0, f"grpo.temperature must be > 0, got {g.temperature}")
+    _require(0 < g.top_p <= 1, f"grpo.top_p must be in (0, 1], got {g.top_p}")
+    _require(g.top_k >= 0, f"grpo.top_k must be >= 0, got {g.top_k}")
+    _require(g.max_prompt_length is None or g.max_prompt_length >= 1,
+             "grpo.max_prompt_length must be >= 1 or null")
+    _require(g.beta >= 0, f"grpo.beta must be >= 0, got {g.beta}")
+    _choice(g.kl_estimator, KL_ESTIMATORS, "grpo.kl_estimator")
+    _require(not g.kl_in_reward or g.beta > 0, "grpo.kl_in_reward needs grpo.beta > 0")
+    _require(0 < g.epsilon < 1, f"grpo.epsilon must be in (0, 1), got {g.epsilon}")
+    _require(g.epsilon_high is None or g.epsilon_high > 0,
+             f"grpo.epsilon_high must be > 0, got {g.epsilon_high}")
+    _require(g.delta is None or g.delta > 1, f"grpo.delta (dual clip) must be > 1, got {g.delta}")
+    _choice(g.loss_type, LOSS_TYPES, "grpo.loss_type")
+    _choice(g.scale_rewards, SCALE_REWARDS, "grpo.scale_rewards")
+    _require(g.loss_type != "dr_grpo" or g.scale_rewards == "none",
+             f"grpo.loss_type=dr_grpo uses unscaled advantages: set grpo.scale_rewards=none "
+             f"(got {g.scale_rewards!r})")
+    _require(g.max_dynamic_sampling_tries >= 0, "grpo.max_dynamic_sampling_tries must be >= 0")
+    if g.overlong_buffer_len is not None:
+        _require(0 < g.overlong_buffer_len <= g.max_completion_length,
+                 f"grpo.overlong_buffer_len must be in [1, max_completion_length="
+                 f"{g.max_completion_length}], got {g.overlong_buffer_len}")
+    _require(g.overlong_penalty_factor >= 0, "grpo.overlong_penalty_factor must be >= 0")
+    _require(g.learning_rate > 0, f"grpo.learning_rate must be > 0, got {g.learning_rate}")
+    _choice(g.lr_scheduler_type, SCHEDULERS, "grpo.lr_scheduler_type")
+    _require(0 <= g.warmup_ratio < 1, f"grpo.warmup_ratio must be in [0, 1), got {g.warmup_ratio}")
+    _require(g.warmup_steps >= 0, f"grpo.warmup_steps must be >= 0, got {g.warmup_steps}")
+    _require(g.weight_decay >= 0, "grpo.weight_decay must be >= 0")
+    _require(0 <= g.adam_beta1 < 1, "grpo.adam_beta1 must be in [0, 1)")
+    _require(0 <= g.adam_beta2 < 1, "grpo.adam_beta2 must be in [0, 1)")
+    _require(g.adam_epsilon > 0, "grpo.adam_epsilon must be > 0")
+    _require(g.max_grad_norm >= 0, f"grpo.max_grad_norm must be >= 0, got {g.max_grad_norm}")
+    _choice(g.loss_backend, ("auto", "reference"), "grpo.loss_backend")
+    _require(g.save_steps >= 0, f"grpo.save_steps must be >= 0, got {g.save_steps}")
+    _require(g.save_total_limit is None or g.save_total_limit >= 1,
+             f"grpo.save_total_limit must be >= 1 or null, got {g.save_total_limit}")
+    _require(g.log_completions_steps >= 0, "grpo.log_completions_steps must be >= 0")
+
+
+def resolve_reward(name: str) -> Any:
+    """A reward function by registered name or 'module:function' import path."""
+    import reasoner.tasks  # noqa: F401  (registers the task rewards)
+    from reasoner.verifiers.rewards import get_reward
+
+    if ":" not in name:
+        return get_reward(name)
+    import importlib
+
+    module, _, attr = name.partition(":")
+    fn = getattr(importlib.import_module(module), attr)
+    if not callable(fn):
+        raise TypeError(f"{name} is not callable")
+    return fn
+
+
+# ---------------------------------------------------------------------------------------------
+# help
+
+
+def describe_config() -> str:
+    """Every field with its type, default and help, section by section."""
+    lines = []
+    hints = _hints(Config)
+    for section in SECTIONS:
+        cls = hints[section]
+        lines.append(f"Section {section}:")
+        sh = _hints(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"  {section}.{f.name} ({_type_str(sh[f.name])}, default {default!r})")
+            lines.append(f"      {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+def _type_str(tp: Any) -> str:
+    args = typing.get_args(tp)
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else _type_str(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_str(a) for a in args)}]"
+    return "any" if tp is Any else getattr(tp, "__name__", str(tp))

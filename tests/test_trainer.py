@@ -1,0 +1,232 @@
+"""The training loop on configs/tiny.yaml: metrics, checkpoints, final policy, exact kill -9 resume."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from reasoner.config import load_config
+from reasoner.metrics import read_metrics
+from reasoner.trainer import DataOrder, GRPOTrainer, cat_batches, select_groups, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+TESTS = Path(__file__).resolve().parent
+# A reward a random model already varies on, so the tiny runs really update the weights.
+DIGITS = "rewards.names=[test_trainer:digit_reward]"
+
+
+def digit_reward(prompts, completions, **columns):
+    """Fraction of digit characters; None when the row's answer is "skip" (for the skip test)."""
+    answers = columns.get("answer") or [None] * len(completions)
+    return [None if a == "skip" else sum(ch.isdigit() for ch in c) / max(len(c), 1)
+            for c, a in zip(completions, answers)]
+
+
+def _cfg(out, *extra):
+    return load_config(TINY, [f"grpo.output_dir={out}", DIGITS, *extra])
+
+
+def test_tiny_run_writes_metrics_checkpoints_and_final(tmp_path):
+    out = tmp_path / "run"
+    summary = train(_cfg(out, "grpo.beta=0.04", "grpo.num_iterations=2"), progress=False)
+    assert summary["steps"] == 4
+    recs = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    for key in ("reward/mean", "reward/std", "rewards/test_trainer:digit_reward/mean", "accuracy",
+                "frac_zero_std_groups", "completion_length/mean", "completion_length/max",
+                "truncated_ratio", "clip/low", "clip/high", "clip/dual", "kl", "entropy",
+                "grad_norm", "lr", "time/generation", "time/reward", "time/logprobs",
+                "time/update", "tokens_per_second"):
+        assert key in recs[0], key
+    assert all(r["completion_length/max"] <= 12 for r in recs)
+    assert all(0 <= r["frac_zero_std_groups"] <= 1 for r in recs)
+    assert recs[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # first pass: policy == reference
+    assert recs[-1]["kl"] > 0  # the policy moved away from the reference
+    assert all(r["grad_norm"] > 0 and r["skipped_updates"] == 0 for r in recs)
+    # checkpoints every 2 steps, keep last 2; final policy in HF format
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    ck = out / "checkpoint-4"
+    for f in ("model.safetensors", "config.json", "tokenizer.json", "engine.pt", "rng.pt",
+              "trainer_state.json"):
+        assert (ck / f).is_file(), f
+    assert json.loads((ck / "trainer_state.json").read_text())["step"] == 4
+    init = load_file(out / "init_model" / "model.safetensors")
+    final = load_file(out / "final" / "model.safetensors")
+    assert any(not torch.equal(init[k], final[k]) for k in init)
+    comps = [json.loads(x) for x in (out / "completions.jsonl").read_text().splitlines()]
+    assert {c["step"] for c in comps} == {2, 4} and "completion" in comps[0]
+    for png in ("reward.png", "accuracy.png", "length.png"):
+        assert (out / png).stat().st_size > 1000
+    assert list((out / "tb").iterdir())
+
+
+def _weights(path):
+    return load_file(Path(path) / "model.safetensors")
+
+
+def test_kill_9_then_resume_matches_uninterrupted_run_bitwise(tmp_path):
+    extra = ["grpo.max_steps=5", "grpo.beta=0.02", "grpo.lr_scheduler_type=linear",
+             "grpo.warmup_steps=2"]
+    ref_out, out = tmp_path / "ref", tmp_path / "killed"
+    train(_cfg(ref_out, *extra), progress=False)
+    # The run SIGKILLs itself half-way through writing checkpoint-4 (after checkpoint-2).
+    env = dict(os.environ, REASONER_DEBUG_KILL="save:4",
+               PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "reasoner", "train", "--config", str(TINY), "--output-dir",
+           str(out), "--no-progress", DIGITS, *extra]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    assert (out / ".tmp-checkpoint-4").is_dir() and not (out / "checkpoint-4").exists()
+    assert not (out / "final").exists()
+    # resume: continues from checkpoint-2, ignores and removes the partial one
+    summary = train(_cfg(out, *extra), resume=True, progress=False)
+    assert summary["resumed_from"] == 2 and summary["steps"] == 5
+    assert not (out / ".tmp-checkpoint-4").exists()
+    a, b = _weights(ref_out / "final"), _weights(out / "final")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the metrics log is the uninterrupted one (timings aside)
+    strip = lambda rs: [{k: v for k, v in r.items() if "time" not in k and "per_second" not in k}  # noqa: E731
+                        for r in rs]
+    assert strip(read_metrics(out / "metrics.jsonl")) == strip(read_metrics(ref_out / "metrics.jsonl"))
+
+
+def test_loss_types_scale_modes_and_skipped_samples_train(tmp_path):
+    """Each loss type / option combination runs a step with finite numbers; skipped samples
+    (reward None) are counted and get no gradient."""
+    combos = [
+        ["grpo.loss_type=grpo", "grpo.scale_rewards=batch", "grpo.mask_truncated_completions=true"],
+        ["grpo.loss_type=bnpo", "grpo.overlong_buffer_len=4", "grpo.epsilon_high=0.28"],
+        ["grpo.loss_type=dr_grpo", "grpo.scale_rewards=none", "grpo.delta=3.0"],
+        ["grpo.loss_type=dapo", "grpo.beta=0.1", "grpo.kl_in_reward=true", "grpo.kl_estimator=k1"],
+    ]
+    for i, extra in enumerate(combos):
+        cfg = _cfg(tmp_path / f"r{i}", "grpo.max_steps=1", "grpo.save_steps=0",
+                   "grpo.report_to_tensorboard=false", *extra)
+        t = GRPOTrainer(cfg, progress=False)
+        t.rows = [dict(r, answer="skip") if j % 2 else r for j, r in enumerate(t.rows)]
+        m = t.train_step()
+        assert m["skipped_samples"] > 0, extra
+        b, rewards, adv = t._last_batch
+        skipped = [r["answer"] == "skip" for r in b.rows]
+        assert int(m["skipped_samples"]) == sum(skipped)
+        assert all(adv.advantages[j] == 0 for j, s in enumerate(skipped) if s)
+        assert torch.isfinite(torch.tensor([m["loss"], m["grad_norm"], m["entropy"]])).all(), extra
+
+
+def test_non_finite_step_is_skipped_not_applied(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path / "nan", "grpo.max_steps=1", "grpo.save_steps=0",
+               "grpo.report_to_tensorboard=false")
+    t = GRPOTrainer(cfg, progress=False)
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    orig = t._loss_micro
+
+    def nan_loss(*a, **k):
+        out = orig(*a, **k)
+        out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(t, "_loss_micro", nan_loss)
+    m = t.train_step()
+    assert m["skipped_updates"] == 1
+    after = t.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert t.engine.scheduler.last_epoch == 0  # the schedule did not advance
+
+
+def test_dynamic_sampling_refills_zero_std_groups(tmp_path):
+    cfg = _cfg(tmp_path / "ds", "grpo.max_steps=1", "grpo.dynamic_sampling=true",
+               "grpo.max_dynamic_sampling_tries=2", "grpo.report_to_tensorboard=false")
+    t = GRPOTrainer(cfg, progress=False)
+    calls = []
+
+    def flaky(prompts, completions, **cols):  # first round: every group flat; later: spread
+        calls.append(len(completions))
+        if len(calls) == 1:
+            return [0.5] * len(completions)
+        return [float(i % 2) for i in range(len(completions))]
+
+    t.reward_funcs = [("flaky", flaky, 1.0)]
+    t.accuracy_reward = "flaky"
+    m = t.train_step()
+    assert calls == [8, 8]  # 2 prompts x G=4, then 2 fresh prompts to replace both groups
+    assert m["dynamic_sampling/tries"] == 1 and m["frac_zero_std_groups"] == 0.0
+    assert m["dynamic_sampling/filled_frac"] == 1.0
+
+
+def test_batch_helpers_and_data_order():
+    def fake(p, c, n, val):
+        return dict(prompt_ids=torch.full((n, p), val), prompt_mask=torch.ones(n, p, dtype=torch.long),
+                    completion_ids=torch.full((n, c), val),
+                    completion_mask=torch.ones(n, c, dtype=torch.long),
+                    texts=[str(val)] * n, truncated=torch.zeros(n, dtype=torch.bool),
+                    rows=[{"i": val}] * n, prompts=["p"] * n, per_func=[[float(val)] * n])
+
+    from reasoner.trainer import Batch
+
+    a, b = Batch(**fake(2, 3, 4, 1)), Batch(**fake(4, 1, 2, 2))
+    c = cat_batches([a, b], pad_id=0)
+    assert c.prompt_ids.shape == (6, 4) and c.completion_ids.shape == (6, 3)
+    assert c.prompt_ids[0].tolist() == [0, 0, 1, 1] and c.prompt_mask[0].tolist() == [0, 0, 1, 1]
+    assert c.completion_ids[5].tolist() == [2, 0, 0] and c.completion_mask[5].tolist() == [1, 0, 0]
+    s = select_groups(c, [2], 2)
+    assert s.texts == ["2", "2"] and s.per_func == [[2.0, 2.0]]
+    o = DataOrder(5, seed=3)
+    first = o.take(7)
+    assert sorted(first[:5]) == list(range(5)) and o.state() == {"epoch": 1, "index": 2}
+    o2 = DataOrder(5, seed=3, epoch=1, index=2)
+    assert o2.take(3) == DataOrder(5, seed=3).take(10)[7:]
+
+
+def test_lora_run_uses_adapters_and_merges_final(tmp_path):
+    pytest.importorskip("peft")
+    out = tmp_path / "lora"
+    cfg = _cfg(out, "grpo.max_steps=2", "grpo.save_steps=1", "grpo.beta=0.1", "lora.enabled=true",
+               "lora.r=4", "lora.target_modules=[q_proj,v_proj]", "grpo.report_to_tensorboard=false")
+    t = GRPOTrainer(cfg, progress=False)
+    assert t.ref_model is None  # the reference is the base model with adapters disabled
+    trainable = [n for n, p in t.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    t.train()
+    recs = read_metrics(out / "metrics.jsonl")
+    assert recs[1]["kl"] > 0
+    assert (out / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    final = load_file(out / "final" / "model.safetensors")
+    init = load_file(out / "init_model" / "model.safetensors")
+    assert not any("lora" in k for k in final)
+    assert any(not torch.equal(init[k], final[k]) for k in init if "q_proj" in k)
+    # resume of a LoRA run restores the adapters (no steps left: final written again)
+    t2 = GRPOTrainer(cfg, resume=True, progress=False)
+    assert t2.step == 2
+    a = {k: v for k, v in t.model.state_dict().items() if "lora_" in k}
+    b = {k: v for k, v in t2.model.state_dict().items() if "lora_" in k}
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_skipping_zero_advantage_rows_gives_the_same_update(tmp_path):
+    def half_flat(prompts, completions, **cols):  # groups of odd answers are flat (no signal)
+        return [0.5 if int(a) % 2 else float(len(c) % 3 == 0)
+                for c, a in zip(completions, cols["answer"])]
+
+    weights = {}
+    for skip in (True, False):
+        cfg = _cfg(tmp_path / f"s{skip}", "grpo.max_steps=2", "grpo.save_steps=0",
+                   f"grpo.skip_zero_advantage={str(skip).lower()}", "grpo.loss_type=bnpo",
+                   "grpo.report_to_tensorboard=false")
+        t = GRPOTrainer(cfg, progress=False)
+        t.reward_funcs = [("half_flat", half_flat, 1.0)]
+        t.accuracy_reward = "half_flat"
+        ms = [t.train_step() for _ in range(2)]
+        weights[skip] = {k: v.clone() for k, v in t.model.state_dict().items()}
+        fracs = [m["update/trained_rows_frac"] for m in ms]
+        assert (min(fracs) < 1.0) if skip else fracs == [1.0, 1.0]
+    for k in weights[True]:
+        torch.testing.assert_close(weights[True][k], weights[False][k], rtol=1e-4, atol=1e-6)
