@@ -145,8 +145,8 @@ class GRPOConfig:
     bf16: bool = _f(False, "bf16 autocast for generation, log-probs and the update (weights and "
                     "optimizer stay fp32; on CPU it pays off with AMX / AVX512-BF16).")
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward.")
-    loss_backend: str = _f("auto", "Per-token loss: auto (Triton kernel on CUDA when available) | "
-                           "reference (pure torch).")
+    loss_backend: str = _f("auto", "Per-token loss: auto (Triton kernel on CUDA, pure torch "
+                           "otherwise) | triton | torch (the pure-torch reference).")
     use_fused_linear: bool = _f(False, "Use the fused linear + loss kernel (never materialises "
                                 "the logits) instead of the logits-input one.")
     # bookkeeping
@@ -426,7 +426,7 @@ def validate(cfg: Config) -> None:
     _require(0 <= g.adam_beta2 < 1, "grpo.adam_beta2 must be in [0, 1)")
     _require(g.adam_epsilon > 0, "grpo.adam_epsilon must be > 0")
     _require(g.max_grad_norm >= 0, f"grpo.max_grad_norm must be >= 0, got {g.max_grad_norm}")
-    _choice(g.loss_backend, ("auto", "reference"), "grpo.loss_backend")
+    _choice(g.loss_backend, ("auto", "triton", "torch"), "grpo.loss_backend")
     _require(g.save_steps >= 0, f"grpo.save_steps must be >= 0, got {g.save_steps}")
     _require(g.save_total_limit is None or g.save_total_limit >= 1,
              f"grpo.save_total_limit must be >= 1 or null, got {g.save_total_limit}")

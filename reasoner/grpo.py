@@ -1,7 +1,7 @@
 """GRPO's arithmetic around the per-token loss: rewards -> advantages, token weights, KL-in-reward.
 
 The per-token loss itself (log-prob gather, clipped ratio, dual clip, KL estimate) lives in
-`reasoner_kernels` (pure-torch reference on CPU, Triton kernels on CUDA); `token_loss` picks one.
+`reasoner_kernels` (Triton kernels on CUDA, the pure-torch reference otherwise); `token_loss` calls it.
 
 Loss aggregation is expressed as per-token *weights* over the whole accumulated batch:
 
@@ -176,16 +176,15 @@ def token_loss(
     compute_entropy: bool = True,
     backend: str = "auto",
 ):
-    """The per-token GRPO loss: the Triton kernel (`reasoner_kernels.grpo_loss`) on CUDA when it
-    exists and backend is "auto", else the pure-torch reference. Returns GRPOTokenOutput."""
+    """The per-token GRPO loss (`reasoner_kernels.grpo_loss`: Triton on CUDA tensors with
+    backend "auto", the pure-torch reference otherwise). Returns GRPOTokenOutput."""
     import reasoner_kernels as rk
 
-    kw = dict(temperature=temperature, eps_low=eps_low, eps_high=eps_high, delta=delta,
-              beta=beta, kl_estimator=kl_estimator, compute_entropy=compute_entropy)
-    fn = getattr(rk, "grpo_loss", None)
-    if backend == "auto" and fn is not None and logits.is_cuda:
-        return fn(logits, ids, old_logp, ref_logp, advantages, mask, **kw)
-    return rk.grpo_loss_reference(logits, ids, old_logp, ref_logp, advantages, mask, **kw)
+    return rk.grpo_loss(
+        logits, ids, old_logp, ref_logp, advantages, mask, temperature=temperature,
+        eps_low=eps_low, eps_high=eps_high, delta=delta, beta=beta, kl_estimator=kl_estimator,
+        compute_entropy=compute_entropy, backend=backend,
+    )
 
 
 def fused_linear_token_loss(
@@ -204,11 +203,8 @@ def fused_linear_token_loss(
     """As `token_loss` but from the last hidden states [N, H] and the LM head weight [V, H]."""
     import reasoner_kernels as rk
 
-    fn = getattr(rk, "fused_linear_grpo_loss", None)
-    if backend == "auto" and fn is not None and hidden.is_cuda:
-        return fn(hidden, weight, ids, old_logp, ref_logp, advantages, mask, bias=bias, **kw)
-    return rk.fused_linear_grpo_loss_reference(
-        hidden, weight, ids, old_logp, ref_logp, advantages, mask, bias=bias, **kw
+    return rk.fused_linear_grpo_loss(
+        hidden, weight, ids, old_logp, ref_logp, advantages, mask, bias=bias, backend=backend, **kw
     )
 
 
