@@ -16,6 +16,7 @@ dicts, renaming the user's columns to ours ("question", "answer", "tests", "test
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ R1_ZERO_SYSTEM = (
 )
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line, read lazily; a line that is not a JSON
+    object raises ValueError naming ``path:line``. The one JSONL reader of the project."""
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -40,11 +42,10 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
+                raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg} at column {e.colno}") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+            yield lineno, row
 
 
 def _read_dataset_dir(path: Path, split: str | None) -> list[dict[str, Any]]:
@@ -80,7 +81,7 @@ def load_rows(
     if p.is_dir():
         rows = _read_dataset_dir(p, split)
     elif p.suffix == ".jsonl":
-        rows = _read_jsonl(p)
+        rows = [row for _, row in iter_jsonl(p)]
     elif p.suffix == ".parquet":
         import pyarrow.parquet as pq
 

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from reasoner.data import iter_jsonl
 from reasoner.verifiers import registry
 
 CHUNK = 256  # records scored per call to the verifier; results are written as they come back
@@ -36,19 +37,15 @@ class VerifySummary:
 
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line_number, record) for each non-blank line; raise InputError naming a bad line."""
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(record, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+    try:
+        for lineno, record in iter_jsonl(path):
             if not isinstance(record.get("completion"), str):
                 raise InputError(f"{path}:{lineno}: field 'completion' is missing or not a string")
             yield lineno, record
+    except InputError:
+        raise
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
 
 def _count_records(path: Path) -> int:

@@ -75,7 +75,7 @@ def test_bad_line_is_named_and_earlier_results_are_kept(tmp_path):
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     good = [json.dumps({"completion": "1", "answer": "1"})] * 3
     write_jsonl(inp, good + ["{not json"] + good)
-    with pytest.raises(InputError, match=r"in\.jsonl:4: not valid JSON"):
+    with pytest.raises(InputError, match=r"in\.jsonl:4: invalid JSON"):
         verify_file("echo", inp, out, progress=False)
     assert len(read_jsonl(out)) == 3
 
