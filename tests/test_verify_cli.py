@@ -110,3 +110,33 @@ def test_unknown_task_and_missing_input_are_clear(tmp_path):
         verify_file("nope", inp, tmp_path / "o.jsonl", progress=False)
     with pytest.raises(InputError, match="input file not found"):
         verify_file("echo", tmp_path / "missing.jsonl", tmp_path / "o.jsonl", progress=False)
+
+
+def test_reasoner_verify_command_end_to_end_with_the_math_verifier(tmp_path):
+    """The installed CLI, the real math verifier, the contract's fields, and exit code 2 on bad input."""
+    import subprocess
+    import sys
+
+    recs = [
+        {"id": 0, "completion": r"so \boxed{\frac{1}{2}}", "answer": "0.5"},
+        {"id": 1, "completion": "<answer>7</answer>", "answer": "8"},
+        {"id": 2, "completion": "no final answer", "answer": "1"},
+        {"id": 3, "completion": r"\boxed{3}", "answer": r"\frac{"},
+    ]
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(inp, [json.dumps(r) for r in recs])
+    cmd = [sys.executable, "-m", "reasoner", "verify", "--task", "math", "--input", str(inp),
+           "--output", str(out), "--workers", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows = read_jsonl(out)
+    assert [(r["id"], r["reward"], r["correct"]) for r in rows] == [
+        (0, 1.0, True), (1, 0.0, False), (2, 0.0, False), (3, 0.0, None)]
+    assert rows[2]["reason"] == "no answer" and rows[3]["reason"] == "unparseable gold"
+    assert "correct 1/3" in res.stdout
+
+    write_jsonl(inp, [json.dumps(recs[0]), "oops"])
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert "in.jsonl:2: invalid JSON" in res.stderr
+    assert len(read_jsonl(out)) == 1
