@@ -415,7 +415,8 @@ class GRPOTrainer:
         with ctx, self.engine.autocast():
             for s in self._micro_slices(len(b)):
                 logits = forward_logits(model, b.prompt_ids[s], b.prompt_mask[s],
-                                        b.completion_ids[s], b.completion_mask[s])
+                                        b.completion_ids[s], b.completion_mask[s],
+                                        share_prompts=True)
                 out.append(selective_logp(logits, b.completion_ids[s],
                                           self.cfg.grpo.temperature).float())
         return torch.cat(out)
@@ -444,7 +445,7 @@ class GRPOTrainer:
         adv_s = adv[s][:, None]
         if g.use_fused_linear:
             hidden = forward_logits(self.model, b.prompt_ids[s], b.prompt_mask[s], ids,
-                                    b.completion_mask[s], return_hidden=True)
+                                    b.completion_mask[s], return_hidden=True, share_prompts=True)
             head = self.model.get_output_embeddings()
             n, c, h = hidden.shape
             out = grpo.fused_linear_token_loss(
@@ -460,7 +461,7 @@ class GRPOTrainer:
                     setattr(out, name, v.reshape(n, c))
             return out
         logits = forward_logits(self.model, b.prompt_ids[s], b.prompt_mask[s], ids,
-                                b.completion_mask[s])
+                                b.completion_mask[s], share_prompts=True)
         return grpo.token_loss(logits, ids, old_s, ref_s, adv_s, loss_mask[s], **kw)
 
     def _update(self, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor,

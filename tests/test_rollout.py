@@ -141,3 +141,203 @@ def test_gradients_flow(model_tok):
     (lp * ro.completion_mask).sum().backward()
     assert model.model.embed_tokens.weight.grad.abs().sum() > 0
     model.zero_grad()
+
+
+# ---------------------------------------------------------------- our decode loop (engine="loop")
+
+
+@pytest.fixture(scope="module")
+def llama_tok(tmp_path_factory):
+    d = build_tiny_model(tmp_path_factory.mktemp("tiny_llama"), arch="llama", hidden_size=64,
+                         num_layers=2, num_heads=4, num_kv_heads=2, seed=3)
+    return load_model_and_tokenizer(d)
+
+
+@pytest.mark.parametrize("which", ["qwen2", "llama"])
+@pytest.mark.parametrize("fast", [True, False])
+def test_greedy_loop_equals_hf_generate_token_for_token(model_tok, llama_tok, which, fast,
+                                                         monkeypatch):
+    import reasoner.rollout as rollout
+
+    model, tok = model_tok if which == "qwen2" else llama_tok
+    assert rollout._fast_decoder(model) is not None  # both archs take the fast decode step
+    if not fast:
+        monkeypatch.setattr(rollout, "_fast_decoder", lambda m: None)
+    kw = dict(num_generations=2, max_completion_length=12, temperature=0.0, return_logits=True)
+    hf = generate_rollouts(model, tok, PROMPTS, engine="hf", **kw)
+    loop = generate_rollouts(model, tok, PROMPTS, engine="loop", **kw)
+    assert torch.equal(hf.prompt_ids, loop.prompt_ids)  # left padded: 3 prompt lengths
+    assert len(set(loop.prompt_mask.sum(1).tolist())) == 3
+    assert torch.equal(hf.completion_ids, loop.completion_ids)
+    assert torch.equal(hf.completion_mask, loop.completion_mask)
+    assert torch.equal(hf.truncated, loop.truncated)
+    assert hf.completion_texts == loop.completion_texts
+    m = loop.completion_mask.bool()
+    assert torch.allclose(hf.generation_logits[m], loop.generation_logits[m], atol=1e-4)
+
+
+def test_fast_decode_step_keeps_llama_biases(llama_tok):
+    """Llama with attention_bias and mlp_bias: the fast decode step must use every bias."""
+    from transformers import LlamaForCausalLM
+
+    base, tok = llama_tok
+    cfg = base.config.__class__.from_dict({**base.config.to_dict(), "attention_bias": True,
+                                           "mlp_bias": True})
+    torch.manual_seed(5)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_(0, 0.5)
+    kw = dict(num_generations=1, max_completion_length=8, temperature=0.0, return_logits=True)
+    hf = generate_rollouts(model, tok, PROMPTS, engine="hf", **kw)
+    loop = generate_rollouts(model, tok, PROMPTS, engine="loop", **kw)
+    m = loop.completion_mask.bool()
+    assert torch.allclose(hf.generation_logits[m], loop.generation_logits[m], atol=1e-4)
+    assert torch.equal(hf.completion_ids, loop.completion_ids)
+
+
+def test_greedy_loop_with_eos_stops_rows_and_compacts(model_tok):
+    """With a second EOS id that greedy decoding emits in some rows, rows end at different
+    steps: every row is still the HF greedy decode, with or without dropping finished rows."""
+    import copy
+
+    from reasoner.rollout import decode_loop
+
+    base, tok = model_tok
+    model = copy.deepcopy(base)
+    with torch.no_grad():  # larger weights: the random model's greedy output varies per row
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(10)
+    kw = dict(num_generations=2, max_completion_length=10, temperature=0.0)
+    free = generate_rollouts(model, tok, PROMPTS, engine="hf", **kw).completion_ids
+    # a token some rows emit early and others never do
+    extra = next(t for t in free[:, :5].flatten().tolist()
+                 if 0 < sum(t in row for row in free.tolist()) < len(free))
+    model.generation_config.eos_token_id = [tok.eos_token_id, extra]
+    hf = generate_rollouts(model, tok, PROMPTS, engine="hf", **kw)
+    loop = generate_rollouts(model, tok, PROMPTS, engine="loop", **kw)
+    lengths = loop.completion_lengths.tolist()
+    assert torch.equal(hf.completion_ids, loop.completion_ids)
+    assert lengths == hf.completion_lengths.tolist()
+    assert torch.equal(hf.truncated, loop.truncated)
+    assert len(set(lengths)) > 1 and loop.truncated.any() and not loop.truncated.all()
+    for i, n in enumerate(lengths):  # the first EOS ends the row, pads after it
+        row = loop.completion_ids[i].tolist()
+        if not loop.truncated[i]:
+            assert row[n - 1] == extra and extra not in row[: n - 1]
+        assert all(t == tok.pad_token_id for t in row[n:])
+    eos = [tok.eos_token_id, extra]
+    a, _ = decode_loop(model, loop.prompt_ids, loop.prompt_mask, max_new_tokens=10,
+                       eos_ids=eos, pad_id=tok.pad_token_id, sample=False, compact=True)
+    b, _ = decode_loop(model, loop.prompt_ids, loop.prompt_mask, max_new_tokens=10,
+                       eos_ids=eos, pad_id=tok.pad_token_id, sample=False, compact=False)
+    assert torch.equal(a, b)
+
+
+def test_sampled_loop_is_deterministic_per_seed_and_leaves_global_rng(model_tok):
+    model, tok = model_tok
+    kw = dict(num_generations=4, max_completion_length=10, temperature=1.0, engine="loop")
+    state = torch.get_rng_state()
+    a = generate_rollouts(model, tok, PROMPTS, generator_seed=11, **kw)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = generate_rollouts(model, tok, PROMPTS, generator_seed=11, **kw)
+    c = generate_rollouts(model, tok, PROMPTS, generator_seed=12, **kw)
+    assert torch.equal(a.completion_ids, b.completion_ids) and a.completion_texts == b.completion_texts
+    assert not torch.equal(a.completion_ids, c.completion_ids)
+    # masks and truncation follow the tokens as with HF generate
+    from reasoner.rollout import completion_masks, eos_token_ids
+
+    mask, truncated = completion_masks(a.completion_ids, eos_token_ids(model, tok))
+    assert torch.equal(mask, a.completion_mask) and torch.equal(truncated, a.truncated)
+    assert a.completion_ids[a.completion_mask == 0].eq(tok.pad_token_id).all()
+
+
+def test_filter_logits_top_k_top_p_by_hand_and_against_hf_warpers():
+    from transformers import TopKLogitsWarper, TopPLogitsWarper
+
+    from reasoner.rollout import filter_logits
+
+    inf = float("-inf")
+    # probs of row 0: [0.1, 0.2, 0.3, 0.4] (log-probs as logits)
+    x = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]]))
+    assert filter_logits(x, top_k=2)[0].isinf().tolist() == [True, True, False, False]
+    assert filter_logits(x, top_k=0).isinf().sum() == 0
+    # top_p=0.65: keep 0.4 + 0.3 (ascending cumsum 0.1, 0.3 <= 0.35 removed)
+    assert filter_logits(x, top_p=0.65)[0].isinf().tolist() == [True, True, False, False]
+    assert filter_logits(x, top_p=0.75)[0].isinf().tolist() == [True, False, False, False]
+    assert filter_logits(x, top_p=0.01)[0].isinf().tolist() == [True, True, True, False]
+    assert filter_logits(torch.tensor([[0.0, inf]]), top_p=0.5).tolist() == [[0.0, inf]]
+    g = torch.Generator().manual_seed(0)
+    for k, p in [(5, 1.0), (0, 0.9), (7, 0.8), (50, 0.5)]:
+        y = torch.randn(6, 40, generator=g) * 3
+        ref = y.clone()
+        if k:
+            ref = TopKLogitsWarper(k)(None, ref)
+        if p < 1:
+            ref = TopPLogitsWarper(p)(None, ref)
+        assert torch.equal(filter_logits(y, top_k=k, top_p=p).isinf(), ref.isinf())
+
+
+def test_sample_tokens_follows_the_filtered_softmax():
+    from reasoner.rollout import sample_tokens
+
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    logits = torch.log(probs).repeat(20000, 1)
+    g = torch.Generator().manual_seed(0)
+    tok = sample_tokens(logits, generator=g)
+    freq = torch.bincount(tok, minlength=5).float() / len(tok)
+    assert freq[4] == 0  # a zero-probability token is never drawn
+    assert torch.allclose(freq, probs, atol=0.015)
+    tok = sample_tokens(logits, top_k=2, generator=g)
+    freq = torch.bincount(tok, minlength=5).float() / len(tok)
+    assert freq[2:].sum() == 0 and abs(float(freq[0]) - 0.625) < 0.015
+    t2 = sample_tokens(logits, temperature=0.5, generator=g)  # p^2 renormalised
+    freq = torch.bincount(t2, minlength=5).float() / len(t2)
+    sharp = probs**2 / (probs**2).sum()
+    assert torch.allclose(freq, sharp, atol=0.015)
+
+
+def test_engine_option_is_checked(model_tok):
+    model, tok = model_tok
+    with pytest.raises(ValueError, match="engine"):
+        generate_rollouts(model, tok, PROMPTS, num_generations=1, max_completion_length=2,
+                          engine="vllm")
+    with pytest.raises(ValueError, match="generate_kwargs"):
+        generate_rollouts(model, tok, PROMPTS, num_generations=1, max_completion_length=2,
+                          engine="loop", generate_kwargs={"bad_words_ids": [[5]]})
+
+
+def test_length_buckets_split_only_when_it_saves_columns():
+    from reasoner.rollout import _length_buckets
+
+    one = _length_buckets(torch.tensor([6, 6, 5, 6]), 6)
+    assert len(one) == 1 and one[0][1] == 6 and one[0][0].tolist() == [0, 1, 2, 3]
+    two = _length_buckets(torch.tensor([2, 9, 3, 9, 1, 2]), 9)
+    assert [(sorted(i.tolist()), w) for i, w in two] == [([0, 2, 4, 5], 3), ([1, 3], 9)]
+
+
+@pytest.mark.parametrize("varied", [False, True])
+@pytest.mark.parametrize("hidden", [False, True])
+def test_shared_prompt_forward_matches_plain_forward_and_grads(model_tok, hidden, varied):
+    model, tok = model_tok
+    ro = generate_rollouts(model, tok, PROMPTS, num_generations=3, max_completion_length=6,
+                           generator_seed=0)
+    if varied:  # completions of lengths 1..6: rows are split into two length buckets
+        lengths = torch.tensor([1, 6, 2, 6, 3, 6, 1, 2, 6])
+        ro.completion_mask = (torch.arange(6)[None, :] < lengths[:, None]).long()
+        ro.completion_ids = ro.completion_ids.masked_fill(ro.completion_mask == 0, 0)
+    args = (ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask)
+    m = ro.completion_mask.bool()
+    outs, grads = [], []
+    for share in (False, True):
+        model.zero_grad()
+        y = forward_logits(model, *args, return_hidden=hidden, share_prompts=share)
+        (y[m].float() ** 2).sum().backward()
+        outs.append(y.detach()[m])
+        grads.append([p.grad.clone() for p in model.parameters()])
+    model.zero_grad()
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    for a, b in zip(*grads):
+        assert (a - b).abs().max() <= 2e-4 * a.abs().max() + 1e-6
