@@ -172,6 +172,8 @@ def run_trl(args: argparse.Namespace, model_dir: str, rows: list[dict[str, Any]]
         reward_weights=weights, use_cpu=True, bf16=False, report_to="none", logging_steps=1,
         save_strategy="no", disable_dropout=True, seed=0, dataloader_num_workers=0,
         lr_scheduler_type="constant",
+        # TRL turns gradient checkpointing on by default; ours is off. Same work on both sides.
+        gradient_checkpointing=False,
     )
 
     class Timer(TrainerCallback):
