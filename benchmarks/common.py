@@ -35,10 +35,12 @@ def _git(*args: str) -> str:
 
 
 def git_commit(full: bool = False) -> str:
-    """HEAD's hash (short unless ``full``), with "-dirty" if tracked files differ from it."""
+    """HEAD's hash (short unless ``full``), with "-dirty" if tracked files other than the results
+    themselves differ from it (a run after another benchmark's fresh results stays clean)."""
     try:
         sha = _git("rev-parse", *(() if full else ("--short",)), "HEAD")
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                     ":(exclude)benchmarks/results")
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
