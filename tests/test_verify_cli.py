@@ -140,3 +140,32 @@ def test_reasoner_verify_command_end_to_end_with_the_math_verifier(tmp_path):
     assert res.returncode == 2
     assert "in.jsonl:2: invalid JSON" in res.stderr
     assert len(read_jsonl(out)) == 1
+
+
+def test_a_verifier_from_another_package_is_found_through_the_entry_point_group(tmp_path,
+                                                                                 monkeypatch):
+    """A package that declares `[project.entry-points."reasoner.verifiers"]` is picked up by
+    name, by the registry and by `reasoner verify`, without importing it ourselves."""
+    (tmp_path / "plug_pkg.py").write_text(
+        "from reasoner.verifiers.base import Verdict\n"
+        "class LengthVerifier:\n"
+        "    def __init__(self, workers=None, timeout=None): pass\n"
+        "    def score(self, records):\n"
+        "        for r in records:\n"
+        "            ok = len(r['completion']) == int(r['answer'])\n"
+        "            yield Verdict(float(ok), ok, 'ok' if ok else 'wrong')\n"
+        "    def close(self): pass\n"
+        "    def __enter__(self): return self\n"
+        "    def __exit__(self, *exc): pass\n"
+    )
+    dist = tmp_path / "plug_pkg-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plug-pkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[reasoner.verifiers]\nlength = plug_pkg:LengthVerifier\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "length" in registry.available()
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(inp, [json.dumps({"completion": "abc", "answer": "3"}),
+                      json.dumps({"completion": "ab", "answer": "3"})])
+    verify_file("length", inp, out, progress=False)
+    assert [r["correct"] for r in read_jsonl(out)] == [True, False]
