@@ -37,6 +37,53 @@ CHUNK_BYTES = 1 << 30  # backward dlogits chunk budget; >= 1024 rows so dweight 
 
 
 @triton.jit
+def _logits_tile(
+    h_ptr,
+    w_ptr,
+    b_ptr,
+    n64,
+    row_mask,
+    v_offs,
+    v_mask,
+    H,
+    stride_hn,
+    stride_hk,
+    stride_wv,
+    stride_wk,
+    HAS_BIAS: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Reads hidden rows n64 [BLOCK_N] and weight rows v_offs [BLOCK_V] over H in BLOCK_K steps;
+    returns the fp32 logits tile hidden @ weight.T (+ bias) [BLOCK_N, BLOCK_V]. Used by the
+    forward and by the backward's recompute, so both see the same logits."""
+    v64 = v_offs.to(tl.int64)
+    acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        k_mask = k < H
+        ht = tl.load(
+            h_ptr + n64[:, None] * stride_hn + k[None, :] * stride_hk,
+            mask=row_mask[:, None] & k_mask[None, :],
+            other=0.0,
+        )
+        wt = tl.load(
+            w_ptr + v64[None, :] * stride_wv + k[:, None] * stride_wk,
+            mask=v_mask[None, :] & k_mask[:, None],
+            other=0.0,
+        )
+        if UPCAST:  # the interpreter's bf16 tl.dot is wrong; fp32 there
+            ht, wt = ht.to(tl.float32), wt.to(tl.float32)
+        acc = tl.dot(ht, wt, acc, input_precision=DOT_PREC)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + v_offs, mask=v_mask, other=0.0).to(tl.float32)[None, :]
+    return acc
+
+
+@triton.jit
 def _fl_fwd_kernel(
     h_ptr,
     w_ptr,
@@ -78,26 +125,9 @@ def _fl_fwd_kernel(
     for v0 in range(v_lo, v_hi, BLOCK_V):
         v_offs = v0 + tl.arange(0, BLOCK_V)
         v_mask = v_offs < v_hi
-        v64 = v_offs.to(tl.int64)
-        acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
-        for k0 in range(0, H, BLOCK_K):
-            k = k0 + tl.arange(0, BLOCK_K)
-            k_mask = k < H
-            ht = tl.load(
-                h_ptr + n64[:, None] * stride_hn + k[None, :] * stride_hk,
-                mask=n_mask[:, None] & k_mask[None, :],
-                other=0.0,
-            )
-            wt = tl.load(
-                w_ptr + v64[None, :] * stride_wv + k[:, None] * stride_wk,
-                mask=v_mask[None, :] & k_mask[:, None],
-                other=0.0,
-            )
-            if UPCAST:  # the interpreter's bf16 tl.dot is wrong; fp32 there
-                ht, wt = ht.to(tl.float32), wt.to(tl.float32)
-            acc = tl.dot(ht, wt, acc, input_precision=DOT_PREC)
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + v_offs, mask=v_mask, other=0.0).to(tl.float32)[None, :]
+        acc = _logits_tile(h_ptr, w_ptr, b_ptr, n64, n_mask, v_offs, v_mask, H, stride_hn,
+                           stride_hk, stride_wv, stride_wk, HAS_BIAS, DOT_PREC, UPCAST,
+                           BLOCK_N, BLOCK_V, BLOCK_K)
         x = tl.where(v_mask[None, :], acc / temperature, float("-inf"))
         m_new = tl.maximum(m, tl.max(x, axis=1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -236,25 +266,8 @@ def _fl_dlogits_kernel(
     v_offs = tl.program_id(0) * BLOCK_V + tl.arange(0, BLOCK_V)
     v_mask = v_offs < V
     v64 = v_offs.to(tl.int64)
-    acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
-    for k0 in range(0, H, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        k_mask = k < H
-        ht = tl.load(
-            h_ptr + n64[:, None] * stride_hn + k[None, :] * stride_hk,
-            mask=r_mask[:, None] & k_mask[None, :],
-            other=0.0,
-        )
-        wt = tl.load(
-            w_ptr + v64[None, :] * stride_wv + k[:, None] * stride_wk,
-            mask=v_mask[None, :] & k_mask[:, None],
-            other=0.0,
-        )
-        if UPCAST:
-            ht, wt = ht.to(tl.float32), wt.to(tl.float32)
-        acc = tl.dot(ht, wt, acc, input_precision=DOT_PREC)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + v_offs, mask=v_mask, other=0.0).to(tl.float32)[None, :]
+    acc = _logits_tile(h_ptr, w_ptr, b_ptr, n64, r_mask, v_offs, v_mask, H, stride_hn, stride_hk,
+                       stride_wv, stride_wk, HAS_BIAS, DOT_PREC, UPCAST, BLOCK_N, BLOCK_V, BLOCK_K)
     x = acc / temperature
     lse = tl.load(lse_ptr + n64, mask=r_mask, other=0.0)
     coef = tl.load(coef_ptr + n64, mask=r_mask, other=0.0)
