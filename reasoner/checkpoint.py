@@ -8,6 +8,9 @@ anything else (a temp dir left by a killed run) is ignored and cleaned up.
 Contents: the model in Hugging Face format (save_pretrained; adapters only with LoRA) + tokenizer,
 ``engine.pt`` (optimizer + scheduler), ``rng.pt`` (python, numpy, torch CPU/CUDA RNG states) and
 ``trainer_state.json`` (step, data position, anything the trainer needs to continue).
+Under DeepSpeed: ``deepspeed/`` (each rank's shard of weights, optimizer and scheduler, written by
+DeepSpeed), ``rng-rank<r>.pt`` per rank, tokenizer and ``trainer_state.json``; the directory is
+renamed by rank 0 only after every rank has written its part.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return cps[-1][1] if cps else None
 
 
-def _debug_kill(stage: str, step: int) -> None:
+def debug_kill(stage: str, step: int) -> None:
     """Test hook: REASONER_DEBUG_KILL="save:<step>" SIGKILLs this process half-way through writing
     checkpoint <step> (model written, state not yet), to prove partial checkpoints are ignored."""
     if os.environ.get("REASONER_DEBUG_KILL") == f"{stage}:{step}":
@@ -89,29 +92,23 @@ def _debug_kill(stage: str, step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def save_checkpoint(
-    output_dir: str | Path,
-    step: int,
-    *,
-    model: Any,
-    tokenizer: Any,
-    engine_state: dict[str, Any],
-    trainer_state: dict[str, Any],
-    save_total_limit: int | None = None,
-) -> Path:
+def begin_checkpoint(output_dir: str | Path, step: int) -> Path:
+    """A fresh temporary directory for checkpoint `step` (any leftover of a killed run removed)."""
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"checkpoint-{step}"
     tmp = root / f".tmp-checkpoint-{step}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    model.save_pretrained(tmp, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    torch.save(engine_state, tmp / "engine.pt")
-    _debug_kill("save", step)
-    torch.save(capture_rng_state(), tmp / "rng.pt")
+    return tmp
+
+
+def commit_checkpoint(output_dir: str | Path, step: int, tmp: Path, trainer_state: dict[str, Any],
+                      save_total_limit: int | None = None) -> Path:
+    """Write the state file, fsync everything, rename tmp to checkpoint-<step> (atomic), then
+    drop all but the newest `save_total_limit` checkpoints."""
+    root = Path(output_dir)
+    final = root / f"checkpoint-{step}"
     (tmp / STATE_FILE).write_text(json.dumps({"step": step, **trainer_state}, indent=1))
     _fsync_tree(tmp)
     if final.exists():  # a complete checkpoint of the same step from an earlier run
@@ -124,12 +121,43 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read (trainer_state, engine_state, rng_state) of a complete checkpoint."""
+def save_checkpoint(
+    output_dir: str | Path,
+    step: int,
+    *,
+    model: Any,
+    tokenizer: Any,
+    engine_state: dict[str, Any],
+    trainer_state: dict[str, Any],
+    save_total_limit: int | None = None,
+) -> Path:
+    tmp = begin_checkpoint(output_dir, step)
+    model.save_pretrained(tmp, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    torch.save(engine_state, tmp / "engine.pt")
+    debug_kill("save", step)
+    torch.save(capture_rng_state(), tmp / "rng.pt")
+    return commit_checkpoint(output_dir, step, tmp, trainer_state, save_total_limit)
+
+
+def rng_file(rank: int | None) -> str:
+    """rng.pt for one process; rng-rank<r>.pt per rank of a multi-process (DeepSpeed) run."""
+    return "rng.pt" if rank is None else f"rng-rank{rank}.pt"
+
+
+def load_checkpoint(path: str | Path, rank: int | None = None) -> dict[str, Any]:
+    """Read the trainer state, the engine state (None in a DeepSpeed checkpoint, which DeepSpeed
+    loads itself) and this process's RNG states of a complete checkpoint."""
     p = Path(path)
     state = json.loads((p / STATE_FILE).read_text())
-    engine = torch.load(p / "engine.pt", map_location="cpu", weights_only=False)
-    rng = torch.load(p / "rng.pt", map_location="cpu", weights_only=False)
+    engine = (torch.load(p / "engine.pt", map_location="cpu", weights_only=False)
+              if (p / "engine.pt").is_file() else None)
+    rng_path = p / rng_file(rank)
+    if not rng_path.is_file():
+        raise FileNotFoundError(f"{rng_path}: missing (was the checkpoint written by a run with "
+                                "a different number of processes?)")
+    rng = torch.load(rng_path, map_location="cpu", weights_only=False)
     return {"trainer": state, "engine": engine, "rng": rng}
 
 

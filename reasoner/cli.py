@@ -6,6 +6,7 @@ work is callable from Python with plain arguments.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -59,7 +60,8 @@ def train(
     save_steps: Optional[int] = typer.Option(None, "--save-steps", help="= grpo.save_steps."),
     seed: Optional[int] = typer.Option(None, "--seed", help="= grpo.seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the output dir."),
-    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config JSON (not yet supported)."),
+    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config JSON (configs/zero2.json, configs/zero3.json); \"auto\" values come from the GRPO config. Launch with torchrun or deepspeed for several processes."),
+    local_rank: Optional[int] = typer.Option(None, "--local_rank", "--local-rank", hidden=True, help="Set by the deepspeed launcher (the rank is read from LOCAL_RANK)."),
     help_config: bool = typer.Option(False, "--help-config", help="Print every config field with its help and exit."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
@@ -78,12 +80,25 @@ def train(
         raise typer.Exit(2) from None
     from reasoner.trainer import train as run_train
 
+    if local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(local_rank))
+    if deepspeed is not None:  # a bad DeepSpeed file fails here, before anything is loaded
+        from reasoner.distributed import launched_world_size
+        from reasoner.engine import load_deepspeed_config, resolve_deepspeed_config
+
+        try:
+            resolve_deepspeed_config(load_deepspeed_config(deepspeed), cfg.grpo,
+                                     launched_world_size())
+        except (ValueError, FileNotFoundError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
     try:
         summary = run_train(cfg, resume=resume, deepspeed_config=deepspeed, progress=not no_progress)
     except NotImplementedError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"done: {summary['steps']} steps; final policy in {summary['final']}")
+    if summary.get("rank", 0) == 0:
+        typer.echo(f"done: {summary['steps']} steps; final policy in {summary['final']}")
 
 
 @app.command()

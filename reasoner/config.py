@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -187,6 +188,9 @@ SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 # type checking of one value
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _check_type(value: Any, tp: Any, name: str) -> Any:
     """Return `value` coerced to `tp` (int -> float only), or raise ConfigError naming `name`."""
     origin = typing.get_origin(tp)
@@ -211,6 +215,8 @@ def _check_type(value: Any, tp: Any, name: str) -> Any:
             raise ConfigError(f"{name}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name}: expected a number, got {value!r}")
         if not math.isfinite(float(value)):

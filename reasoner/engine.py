@@ -1,15 +1,19 @@
-"""The optimisation engine: plain torch (AdamW + scheduler + clipping + bf16 autocast).
+"""The optimisation engines: plain torch (AdamW + scheduler + clipping + bf16 autocast) for one
+process, and DeepSpeed ZeRO (stages 0-3, optional offload) for one or many processes.
 
-The trainer only talks to `Engine` (backward, step, zero_grad, autocast, state); a DeepSpeed
-engine with the same methods is the seam for multi-GPU ZeRO training (a later issue).
+The trainer only talks to the methods the two share: autocast, backward, step, generation
+(a context in which the model's full weights are present), and checkpoint save / load.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,6 +48,9 @@ def lr_factor(step: int, kind: str, warmup: int, total: int) -> float:
 class Engine:
     """Plain-torch engine for one process."""
 
+    kind = "torch"
+    partitioned = False  # parameters sharded across ranks (ZeRO-3)
+
     def __init__(self, model: torch.nn.Module, cfg: GRPOConfig, num_optimizer_steps: int,
                  device: torch.device) -> None:
         self.model = model
@@ -56,6 +63,7 @@ class Engine:
         self.optimizer = torch.optim.AdamW(
             params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
             eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay,
+            fused=all(p.device.type in ("cpu", "cuda") for p in params) or None,  # 1 kernel/param
         )
         warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * num_optimizer_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -69,6 +77,14 @@ class Engine:
                 yield
         else:
             yield
+
+    @contextlib.contextmanager
+    def generation(self) -> Iterator[None]:
+        """The model's full weights are present inside (always, for one process)."""
+        yield
+
+    def begin_micro_batch(self) -> None:
+        """Called before each training forward (DeepSpeed's bookkeeping needs it)."""
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
@@ -93,6 +109,10 @@ class Engine:
         self.zero_grad()
         return StepResult(grad_norm=norm, applied=applied, lr=lr)
 
+    @contextlib.contextmanager
+    def full_weights(self) -> Iterator[torch.nn.Module]:
+        yield self.model
+
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
@@ -101,11 +121,230 @@ class Engine:
         self.scheduler.load_state_dict(state["scheduler"])
 
 
+
+# ------------------------------------------------------------------------------------ DeepSpeed
+
+# Keys of a DeepSpeed config that may say "auto": filled from the GRPO config (as the HF Trainer
+# does), so the hyperparameters have one home.
+_OPTIMIZER_AUTO = ("lr", "betas", "eps", "weight_decay")
+
+
+def default_deepspeed_config() -> dict[str, Any]:
+    """Used when a multi-process launch gives no --deepspeed: ZeRO-2, everything else auto."""
+    return {"zero_optimization": {"stage": 2}, "bf16": {"enabled": "auto"},
+            "gradient_clipping": "auto", "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto"}
+
+
+def load_deepspeed_config(path: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """Read a DeepSpeed JSON config, naming the file in every error."""
+    if isinstance(path, dict):
+        return copy.deepcopy(path)
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--deepspeed {str(p)!r}: no such file")
+    try:
+        ds = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--deepspeed {str(p)!r}: not valid JSON ({e})") from None
+    if not isinstance(ds, dict):
+        raise ValueError(f"--deepspeed {str(p)!r}: the top level must be a JSON object")
+    return ds
+
+
+def resolve_deepspeed_config(ds: dict[str, Any], cfg: GRPOConfig, world: int) -> dict[str, Any]:
+    """Fill every "auto" (and every absent batch / clipping / precision key) from the GRPO
+    config; reject values that contradict it. Returns a new dict."""
+    ds = copy.deepcopy(ds)
+
+    def fill(d: dict[str, Any], key: str, value: Any, name: str) -> None:
+        if d.get(key, "auto") == "auto":
+            d[key] = value
+        elif d[key] != value:
+            raise ValueError(f"deepspeed config {key}={d[key]!r} contradicts {name}={value!r}; "
+                             f'set it to "auto" or to the same value')
+
+    mb, ga = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+    fill(ds, "train_micro_batch_size_per_gpu", mb, "grpo.per_device_train_batch_size")
+    fill(ds, "gradient_accumulation_steps", ga, "grpo.gradient_accumulation_steps")
+    fill(ds, "train_batch_size", mb * ga * world,
+         "per_device_train_batch_size * gradient_accumulation_steps * world size")
+    fill(ds, "gradient_clipping", float(max(cfg.max_grad_norm, 0.0)), "grpo.max_grad_norm")
+    bf16 = ds.setdefault("bf16", {})
+    fill(bf16, "enabled", bool(cfg.bf16), "grpo.bf16")
+    if ds.get("fp16", {}).get("enabled") in (True, "auto"):
+        raise ValueError("deepspeed config fp16: fp16 training is not supported (use bf16)")
+    # the trainer decides how many micro-batches make a step (rows with no gradient are skipped),
+    # so every engine.step() is an accumulation boundary
+    if ds.get("managed_gradient_accumulation", False):
+        raise ValueError("deepspeed config managed_gradient_accumulation must be false (the "
+                         "trainer owns the accumulation boundary)")
+    ds["managed_gradient_accumulation"] = False
+    opt = ds.get("optimizer")
+    if opt is not None:
+        params = opt.setdefault("params", {})
+        values = {"lr": cfg.learning_rate, "betas": [cfg.adam_beta1, cfg.adam_beta2],
+                  "eps": cfg.adam_epsilon, "weight_decay": cfg.weight_decay}
+        for key in _OPTIMIZER_AUTO:
+            fill(params, key, values[key], f"grpo ({key})")
+    if "scheduler" in ds:
+        raise ValueError("deepspeed config 'scheduler': remove it; the schedule comes from "
+                         "grpo.lr_scheduler_type / warmup_ratio / warmup_steps")
+    ds.setdefault("zero_optimization", {}).setdefault("stage", 0)
+    ds.setdefault("steps_per_print", 10**9)  # our own progress and metrics
+    ds.setdefault("wall_clock_breakdown", False)
+    return ds
+
+
+class DeepSpeedEngine:
+    """The policy inside a DeepSpeed engine. The trainer normalises the loss by the token count
+    of all ranks; DeepSpeed averages gradients over ranks, so backward scales by the world size
+    to make the update the gradient of the global sum."""
+
+    kind = "deepspeed"
+
+    def __init__(self, model: torch.nn.Module, cfg: GRPOConfig, num_optimizer_steps: int,
+                 device: torch.device, ds_config: dict[str, Any]) -> None:
+        import deepspeed
+
+        from reasoner import distributed
+
+        self.cfg = cfg
+        self.device = device
+        self.world = distributed.world_size()
+        self.ds_config = resolve_deepspeed_config(ds_config, cfg, self.world)
+        self.stage = int(self.ds_config["zero_optimization"].get("stage", 0))
+        self.partitioned = self.stage == 3
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * num_optimizer_steps)
+
+        def schedule(opt: torch.optim.Optimizer) -> Any:
+            return torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: lr_factor(s, cfg.lr_scheduler_type, warmup, num_optimizer_steps))
+
+        client_opt = None
+        if "optimizer" not in self.ds_config:
+            client_opt = torch.optim.AdamW(
+                params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
+        self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, model_parameters=params, optimizer=client_opt, lr_scheduler=schedule,
+            config=self.ds_config)
+        self.model = self.ds.module
+        self.params = params
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        yield  # DeepSpeed's bf16 mode holds bf16 weights itself
+
+    @contextlib.contextmanager
+    def generation(self) -> Iterator[None]:
+        """Under ZeRO-3: every weight gathered ONCE for the whole rollout phase, and the per-module
+        fetch/release hooks taken off meanwhile (they would gather per layer per token)."""
+        if not self.partitioned:
+            yield
+            return
+        import deepspeed
+
+        offload = self.ds.optimizer.parameter_offload
+        with deepspeed.zero.GatheredParameters(list(self.model.parameters())):
+            for hook in offload.forward_hooks + offload.backward_hooks:
+                hook.remove()
+            offload.forward_hooks, offload.backward_hooks = [], []
+            try:
+                yield
+            finally:
+                for p in self.model.parameters():
+                    p.ds_active_sub_modules.clear()
+                offload._register_deepspeed_module(offload.module)
+
+    def begin_micro_batch(self) -> None:
+        # what DeepSpeedEngine.forward does first: we call the module itself (with our own
+        # arguments), so we must tell ZeRO that a new micro-batch starts, or ZeRO-3 overwrites
+        # the previous micro-batches' gradient partitions instead of accumulating them
+        from deepspeed.runtime.base_optimizer import ZeROOptimizer
+
+        if isinstance(self.ds.optimizer, ZeROOptimizer):
+            self.ds.optimizer.clear_backward_seen_flag()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.ds.backward(loss * self.world, scale_wrt_gas=False)
+
+    def zero_grad(self) -> None:
+        self.ds.optimizer.zero_grad(set_to_none=True)
+
+    def step(self, *, loss_finite: bool = True) -> StepResult:
+        from reasoner import distributed
+
+        lr = self.scheduler.get_last_lr()[0]
+        finite = distributed.sum_all([0.0 if loss_finite else 1.0])[0] == 0.0
+        if not finite:  # one rank saw a non-finite loss: every rank drops the step
+            self._drop_gradients()
+            return StepResult(grad_norm=float("nan"), applied=False, lr=lr)
+        self.ds.step()
+        norm = self.ds.get_global_grad_norm()
+        norm = float("nan") if norm is None else float(norm)
+        applied = bool(getattr(self.ds, "_step_applied", True)) and math.isfinite(norm)
+        return StepResult(grad_norm=norm, applied=applied, lr=lr)
+
+    def _drop_gradients(self) -> None:
+        opt = self.ds.optimizer
+        opt.zero_grad(set_to_none=True)
+        if hasattr(opt, "averaged_gradients"):  # ZeRO-1/2 reduced partitions
+            opt.averaged_gradients = {}
+        for p in self.model.parameters():
+            p.grad = None
+
+    def save(self, directory: Path) -> None:
+        """This rank's shard of weights, optimizer and scheduler (every rank calls it)."""
+        self.ds.save_checkpoint(str(directory), tag="deepspeed", save_latest=False)
+
+    def load(self, directory: Path) -> None:
+        path, _ = self.ds.load_checkpoint(str(directory), tag="deepspeed")
+        if path is None:
+            raise FileNotFoundError(f"{directory}: no DeepSpeed checkpoint (tag 'deepspeed')")
+
+    @contextlib.contextmanager
+    def full_weights(self) -> Iterator[torch.nn.Module]:
+        """The module with its full weights (gathered from the shards under ZeRO-3), for
+        export; every rank must enter."""
+        if not self.partitioned:
+            yield self.model
+            return
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(self.model.parameters())):
+            yield self.model
+
+
+def prepare_reference(ref: torch.nn.Module, engine: Engine | DeepSpeedEngine) -> torch.nn.Module:
+    """The frozen KL reference from an (unsharded) copy of the initial policy: plain, or under
+    ZeRO-3 inside its own inference engine with partitioned weights (1/world of the memory)."""
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    if isinstance(engine, DeepSpeedEngine) and engine.partitioned:
+        import deepspeed
+
+        zero = {k: v for k, v in engine.ds_config["zero_optimization"].items()
+                if not k.startswith("offload_optimizer")}
+        ref_cfg = {"train_micro_batch_size_per_gpu": engine.ds_config[
+            "train_micro_batch_size_per_gpu"], "zero_optimization": zero,
+            "bf16": engine.ds_config.get("bf16", {}), "steps_per_print": 10**9}
+        ref, *_ = deepspeed.initialize(model=ref, config=ref_cfg)
+        ref = ref.module.eval()
+    elif isinstance(engine, DeepSpeedEngine) and engine.ds_config["bf16"].get("enabled"):
+        ref = ref.to(torch.bfloat16)
+    return ref
+
+
 def build_engine(model: torch.nn.Module, cfg: GRPOConfig, num_optimizer_steps: int,
-                 device: torch.device, deepspeed_config: str | None = None) -> Engine:
+                 device: torch.device,
+                 deepspeed_config: str | Path | dict[str, Any] | None = None,
+                 ) -> Engine | DeepSpeedEngine:
     if deepspeed_config is not None:
-        raise NotImplementedError(
-            f"--deepspeed {deepspeed_config}: DeepSpeed training is not yet supported "
-            "(planned); run without --deepspeed for plain torch training"
-        )
+        return DeepSpeedEngine(model, cfg, num_optimizer_steps, device,
+                               load_deepspeed_config(deepspeed_config))
     return Engine(model, cfg, num_optimizer_steps, device)

@@ -82,13 +82,15 @@ def overlong_penalty(
 
 
 def group_advantages(
-    rewards: torch.Tensor, valid: torch.Tensor, num_generations: int, scale_rewards: str = "group"
+    rewards: torch.Tensor, valid: torch.Tensor, num_generations: int, scale_rewards: str = "group",
+    *, batch_std: float | None = None,
 ) -> Advantages:
     """Group-relative advantages: (r - mean_group) / (std + eps) with std of the group ("group"),
     of the whole batch ("batch") or none (advantage = r - mean_group; dr_grpo).
 
     Skipped samples (valid False) are left out of the means and stds and get advantage 0.
     std is the unbiased sample std (as TRL); a group with < 2 valid members has std 0.
+    `batch_std`: the "batch" std computed elsewhere (over the rewards of all ranks).
     """
     if rewards.numel() % num_generations:
         raise ValueError(f"{rewards.numel()} rewards is not a multiple of G={num_generations}")
@@ -107,6 +109,8 @@ def group_advantages(
     elif scale_rewards == "batch":
         flat = r[v]
         bstd = flat.std() if flat.numel() >= 2 else torch.zeros((), dtype=torch.float64)
+        if batch_std is not None:
+            bstd = torch.tensor(float(batch_std), dtype=torch.float64)
         adv = dev / (bstd + ADV_EPS)
     elif scale_rewards == "none":
         adv = dev
@@ -139,23 +143,29 @@ def token_weights(
     max_completion_length: int,
     *,
     global_num_tokens: float | None = None,
+    global_num_seqs: float | None = None,
+    global_num_rows: float | None = None,
 ) -> torch.Tensor:
     """Per-token weights [N, C] over the whole accumulated batch (see the module docstring).
 
-    `global_num_tokens`: active tokens on all ranks (dapo); default: this batch's count.
+    Under data parallelism each rank passes the totals of ALL ranks (active tokens, sequences
+    with at least one active token, rows), so the ranks' weighted sums add up to the loss of
+    the global batch; by default they are this batch's own counts.
     """
     m = mask.to(torch.float32)
     lens = m.sum(-1)
+
+    def total(local: torch.Tensor, given: float | None) -> torch.Tensor:
+        return (local if given is None else torch.tensor(float(given))).clamp(min=1)
+
     if loss_type == "grpo":
-        n_seq = (lens > 0).sum().clamp(min=1)
+        n_seq = total((lens > 0).sum().float(), global_num_seqs)
         return m / lens.clamp(min=1)[:, None] / n_seq
-    if loss_type == "bnpo":
-        return m / m.sum().clamp(min=1)
+    if loss_type in ("bnpo", "dapo"):
+        return m / total(m.sum(), global_num_tokens)
     if loss_type == "dr_grpo":
-        return m / (m.shape[0] * max_completion_length)
-    if loss_type == "dapo":
-        total = m.sum() if global_num_tokens is None else torch.tensor(float(global_num_tokens))
-        return m / total.clamp(min=1)
+        return m / (total(torch.tensor(float(m.shape[0])), global_num_rows)
+                    * max_completion_length)
     raise ValueError(f"loss_type must be one of grpo, bnpo, dr_grpo, dapo, got {loss_type!r}")
 
 

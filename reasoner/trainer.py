@@ -29,16 +29,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from reasoner import grpo
+from reasoner import distributed, grpo
 from reasoner.checkpoint import (
+    begin_checkpoint,
+    capture_rng_state,
+    commit_checkpoint,
+    debug_kill,
     latest_checkpoint,
     load_checkpoint,
     remove_partial_checkpoints,
     restore_rng_state,
+    rng_file,
     save_checkpoint,
 )
 from reasoner.config import Config, save_config
-from reasoner.engine import build_engine
+from reasoner.engine import (
+    DeepSpeedEngine,
+    build_engine,
+    default_deepspeed_config,
+    load_deepspeed_config,
+    prepare_reference,
+)
 from reasoner.metrics import MetricsLogger, Progress, plot_metrics
 
 
@@ -164,20 +175,36 @@ class GRPOTrainer:
         rows: list[dict[str, Any]] | None = None,
         reward_funcs: list[tuple[str, Any, float]] | None = None,
     ) -> None:
-        if deepspeed_config is not None:  # fail before loading anything
-            build_engine(None, cfg.grpo, 0, torch.device("cpu"), deepspeed_config)
         self.cfg = cfg
         g = cfg.grpo
+        # multi-process: a launcher (torchrun / deepspeed) started us, or --deepspeed was given
+        ds_config = None
+        if deepspeed_config is None and distributed.launched_world_size() > 1:
+            deepspeed_config = default_deepspeed_config()  # announced below, on rank 0
+        if deepspeed_config is not None:  # fail on a bad file before loading anything
+            ds_config = load_deepspeed_config(deepspeed_config)
+            if cfg.lora.enabled and ds_config.get("zero_optimization", {}).get("stage", 0) == 3:
+                raise ValueError("lora.enabled under ZeRO-3 is not supported: use a ZeRO-2 "
+                                 "config (configs/zero2.json); the adapters are small anyway")
         self.out = Path(g.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.show_progress = progress
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu") if g.device == "auto" else g.device
-        )
+        cuda = torch.cuda.is_available() if g.device == "auto" else g.device == "cuda"
+        if ds_config is not None:
+            distributed.init("cuda" if cuda else "cpu")
+            if cuda:
+                torch.cuda.set_device(distributed.local_rank())
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
+        self.device = torch.device("cuda", distributed.local_rank()) if cuda and ds_config \
+            else torch.device("cuda" if cuda else "cpu")
+        self.show_progress = progress and self.is_main
+        if self.is_main and deepspeed_config is not None and not isinstance(deepspeed_config, str):
+            print(f"{self.world} processes and no --deepspeed: training under ZeRO-2 defaults")
         set_seed(g.seed)
         self.resume_from = latest_checkpoint(self.out) if resume else None
-        if self.resume_from is None and not resume:
+        if self.resume_from is None and not resume and self.is_main:
             remove_partial_checkpoints(self.out)
+        distributed.barrier()
 
         # model, tokenizer, reference
         if model is None:
@@ -186,12 +213,9 @@ class GRPOTrainer:
         _disable_dropout(model)
         if cfg.lora.enabled:
             model = self._add_lora(model)
-        self.model = model
-        self.ref_model = None
+        ref = None
         if g.beta != 0.0 and not cfg.lora.enabled:
-            self.ref_model = copy.deepcopy(model).eval()
-            for p in self.ref_model.parameters():
-                p.requires_grad_(False)
+            ref = copy.deepcopy(model)  # before ZeRO-3 shards the policy
 
         # data and rewards
         self.task = None
@@ -206,12 +230,15 @@ class GRPOTrainer:
             else self.reward_funcs[0][0])
         self.order = DataOrder(len(self.rows), g.seed)
 
-        self.engine = build_engine(self.model, g, g.max_steps * g.num_iterations, self.device,
-                                   deepspeed_config)
+        self.engine = build_engine(model, g, g.max_steps * g.num_iterations, self.device,
+                                   ds_config)
+        self.model = self.engine.model
+        self.ref_model = None if ref is None else prepare_reference(ref, self.engine)
         self.step = 0
         if self.resume_from is not None:
             self._restore(self.resume_from)
-        save_config(cfg, self.out / "config.yaml")
+        if self.is_main:
+            save_config(cfg, self.out / "config.yaml")
 
     # ------------------------------------------------------------------ setup
 
@@ -220,13 +247,16 @@ class GRPOTrainer:
 
         m = self.cfg.model
         path = m.path
-        if path == "tiny":
-            path = str(build_tiny_model(
-                self.out / "init_model", arch=m.tiny_arch, hidden_size=m.tiny_hidden_size,
-                num_layers=m.tiny_num_layers, num_heads=m.tiny_num_heads,
-                num_kv_heads=m.tiny_num_kv_heads, intermediate_size=m.tiny_intermediate_size,
-                max_position_embeddings=m.tiny_max_position_embeddings, seed=m.tiny_seed,
-            ))
+        if path == "tiny":  # built once, by rank 0, then loaded by every rank
+            path = str(self.out / "init_model")
+            if self.is_main:
+                build_tiny_model(
+                    path, arch=m.tiny_arch, hidden_size=m.tiny_hidden_size,
+                    num_layers=m.tiny_num_layers, num_heads=m.tiny_num_heads,
+                    num_kv_heads=m.tiny_num_kv_heads, intermediate_size=m.tiny_intermediate_size,
+                    max_position_embeddings=m.tiny_max_position_embeddings, seed=m.tiny_seed,
+                )
+            distributed.barrier()
         return load_model_and_tokenizer(
             path, dtype=m.dtype, device=self.device,
             gradient_checkpointing=self.cfg.grpo.gradient_checkpointing,
@@ -275,16 +305,37 @@ class GRPOTrainer:
         return {"data": self.order.state(), "max_steps": self.cfg.grpo.max_steps}
 
     def save(self) -> Path:
-        return save_checkpoint(
-            self.out, self.step, model=self.model, tokenizer=self.tokenizer,
-            engine_state=self.engine.state_dict(), trainer_state=self._trainer_state(),
-            save_total_limit=self.cfg.grpo.save_total_limit,
-        )
+        if not isinstance(self.engine, DeepSpeedEngine):
+            return save_checkpoint(
+                self.out, self.step, model=self.model, tokenizer=self.tokenizer,
+                engine_state=self.engine.state_dict(), trainer_state=self._trainer_state(),
+                save_total_limit=self.cfg.grpo.save_total_limit,
+            )
+        # every rank writes its shard and RNG state into the temp dir; rank 0 renames it last
+        tmp = self.out / f".tmp-checkpoint-{self.step}"
+        if self.is_main:
+            begin_checkpoint(self.out, self.step)
+        distributed.barrier()
+        self.engine.save(tmp)
+        torch.save(capture_rng_state(), tmp / rng_file(self.rank))
+        distributed.barrier()
+        if self.is_main:
+            self.tokenizer.save_pretrained(tmp)
+            debug_kill("save", self.step)
+            commit_checkpoint(self.out, self.step, tmp, self._trainer_state(),
+                              self.cfg.grpo.save_total_limit)
+        distributed.barrier()
+        return self.out / f"checkpoint-{self.step}"
 
     def _restore(self, path: Path) -> None:
+        if self.is_main:
+            remove_partial_checkpoints(self.out)
+        if isinstance(self.engine, DeepSpeedEngine):
+            self.engine.load(path)
+            self._restore_trainer(load_checkpoint(path, rank=self.rank))
+            return
         from safetensors.torch import load_file
 
-        remove_partial_checkpoints(self.out)
         files = sorted(path.glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(f"checkpoint {path} has no model weights")
@@ -303,6 +354,9 @@ class GRPOTrainer:
                                  f"{sorted(set(missing) - tied)[:5]}, unexpected {unexpected[:5]}")
         ck = load_checkpoint(path)
         self.engine.load_state_dict(ck["engine"])
+        self._restore_trainer(ck)
+
+    def _restore_trainer(self, ck: dict[str, Any]) -> None:
         self.step = int(ck["trainer"]["step"])
         data = ck["trainer"]["data"]
         self.order = DataOrder(len(self.rows), self.cfg.grpo.seed, data["epoch"], data["index"])
@@ -311,14 +365,21 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ one step: rollouts
 
     def _sample_seed(self, attempt: int) -> int:
-        return (self.cfg.grpo.seed * 1_000_003 + self.step * 1009 + attempt) % 2**62
+        seed = self.cfg.grpo.seed * 1_000_003 + self.step * 1009 + attempt
+        return (seed + self.rank * 7_919_317) % 2**62
+
+    def _take_prompts(self, n: int) -> list[dict[str, Any]]:
+        """This rank's n prompts: every rank walks the same data order and takes its own slice
+        of world * n rows, so the position stays one shared pair of ints."""
+        idx = self.order.take(n * self.world)
+        return [self.rows[i] for i in idx[self.rank * n:(self.rank + 1) * n]]
 
     def _rollout(self, n_prompts: int, attempt: int) -> Batch:
         from reasoner.data import render_prompt
         from reasoner.rollout import generate_rollouts
 
         g = self.cfg.grpo
-        rows = [self.rows[i] for i in self.order.take(n_prompts)]
+        rows = self._take_prompts(n_prompts)
         prompts = [render_prompt(str(r["question"]), template=self.template,
                                  tokenizer=self.tokenizer, system_prompt=self.cfg.data.system_prompt)
                    for r in rows]
@@ -329,7 +390,7 @@ class GRPOTrainer:
                     raise ValueError(f"prompt of {n} tokens exceeds grpo.max_prompt_length="
                                      f"{g.max_prompt_length}: {p[:80]!r}")
         t0 = time.perf_counter()
-        with self.engine.autocast():
+        with self.engine.generation(), self.engine.autocast():
             ro = generate_rollouts(
                 self.model, self.tokenizer, prompts, num_generations=g.num_generations,
                 max_completion_length=g.max_completion_length, temperature=g.temperature,
@@ -380,11 +441,16 @@ class GRPOTrainer:
         kept = [select_groups(batch, good, G)] if good else []
         spare = [select_groups(batch, bad, G)] if bad else []
         n_good, tries = len(good), 0
-        while n_good < B and tries < g.max_dynamic_sampling_tries:
+        while tries < g.max_dynamic_sampling_tries:
+            # ranks roll out in lockstep (generation under ZeRO-3 is collective): the neediest
+            # rank sets how many prompts every rank draws
+            need = int(distributed.max_all([float(B - n_good)])[0])
+            if need == 0:
+                break
             tries += 1
-            more = self._rollout(B - n_good, tries)
+            more = self._rollout(need, tries)
             good, bad = informative(more)
-            if good:
+            if good and n_good < B:
                 kept.append(select_groups(more, good[: B - n_good], G))
                 n_good += min(len(good), B - n_good)
             if bad:
@@ -398,6 +464,12 @@ class GRPOTrainer:
         return cat_batches(kept, pad_id), stats
 
     # ------------------------------------------------------------------ one step: log-probs
+
+    @property
+    def _share_prompts(self) -> bool:
+        # sharing a group's prompt runs a data-dependent number of forwards; under ZeRO-3 each
+        # forward gathers weights collectively, so every rank must run the same number
+        return not self.engine.partitioned
 
     def _micro_slices(self, n: int) -> list[slice]:
         mb = self.cfg.grpo.per_device_train_batch_size
@@ -416,7 +488,7 @@ class GRPOTrainer:
             for s in self._micro_slices(len(b)):
                 logits = forward_logits(model, b.prompt_ids[s], b.prompt_mask[s],
                                         b.completion_ids[s], b.completion_mask[s],
-                                        share_prompts=True)
+                                        share_prompts=self._share_prompts)
                 out.append(selective_logp(logits, b.completion_ids[s],
                                           self.cfg.grpo.temperature).float())
         return torch.cat(out)
@@ -445,7 +517,8 @@ class GRPOTrainer:
         adv_s = adv[s][:, None]
         if g.use_fused_linear:
             hidden = forward_logits(self.model, b.prompt_ids[s], b.prompt_mask[s], ids,
-                                    b.completion_mask[s], return_hidden=True, share_prompts=True)
+                                    b.completion_mask[s], return_hidden=True,
+                                    share_prompts=self._share_prompts)
             head = self.model.get_output_embeddings()
             n, c, h = hidden.shape
             out = grpo.fused_linear_token_loss(
@@ -461,40 +534,61 @@ class GRPOTrainer:
                     setattr(out, name, v.reshape(n, c))
             return out
         logits = forward_logits(self.model, b.prompt_ids[s], b.prompt_mask[s], ids,
-                                b.completion_mask[s], share_prompts=True)
+                                b.completion_mask[s], share_prompts=self._share_prompts)
         return grpo.token_loss(logits, ids, old_s, ref_s, adv_s, loss_mask[s], **kw)
 
     def _update(self, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor,
                 old: torch.Tensor | None, ref: torch.Tensor | None) -> dict[str, float]:
         g = self.cfg.grpo
         beta = 0.0 if g.kl_in_reward else g.beta
-        # weights over the WHOLE batch first: dropped rows still count in the normalisers
-        weights = grpo.token_weights(g.loss_type, loss_mask, g.max_completion_length)
-        weights = weights.to(self.device)
-        n_tok = float(loss_mask.sum())
-        keep = loss_mask.sum(1) > 0
+        # weights over the WHOLE batch (all ranks) first: dropped rows still count in the
+        # normalisers
+        lens = loss_mask.sum(1)
+        n_tok, n_seq, n_rows = distributed.sum_all(
+            [float(lens.sum()), float((lens > 0).sum()), float(len(lens))])
+        weights = grpo.token_weights(g.loss_type, loss_mask, g.max_completion_length,
+                                     global_num_tokens=n_tok, global_num_seqs=n_seq,
+                                     global_num_rows=n_rows).to(self.device)
+        keep = lens > 0
         if beta == 0.0 and g.skip_zero_advantage:
             keep &= adv != 0  # no KL term: a zero-advantage row has exactly zero gradient
         idx = keep.nonzero().squeeze(1)
+        n_trained = idx.numel()
+        # every rank must run as many forward/backward passes as the busiest one (ZeRO's
+        # collectives); a rank short of rows repeats a row with zero weight
+        n_micro = len(self._micro_slices(n_trained))
+        n_micro_all = int(distributed.max_all([float(n_micro)])[0]) if self.world > 1 else n_micro
+        if isinstance(self.engine, DeepSpeedEngine):
+            n_micro_all = max(n_micro_all, 1)  # DeepSpeed's step wants at least one backward
+        pad_micro = n_micro_all - n_micro
+        if n_trained == 0 and pad_micro > 0:
+            idx = torch.zeros(1, dtype=torch.long, device=keep.device)
         sub = _take_rows(b, idx)
         adv, loss_mask, weights = adv[idx], loss_mask[idx][:, : sub.width], weights[idx][:, : sub.width]
         old = None if old is None else old[idx][:, : sub.width]
         ref = None if ref is None else ref[idx][:, : sub.width]
         ref_for_loss = ref if beta != 0.0 else None
-        n_kept_tok = float(loss_mask.sum())
+        slices = self._micro_slices(n_trained) + [slice(0, 1)] * pad_micro
+        zero_weight = [False] * n_micro + [True] * pad_micro
+        n_kept_tok = distributed.sum_all([float(loss_mask[:n_trained].sum())])[0]
         m = {"loss": 0.0, "clip/low": 0.0, "clip/high": 0.0, "clip/dual": 0.0, "kl": 0.0,
              "entropy": 0.0, "grad_norm": 0.0, "skipped_updates": 0.0,
-             "update/trained_rows_frac": idx.numel() / max(len(b), 1)}
+             "update/trained_rows_frac": distributed.sum_all([float(n_trained)])[0]
+             / max(n_rows, 1.0)}
         self.model.train()
         for it in range(g.num_iterations):
             total = torch.zeros((), dtype=torch.float64)
             sums = dict.fromkeys(("low", "high", "dual", "kl", "ent"), 0.0)
-            for s in self._micro_slices(idx.numel()):
+            for s, dummy in zip(slices, zero_weight):
+                self.engine.begin_micro_batch()
                 with self.engine.autocast():
                     out = self._loss_micro(sub, s, old if g.num_iterations > 1 else None,
                                            ref_for_loss, adv, loss_mask, beta)
-                loss = (out.loss.float() * weights[s]).sum()
+                w = torch.zeros_like(weights[s]) if dummy else weights[s]
+                loss = (out.loss.float() * w).sum()
                 self.engine.backward(loss)
+                if dummy:
+                    continue
                 total += loss.detach().double().cpu()
                 mk = loss_mask[s].bool()
                 sums["low"] += float(out.clipped_low[mk].sum())
@@ -507,17 +601,20 @@ class GRPOTrainer:
 
                     kl = kl_estimate(out.logp.detach().float(), ref[s].float(), g.kl_estimator)
                     sums["kl"] += float(kl[mk].sum())
-            if idx.numel() == 0:  # nothing to learn from: a zero-gradient step, as without skipping
+            if n_trained == 0 and not isinstance(self.engine, DeepSpeedEngine):
+                # nothing to learn from: a zero-gradient step, as without skipping
                 for p in self.engine.params:
                     p.grad = torch.zeros_like(p)
             res = self.engine.step(loss_finite=bool(torch.isfinite(total)))
             if not res.applied:
                 m["skipped_updates"] += 1
-            if it == 0:  # metrics of the first (on-policy) pass
+            if it == 0:  # metrics of the first (on-policy) pass, summed over ranks
+                tot, low, high, dual, kl, ent = distributed.sum_all(
+                    [float(total), sums["low"], sums["high"], sums["dual"], sums["kl"],
+                     sums["ent"]])
                 d, dk = max(n_tok, 1.0), max(n_kept_tok, 1.0)
-                m.update({"loss": float(total), "clip/low": sums["low"] / d,
-                          "clip/high": sums["high"] / d, "clip/dual": sums["dual"] / d,
-                          "kl": sums["kl"] / dk, "entropy": sums["ent"] / dk,
+                m.update({"loss": tot, "clip/low": low / d, "clip/high": high / d,
+                          "clip/dual": dual / d, "kl": kl / dk, "entropy": ent / dk,
                           "grad_norm": res.grad_norm, "lr": res.lr})
         self.model.eval()
         return m
@@ -550,7 +647,11 @@ class GRPOTrainer:
             seq_kl = grpo.sequence_kl(old, ref, b.completion_mask, g.kl_estimator).cpu()
             rewards = rewards - g.beta * seq_kl
 
-        adv = grpo.group_advantages(rewards, valid, G, g.scale_rewards)
+        batch_std = None
+        if g.scale_rewards == "batch" and self.world > 1:  # the std of ALL ranks' rewards
+            flat = _gathered(rewards[valid].double())
+            batch_std = float(flat.std()) if flat.numel() >= 2 else 0.0
+        adv = grpo.group_advantages(rewards, valid, G, g.scale_rewards, batch_std=batch_std)
         loss_mask = b.completion_mask.clone()
         loss_mask[~valid.to(loss_mask.device)] = 0
         if g.mask_truncated_completions:
@@ -562,36 +663,43 @@ class GRPOTrainer:
         self.step += 1
         dt = time.perf_counter() - t_step
 
-        # metrics
+        # metrics over the global batch (every rank's completions)
         m: dict[str, Any] = {}
-        comb = adv.rewards[adv.valid]
+        comb = _gathered(adv.rewards[adv.valid])
         m["reward/mean"] = float(comb.mean()) if comb.numel() else float("nan")
         m["reward/std"] = float(comb.std()) if comb.numel() > 1 else 0.0
-        for name, vals in zip(names, b.per_func):
+        per_func = [[v for part in distributed.gather_objects(vals) for v in part]
+                    for vals in b.per_func] if self.world > 1 else b.per_func
+        for name, vals in zip(names, per_func):
             x = torch.tensor([v for v in vals if v is not None], dtype=torch.float64)
             m[f"rewards/{name}/mean"] = float(x.mean()) if x.numel() else float("nan")
             m[f"rewards/{name}/std"] = float(x.std()) if x.numel() > 1 else 0.0
-        acc = b.per_func[names.index(self.accuracy_reward)] if self.accuracy_reward in names \
+        acc = per_func[names.index(self.accuracy_reward)] if self.accuracy_reward in names \
             else None
         if acc is not None:
             x = [v for v in acc if v is not None]
             m["accuracy"] = sum(1.0 for v in x if v >= 1.0) / len(x) if x else float("nan")
-        m["skipped_samples"] = float((~valid).sum())
-        m["frac_zero_std_groups"] = float(adv.zero_std.float().mean())
-        m["advantage/abs_mean"] = float(adv.advantages.abs().mean())
+        lengths = _gathered(lengths)
+        m["skipped_samples"] = float(_gathered(~valid).sum())
+        m["frac_zero_std_groups"] = float(_gathered(adv.zero_std).float().mean())
+        m["advantage/abs_mean"] = float(_gathered(adv.advantages).abs().mean())
         m["completion_length/mean"] = float(lengths.float().mean())
         m["completion_length/max"] = float(lengths.max())
-        m["truncated_ratio"] = float(b.truncated.float().mean())
+        m["truncated_ratio"] = float(_gathered(b.truncated.cpu()).float().mean())
         if seq_kl is not None:
-            m["kl_in_reward/mean"] = float(seq_kl.mean())
+            m["kl_in_reward/mean"] = float(_gathered(seq_kl).mean())
         m.update(upd)
         m.update(ds_stats)
-        for k, v in self._times.items():
+        names_t = list(self._times)
+        slowest = distributed.max_all([self._times[k] for k in names_t] + [dt])
+        for k, v in zip(names_t, slowest):  # the slowest rank sets the pace
             m[f"time/{k}"] = v
+        dt = slowest[-1]
         m["time/step"] = dt
-        tokens = float(b.prompt_mask.sum() + b.completion_mask.sum())
-        m["tokens_per_second"] = tokens / dt
-        m["completion_tokens_per_second"] = float(b.completion_mask.sum()) / dt
+        tok_p, tok_c = distributed.sum_all([float(b.prompt_mask.sum()),
+                                            float(b.completion_mask.sum())])
+        m["tokens_per_second"] = (tok_p + tok_c) / dt
+        m["completion_tokens_per_second"] = tok_c / dt
         self._last_batch = (b, rewards, adv)
         return m
 
@@ -614,7 +722,8 @@ class GRPOTrainer:
         g = self.cfg.grpo
         start = self.step
         logger = MetricsLogger(self.out, tensorboard=g.report_to_tensorboard,
-                               resume_step=start if self.resume_from is not None else None)
+                               resume_step=start if self.resume_from is not None else None) \
+            if self.is_main else None  # only rank 0 writes
         if getattr(self, "_rng_state", None) is not None:
             restore_rng_state(self._rng_state)
         bar = Progress(g.max_steps, start, enabled=self.show_progress)
@@ -623,30 +732,45 @@ class GRPOTrainer:
         try:
             while self.step < g.max_steps:
                 last = self.train_step()
-                logger.log(self.step, last)
-                if g.log_completions_steps and self.step % g.log_completions_steps == 0:
-                    logger.log_completions(self.step, self._completion_records())
+                if logger is not None:
+                    logger.log(self.step, last)
+                    if g.log_completions_steps and self.step % g.log_completions_steps == 0:
+                        logger.log_completions(self.step, self._completion_records())
                 bar.update(self.step, last)
-                if self.step % g.logging_steps == 0:
+                if self.step % g.logging_steps == 0 and self.is_main:
                     bar.print(_line(self.step, last))
                 if (g.save_steps and self.step % g.save_steps == 0) or self.step == g.max_steps:
                     self.save()
         finally:
             bar.close()
-            logger.close()
+            if logger is not None:
+                logger.close()
         self.save_final()
-        plot_metrics(self.out / "metrics.jsonl", self.out)
+        if self.is_main:
+            plot_metrics(self.out / "metrics.jsonl", self.out)
         return {"steps": self.step, "resumed_from": start, "wall_seconds": time.perf_counter() - t0,
-                "last": last, "final": str(self.out / "final")}
+                "last": last, "final": str(self.out / "final"), "rank": self.rank,
+                "world_size": self.world}
 
     def save_final(self) -> Path:
+        """The policy in Hugging Face format in output_dir/final (under ZeRO-3 consolidated from
+        the shards: every rank takes part in the gather, rank 0 writes)."""
         path = self.out / "final"
-        model = self.model
-        if self.cfg.lora.enabled:
-            model = copy.deepcopy(self.model).merge_and_unload()
-        model.save_pretrained(path, safe_serialization=True)
-        self.tokenizer.save_pretrained(path)
+        with self.engine.full_weights() as model:
+            if self.is_main:
+                if self.cfg.lora.enabled:
+                    model = copy.deepcopy(model).merge_and_unload()
+                model.save_pretrained(path, safe_serialization=True)
+                self.tokenizer.save_pretrained(path)
+        distributed.barrier()
         return path
+
+
+def _gathered(x: torch.Tensor) -> torch.Tensor:
+    """The concatenation over ranks of a small 1-D tensor (itself in one process)."""
+    if distributed.world_size() == 1:
+        return x
+    return torch.cat([part for part in distributed.gather_objects(x.detach().cpu())])
 
 
 def _line(step: int, m: dict[str, Any]) -> str:
@@ -669,4 +793,7 @@ def train(cfg: Config, *, resume: bool = False, deepspeed_config: str | None = N
           progress: bool = True) -> dict[str, Any]:
     """Run GRPO as configured; returns a summary (steps, wall time, last metrics, final path)."""
     trainer = GRPOTrainer(cfg, resume=resume, deepspeed_config=deepspeed_config, progress=progress)
-    return trainer.train()
+    try:
+        return trainer.train()
+    finally:
+        distributed.shutdown()

@@ -104,9 +104,12 @@ def test_non_finite_grad_norm_skips_update():
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_deepspeed_is_a_clear_not_yet_supported_error():
-    with pytest.raises(NotImplementedError, match="not yet supported"):
-        build_engine(TinyModel(), GRPOConfig(), 1, torch.device("cpu"), "configs/zero2.json")
+def test_deepspeed_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        build_engine(TinyModel(), GRPOConfig(), 1, torch.device("cpu"), tmp_path / "nope.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="list.json.*JSON object"):
+        build_engine(TinyModel(), GRPOConfig(), 1, torch.device("cpu"), tmp_path / "list.json")
 
 
 def test_lr_schedules():

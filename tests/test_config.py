@@ -130,11 +130,22 @@ def test_cli_train_bad_override_exits_2_naming_field():
     assert "grpo.beta must be >= 0" in r.output
 
 
-def test_cli_deepspeed_not_yet_supported(tmp_path):
-    r = CliRunner().invoke(app, ["train", "--config", str(TINY), "--output-dir", str(tmp_path),
-                                 "--deepspeed", "configs/zero2.json"])
+def test_cli_bad_deepspeed_config_exits_2_naming_it(tmp_path):
+    def run(path):
+        return CliRunner().invoke(app, ["train", "--config", str(TINY), "--output-dir",
+                                        str(tmp_path / "out"), "--deepspeed", str(path)])
+
+    r = run(tmp_path / "missing.json")
+    assert r.exit_code == 2 and "missing.json': no such file" in r.output
+    (tmp_path / "bad.json").write_text("{not json")
+    r = run(tmp_path / "bad.json")
+    assert r.exit_code == 2 and "bad.json" in r.output and "not valid JSON" in r.output
+    (tmp_path / "mb.json").write_text('{"train_micro_batch_size_per_gpu": 3}')
+    r = run(tmp_path / "mb.json")
     assert r.exit_code == 2
-    assert "not yet supported" in r.output
+    assert "train_micro_batch_size_per_gpu=3 contradicts grpo.per_device_train_batch_size=4" \
+        in r.output
+    assert not (tmp_path / "out" / "init_model").exists()  # failed before loading anything
 
 
 def test_demo_yaml_is_the_embedded_recipe_and_valid():

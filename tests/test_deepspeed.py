@@ -1,0 +1,163 @@
+"""DeepSpeed ZeRO-2 / ZeRO-3 training with 2 ranks on CPU (gloo), launched by torchrun.
+
+- a 2-rank step over fixed rollouts equals a 1-process step (plain torch engine) over the same
+  global batch: weights, loss, grad norm, entropy, KL (fp32 rounding only);
+- configs/tiny.yaml trains under ZeRO-2 and ZeRO-3 through `torchrun -m reasoner train`; only
+  rank 0 writes; checkpoints hold DeepSpeed shards and one RNG file per rank; final/ is a
+  consolidated Hugging Face model;
+- a ZeRO-3 run killed while writing a checkpoint resumes from the last complete one and ends
+  with the same weights as an uninterrupted run.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytest.importorskip("deepspeed")
+
+from reasoner.config import GRPOConfig  # noqa: E402
+from reasoner.engine import resolve_deepspeed_config  # noqa: E402
+from reasoner.metrics import read_metrics  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+TINY = ROOT / "configs" / "tiny.yaml"
+DIGITS = "rewards.names=[test_trainer:digit_reward]"  # a reward a random model varies on
+
+
+def torchrun(args: list[str], out: Path, env_extra: dict[str, str] | None = None,
+             check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1",
+           **(env_extra or {})}
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    (out.parent / f"{out.name}.log").write_text(r.stdout + r.stderr)
+    if check:
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path / "model.safetensors")
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def test_resolve_deepspeed_config_fills_auto_and_rejects_contradictions():
+    g = GRPOConfig(per_device_train_batch_size=4, gradient_accumulation_steps=3,
+                   max_grad_norm=0.5, learning_rate=2e-5, bf16=False)
+    ds = json.loads((ROOT / "configs" / "zero3_offload.json").read_text())
+    out = resolve_deepspeed_config(ds, g, world=2)
+    assert out["train_micro_batch_size_per_gpu"] == 4
+    assert out["gradient_accumulation_steps"] == 3
+    assert out["train_batch_size"] == 24
+    assert out["gradient_clipping"] == 0.5
+    assert out["bf16"]["enabled"] is False
+    assert out["managed_gradient_accumulation"] is False
+    assert out["optimizer"]["params"] == {"lr": 2e-5, "betas": [g.adam_beta1, g.adam_beta2], "eps": 1e-8,
+                                          "weight_decay": 0.0}
+    assert ds["train_batch_size"] == "auto"  # the input is not modified
+    with pytest.raises(ValueError, match="gradient_accumulation_steps=2 contradicts"):
+        resolve_deepspeed_config({"gradient_accumulation_steps": 2}, g, 1)
+    with pytest.raises(ValueError, match="train_batch_size=12 contradicts"):
+        resolve_deepspeed_config({"train_batch_size": 12}, g, 2)
+    with pytest.raises(ValueError, match="'scheduler'"):
+        resolve_deepspeed_config({"scheduler": {"type": "WarmupLR"}}, g, 1)
+    with pytest.raises(ValueError, match="fp16"):
+        resolve_deepspeed_config({"fp16": {"enabled": True}}, g, 1)
+    for name in ("zero2.json", "zero3.json"):
+        cfg = resolve_deepspeed_config(json.loads((ROOT / "configs" / name).read_text()), g, 8)
+        assert cfg["zero_optimization"]["stage"] == int(name[4])
+        assert "auto" not in json.dumps(cfg)
+
+
+@pytest.mark.parametrize("stage,overrides", [
+    (2, ["grpo.loss_type=dapo", "grpo.scale_rewards=batch"]),  # batch std over both ranks
+    (3, ["grpo.loss_type=grpo"]),
+    (3, ["grpo.loss_type=dr_grpo", "grpo.scale_rewards=none", "grpo.beta=0.04"]),  # + ZeRO-3 ref
+])
+def test_two_rank_step_equals_one_rank_step_on_the_same_global_batch(tmp_path, stage, overrides):
+    sys.path.insert(0, str(TESTS))
+    from dist_worker import fixed_config, fixed_trainer
+
+    # Adam's eps at 1e-4 keeps near-zero gradients from turning rounding into +-lr updates
+    overrides = [*overrides, "grpo.adam_epsilon=1e-4"]
+    one = tmp_path / "one"
+    fixed_trainer(fixed_config(one, 1, *overrides)).train()
+    two = tmp_path / "two"
+    torchrun([str(TESTS / "dist_worker.py"), str(two), str(ROOT / f"configs/zero{stage}.json"),
+              *overrides], two)
+
+    init, w1, w2 = weights(one / "init_model"), weights(one / "final"), weights(two / "final")
+    assert max_diff(w1, init) > 5e-3  # two Adam steps at lr 0.01 moved the weights
+    assert max_diff(w1, w2) < 2e-6
+    m1, m2 = read_metrics(one / "metrics.jsonl"), read_metrics(two / "metrics.jsonl")
+    assert [r["step"] for r in m2] == [1, 2]  # rank 0 alone wrote the metrics
+    for a, b in zip(m1, m2):
+        # without a KL term the zero-advantage group's rows are skipped, so rank 0 runs fewer
+        # micro-batches than rank 1 and pads with zero-weight ones
+        trained = 1.0 if "grpo.beta=0.04" in overrides else 0.75
+        assert a["update/trained_rows_frac"] == b["update/trained_rows_frac"] == trained
+        for key in ("loss", "grad_norm", "entropy", "kl", "reward/mean", "reward/std",
+                    "completion_length/mean", "frac_zero_std_groups", "clip/low"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), key
+    assert m1[0]["grad_norm"] > 0
+
+
+def test_zero2_run_of_tiny_yaml(tmp_path):
+    out = tmp_path / "z2"
+    torchrun(["-m", "reasoner", "train", "--config", str(TINY), "--output-dir", str(out),
+              "--deepspeed", str(ROOT / "configs/zero2.json"), "--no-progress", DIGITS], out)
+    recs = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    # metrics are over the global batch: 2 ranks x 2 prompts x G=4 completions
+    assert all(r["grad_norm"] > 0 and r["skipped_updates"] == 0 for r in recs)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    ck = out / "checkpoint-4"
+    for f in ("deepspeed", "rng-rank0.pt", "rng-rank1.pt", "tokenizer.json",
+              "trainer_state.json"):
+        assert (ck / f).exists(), f
+    state = json.loads((ck / "trainer_state.json").read_text())
+    assert state["step"] == 4 and state["data"]["index"] == 4 * 2 * 2  # both ranks' prompts
+    assert max_diff(weights(out / "final"), weights(out / "init_model")) > 1e-4
+
+
+def test_zero3_run_killed_mid_checkpoint_resumes_to_the_uninterrupted_weights(tmp_path):
+    base = ["-m", "reasoner", "train", "--config", str(TINY), "--deepspeed",
+            str(ROOT / "configs/zero3.json"), "--no-progress", DIGITS, "grpo.beta=0.04"]
+    full = tmp_path / "full"
+    torchrun([*base, "--output-dir", str(full)], full)
+
+    cut = tmp_path / "cut"
+    r = torchrun([*base, "--output-dir", str(cut)], cut,
+                 env_extra={"REASONER_DEBUG_KILL": "save:4"}, check=False)
+    assert r.returncode != 0  # rank 0 was SIGKILLed half-way through writing checkpoint 4
+    assert (cut / "checkpoint-2").is_dir() and not (cut / "checkpoint-4").exists()
+    assert (cut / ".tmp-checkpoint-4").is_dir()
+    torchrun([*base, "--output-dir", str(cut), "--resume"], cut)
+    assert not (cut / ".tmp-checkpoint-4").exists()
+    assert [r["step"] for r in read_metrics(cut / "metrics.jsonl")] == [1, 2, 3, 4]
+
+    # the consolidated final model (gathered from the ZeRO-3 shards) loads in transformers
+    from transformers import AutoModelForCausalLM
+
+    w_full, w_cut = weights(full / "final"), weights(cut / "final")
+    assert max_diff(w_full, weights(full / "init_model")) > 1e-4
+    assert max_diff(w_full, w_cut) == 0.0
+    model = AutoModelForCausalLM.from_pretrained(full / "final")
+    assert float(model.model.norm.weight.detach().sub(w_full["model.norm.weight"]).abs().max()) == 0
+    kl = [r["kl"] for r in read_metrics(full / "metrics.jsonl")]
+    assert kl[0] == pytest.approx(0.0, abs=1e-6) and kl[-1] > 0  # the ZeRO-3 reference works
