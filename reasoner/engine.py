@@ -86,6 +86,11 @@ class Engine:
     def begin_micro_batch(self) -> None:
         """Called before each training forward (DeepSpeed's bookkeeping needs it)."""
 
+    @contextlib.contextmanager
+    def gathered(self, params: list[torch.nn.Parameter]) -> Iterator[None]:
+        """`params` whole inside (they always are in one process)."""
+        yield
+
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
@@ -269,6 +274,18 @@ class DeepSpeedEngine:
         if isinstance(self.ds.optimizer, ZeROOptimizer):
             self.ds.optimizer.clear_backward_seen_flag()
 
+    @contextlib.contextmanager
+    def gathered(self, params: list[torch.nn.Parameter]) -> Iterator[None]:
+        """`params` whole inside, under ZeRO-3 too: for code that reads a weight outside its
+        module's forward (the fused-linear loss reads lm_head.weight), forward AND backward."""
+        if not self.partitioned:
+            yield
+            return
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(params):
+            yield
+
     def backward(self, loss: torch.Tensor) -> None:
         self.ds.backward(loss * self.world, scale_wrt_gas=False)
 
@@ -276,26 +293,39 @@ class DeepSpeedEngine:
         self.ds.optimizer.zero_grad(set_to_none=True)
 
     def step(self, *, loss_finite: bool = True) -> StepResult:
+        """Apply the update unless some rank saw a non-finite loss or gradient; then every rank
+        drops the step. ZeRO-1/2 check the gradient norm themselves (an overflow skips the
+        step); ZeRO-3 does not, so its gradient partitions are checked here."""
         from reasoner import distributed
 
         lr = self.scheduler.get_last_lr()[0]
-        finite = distributed.sum_all([0.0 if loss_finite else 1.0])[0] == 0.0
-        if not finite:  # one rank saw a non-finite loss: every rank drops the step
-            self._drop_gradients()
-            return StepResult(grad_norm=float("nan"), applied=False, lr=lr)
+        ok = loss_finite and (not self.partitioned or self._grad_partitions_finite())
+        if distributed.sum_all([0.0 if ok else 1.0])[0] != 0.0:
+            if self.partitioned:
+                self._drop_gradients()
+                return StepResult(grad_norm=float("nan"), applied=False, lr=lr)
+            # make sure ZeRO-1/2's own overflow check sees it, whatever the gradients hold
+            self.begin_micro_batch()
+            poison = sum(p.float().sum() for p in self.params) * float("nan")
+            self.ds.backward(poison, scale_wrt_gas=False)
         self.ds.step()
         norm = self.ds.get_global_grad_norm()
         norm = float("nan") if norm is None else float(norm)
         applied = bool(getattr(self.ds, "_step_applied", True)) and math.isfinite(norm)
         return StepResult(grad_norm=norm, applied=applied, lr=lr)
 
+    def _grad_partitions_finite(self) -> bool:
+        parts = getattr(self.ds.optimizer,
+                        "_DeepSpeedZeroOptimizer_Stage3__param_id_to_grad_partition", None)
+        return parts is None or all(bool(torch.isfinite(t).all()) for t in parts.values())
+
     def _drop_gradients(self) -> None:
-        opt = self.ds.optimizer
-        opt.zero_grad(set_to_none=True)
-        if hasattr(opt, "averaged_gradients"):  # ZeRO-1/2 reduced partitions
-            opt.averaged_gradients = {}
+        """ZeRO-3: forget this step's accumulated gradients without an optimizer step (the
+        next backward starts a fresh accumulation)."""
+        self.ds.optimizer.zero_grad(set_to_none=True)  # resets ZeRO-3's micro-step counter
         for p in self.model.parameters():
             p.grad = None
+        self.ds._unmanaged_backward_count = 0
 
     def save(self, directory: Path) -> None:
         """This rank's shard of weights, optimizer and scheduler (every rank calls it)."""

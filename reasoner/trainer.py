@@ -17,6 +17,7 @@ uninterrupted one on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -235,6 +236,7 @@ class GRPOTrainer:
         self.model = self.engine.model
         self.ref_model = None if ref is None else prepare_reference(ref, self.engine)
         self.step = 0
+        self._head_gather = contextlib.ExitStack()  # per micro-batch, see _update / _loss_micro
         if self.resume_from is not None:
             self._restore(self.resume_from)
         if self.is_main:
@@ -520,6 +522,10 @@ class GRPOTrainer:
                                     b.completion_mask[s], return_hidden=True,
                                     share_prompts=self._share_prompts)
             head = self.model.get_output_embeddings()
+            # the kernel reads the head's weight outside the module's forward: under ZeRO-3 it
+            # is gathered here, after the decoder's forward (whose hooks release a tied
+            # embedding), and stays whole through this micro-batch's backward
+            self._head_gather.enter_context(self.engine.gathered(list(head.parameters())))
             n, c, h = hidden.shape
             out = grpo.fused_linear_token_loss(
                 hidden.reshape(n * c, h), head.weight, ids.reshape(-1),
@@ -581,12 +587,13 @@ class GRPOTrainer:
             sums = dict.fromkeys(("low", "high", "dual", "kl", "ent"), 0.0)
             for s, dummy in zip(slices, zero_weight):
                 self.engine.begin_micro_batch()
-                with self.engine.autocast():
-                    out = self._loss_micro(sub, s, old if g.num_iterations > 1 else None,
-                                           ref_for_loss, adv, loss_mask, beta)
-                w = torch.zeros_like(weights[s]) if dummy else weights[s]
-                loss = (out.loss.float() * w).sum()
-                self.engine.backward(loss)
+                with contextlib.ExitStack() as self._head_gather:  # see _loss_micro
+                    with self.engine.autocast():
+                        out = self._loss_micro(sub, s, old if g.num_iterations > 1 else None,
+                                               ref_for_loss, adv, loss_mask, beta)
+                    w = torch.zeros_like(weights[s]) if dummy else weights[s]
+                    loss = (out.loss.float() * w).sum()
+                    self.engine.backward(loss)
                 if dummy:
                     continue
                 total += loss.detach().double().cpu()

@@ -11,6 +11,7 @@ engine) and as a script under torchrun (several ranks, --deepspeed):
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,9 @@ def global_batch(vocab: int, pad_id: int, seed: int = 1234) -> Batch:
 
 
 def fixed_trainer(cfg: Config, deepspeed_config: Any = None) -> GRPOTrainer:
-    """A trainer whose every step trains on its rank's slice of `global_batch`."""
+    """A trainer whose every step trains on its rank's slice of `global_batch`. With the
+    environment variable POISON_FIRST_STEP=1 the last rank's loss is NaN in step 1 (so every
+    rank must skip that update)."""
     trainer = GRPOTrainer(cfg, deepspeed_config=deepspeed_config, progress=False)
     full = global_batch(trainer.model.config.vocab_size, trainer.tokenizer.pad_token_id)
     per_rank = len(full) // trainer.world
@@ -69,6 +72,16 @@ def fixed_trainer(cfg: Config, deepspeed_config: Any = None) -> GRPOTrainer:
         prompts=full.prompts[lo:hi], per_func=[f[lo:hi] for f in full.per_func],
     )
     trainer._collect = lambda: (mine, {"dynamic_sampling/tries": 0.0})  # type: ignore[method-assign]
+    if os.environ.get("POISON_FIRST_STEP") == "1":
+        loss_micro = trainer._loss_micro
+
+        def poisoned(*args: Any, **kwargs: Any) -> Any:
+            out = loss_micro(*args, **kwargs)
+            if trainer.step == 0 and trainer.rank == trainer.world - 1:
+                out.loss = out.loss * float("nan")
+            return out
+
+        trainer._loss_micro = poisoned  # type: ignore[method-assign]
     return trainer
 
 

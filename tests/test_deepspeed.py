@@ -88,6 +88,8 @@ def test_resolve_deepspeed_config_fills_auto_and_rejects_contradictions():
     (2, ["grpo.loss_type=dapo", "grpo.scale_rewards=batch"]),  # batch std over both ranks
     (3, ["grpo.loss_type=grpo"]),
     (3, ["grpo.loss_type=dr_grpo", "grpo.scale_rewards=none", "grpo.beta=0.04"]),  # + ZeRO-3 ref
+    # the fused-linear loss reads the (tied) lm_head weight, gathered from the ZeRO-3 shards
+    (3, ["grpo.use_fused_linear=true", "grpo.loss_backend=torch"]),
 ])
 def test_two_rank_step_equals_one_rank_step_on_the_same_global_batch(tmp_path, stage, overrides):
     sys.path.insert(0, str(TESTS))
@@ -115,6 +117,27 @@ def test_two_rank_step_equals_one_rank_step_on_the_same_global_batch(tmp_path, s
                     "completion_length/mean", "frac_zero_std_groups", "clip/low"):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), key
     assert m1[0]["grad_norm"] > 0
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_a_nan_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path, stage, monkeypatch):
+    sys.path.insert(0, str(TESTS))
+    from dist_worker import fixed_config, fixed_trainer
+
+    monkeypatch.setenv("POISON_FIRST_STEP", "1")  # the last rank's step-1 loss is NaN
+    overrides = ["grpo.adam_epsilon=1e-4", "grpo.max_steps=2"]
+    one = tmp_path / "one"
+    fixed_trainer(fixed_config(one, 1, *overrides)).train()
+    two = tmp_path / "two"
+    torchrun([str(TESTS / "dist_worker.py"), str(two), str(ROOT / f"configs/zero{stage}.json"),
+              *overrides], two)
+    m1, m2 = read_metrics(one / "metrics.jsonl"), read_metrics(two / "metrics.jsonl")
+    assert [r["skipped_updates"] for r in m1] == [r["skipped_updates"] for r in m2] == [1, 0]
+    # step 2 starts from the untouched weights with clean gradients on both sides
+    assert m2[1]["grad_norm"] == pytest.approx(m1[1]["grad_norm"], rel=1e-5)
+    w1, w2 = weights(one / "final"), weights(two / "final")
+    assert max_diff(w1, weights(one / "init_model")) > 5e-3
+    assert max_diff(w1, w2) < 2e-6
 
 
 def test_zero2_run_of_tiny_yaml(tmp_path):
