@@ -7,6 +7,7 @@ work is callable from Python with plain arguments.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -61,7 +62,6 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed", help="= grpo.seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the output dir."),
     deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config JSON (configs/zero2.json, configs/zero3.json); \"auto\" values come from the GRPO config. Launch with torchrun or deepspeed for several processes."),
-    local_rank: Optional[int] = typer.Option(None, "--local_rank", "--local-rank", hidden=True, help="Set by the deepspeed launcher (the rank is read from LOCAL_RANK)."),
     help_config: bool = typer.Option(False, "--help-config", help="Print every config field with its help and exit."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
@@ -80,8 +80,6 @@ def train(
         raise typer.Exit(2) from None
     from reasoner.trainer import train as run_train
 
-    if local_rank is not None:
-        os.environ.setdefault("LOCAL_RANK", str(local_rank))
     if deepspeed is not None:  # a bad DeepSpeed file fails here, before anything is loaded
         from reasoner.distributed import launched_world_size
         from reasoner.engine import load_deepspeed_config, resolve_deepspeed_config
@@ -186,7 +184,25 @@ def eval_cmd(
         json_out.write_text(json.dumps(r, indent=1))
 
 
+def strip_local_rank(argv: list[str]) -> list[str]:
+    """The deepspeed launcher puts `--local_rank=N` before our command; take it out (into
+    LOCAL_RANK, where the rank is read from) so every command line parses as usual."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith(("--local_rank=", "--local-rank=")):
+            os.environ.setdefault("LOCAL_RANK", a.split("=", 1)[1])
+        elif a in ("--local_rank", "--local-rank") and i + 1 < len(argv):
+            os.environ.setdefault("LOCAL_RANK", argv[i + 1])
+            i += 1
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
 def main() -> None:
+    sys.argv[1:] = strip_local_rank(sys.argv[1:])
     app()
 
 

@@ -1,5 +1,6 @@
 """Config: YAML + dotted overrides, validation messages that name the field, CLI help."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,13 @@ def test_demo_yaml_is_the_embedded_recipe_and_valid():
     assert set(data["demo"]) == DEMO_KEYS
     cfg = config_from_dict({k: v for k, v in data.items() if k != "demo"})
     assert cfg.grpo.max_steps >= 1
+
+
+def test_deepspeed_launchers_local_rank_argument_is_taken_out(monkeypatch):
+    from reasoner.cli import strip_local_rank
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert strip_local_rank(["--local_rank=1", "train", "--config", "c.yaml"]) == [
+        "train", "--config", "c.yaml"]
+    assert os.environ["LOCAL_RANK"] == "1"
+    assert strip_local_rank(["train", "--local-rank", "3", "x=1"]) == ["train", "x=1"]

@@ -2,7 +2,8 @@
 
 - a 2-rank step over fixed rollouts equals a 1-process step (plain torch engine) over the same
   global batch: weights, loss, grad norm, entropy, KL (fp32 rounding only);
-- configs/tiny.yaml trains under ZeRO-2 and ZeRO-3 through `torchrun -m reasoner train`; only
+- configs/tiny.yaml trains under ZeRO-2 (`deepspeed --num_gpus 2 --module reasoner train`) and
+  ZeRO-3 (`torchrun --nproc_per_node 2 -m reasoner train`); only
   rank 0 writes; checkpoints hold DeepSpeed shards and one RNG file per rank; final/ is a
   consolidated Hugging Face model;
 - a ZeRO-3 run killed while writing a checkpoint resumes from the last complete one and ends
@@ -11,6 +12,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,12 +34,20 @@ DIGITS = "rewards.names=[test_trainer:digit_reward]"  # a reward a random model 
 
 
 def torchrun(args: list[str], out: Path, env_extra: dict[str, str] | None = None,
-             check: bool = True) -> subprocess.CompletedProcess:
+             check: bool = True, launcher: str = "torchrun") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1",
            **(env_extra or {})}
-    r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", *args]
+    else:  # `deepspeed --num_gpus 2 --module reasoner ...` (on a CPU: 2 processes)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        assert args[0] == "-m"
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2",
+               "--master_port", str(port), "--module", *args[1:]]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     (out.parent / f"{out.name}.log").write_text(r.stdout + r.stderr)
     if check:
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -140,10 +150,12 @@ def test_a_nan_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path, stage, mo
     assert max_diff(w1, w2) < 2e-6
 
 
-def test_zero2_run_of_tiny_yaml(tmp_path):
+def test_zero2_run_of_tiny_yaml_under_the_deepspeed_launcher(tmp_path):
     out = tmp_path / "z2"
-    torchrun(["-m", "reasoner", "train", "--config", str(TINY), "--output-dir", str(out),
-              "--deepspeed", str(ROOT / "configs/zero2.json"), "--no-progress", DIGITS], out)
+    r = torchrun(["-m", "reasoner", "train", "--config", str(TINY), "--output-dir", str(out),
+                  "--deepspeed", str(ROOT / "configs/zero2.json"), "--no-progress", DIGITS], out,
+                 launcher="deepspeed")
+    assert r.stdout.count("done: 4 steps") == 1  # rank 0 alone reports
     recs = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in recs] == [1, 2, 3, 4]
     # metrics are over the global batch: 2 ranks x 2 prompts x G=4 completions
