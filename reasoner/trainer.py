@@ -208,6 +208,16 @@ class GRPOTrainer:
         distributed.barrier()
 
         # model, tokenizer, reference
+        zero3_init = None
+        if model is None and ds_config is not None and \
+                ds_config.get("zero_optimization", {}).get("stage", 0) == 3:
+            # ZeRO-3: every rank loads only its shard of the weights (deepspeed.zero.Init inside
+            # from_pretrained while this object lives), never the whole model
+            from transformers.integrations import HfDeepSpeedConfig
+
+            from reasoner.engine import resolve_deepspeed_config
+
+            zero3_init = HfDeepSpeedConfig(resolve_deepspeed_config(ds_config, g, self.world))
         if model is None:
             model, tokenizer = self._load_model()
         self.tokenizer = tokenizer
@@ -216,7 +226,9 @@ class GRPOTrainer:
             model = self._add_lora(model)
         ref = None
         if g.beta != 0.0 and not cfg.lora.enabled:
-            ref = copy.deepcopy(model)  # before ZeRO-3 shards the policy
+            # a second load when the policy is sharded already, else a copy (before ZeRO-3)
+            ref = self._load_model()[0] if zero3_init is not None else copy.deepcopy(model)
+            _disable_dropout(ref)
 
         # data and rewards
         self.task = None
@@ -235,6 +247,7 @@ class GRPOTrainer:
                                    ds_config)
         self.model = self.engine.model
         self.ref_model = None if ref is None else prepare_reference(ref, self.engine)
+        self._zero3_init = zero3_init
         self.step = 0
         self._head_gather = contextlib.ExitStack()  # per micro-batch, see _update / _loss_micro
         if self.resume_from is not None:
@@ -251,7 +264,8 @@ class GRPOTrainer:
         path = m.path
         if path == "tiny":  # built once, by rank 0, then loaded by every rank
             path = str(self.out / "init_model")
-            if self.is_main:
+            if self.is_main and not getattr(self, "_built_tiny", False):
+                self._built_tiny = True
                 build_tiny_model(
                     path, arch=m.tiny_arch, hidden_size=m.tiny_hidden_size,
                     num_layers=m.tiny_num_layers, num_heads=m.tiny_num_heads,
@@ -707,6 +721,11 @@ class GRPOTrainer:
                                             float(b.completion_mask.sum())])
         m["tokens_per_second"] = (tok_p + tok_c) / dt
         m["completion_tokens_per_second"] = tok_c / dt
+        peaks = distributed.gather_objects(_peak_memory_gb(self.device))
+        m["memory/peak_gb"] = max(peaks)
+        if self.world > 1:
+            for r, v in enumerate(peaks):
+                m[f"memory/rank{r}_peak_gb"] = v
         self._last_batch = (b, rewards, adv)
         return m
 
@@ -771,6 +790,15 @@ class GRPOTrainer:
                 self.tokenizer.save_pretrained(path)
         distributed.barrier()
         return path
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    """This process's peak memory so far: allocated GPU memory on CUDA, resident set on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def _gathered(x: torch.Tensor) -> torch.Tensor:

@@ -160,6 +160,9 @@ def test_zero2_run_of_tiny_yaml_under_the_deepspeed_launcher(tmp_path):
     assert [r["step"] for r in recs] == [1, 2, 3, 4]
     # metrics are over the global batch: 2 ranks x 2 prompts x G=4 completions
     assert all(r["grad_norm"] > 0 and r["skipped_updates"] == 0 for r in recs)
+    for r in recs:  # each rank's peak memory (resident set on CPU), and the largest
+        assert 0.1 < r["memory/rank0_peak_gb"] < 64 and 0.1 < r["memory/rank1_peak_gb"] < 64
+        assert r["memory/peak_gb"] == max(r["memory/rank0_peak_gb"], r["memory/rank1_peak_gb"])
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     ck = out / "checkpoint-4"
     for f in ("deepspeed", "rng-rank0.pt", "rng-rank1.pt", "tokenizer.json",
