@@ -153,8 +153,9 @@ def test_a_nan_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path, stage, mo
 def test_zero2_run_of_tiny_yaml_under_the_deepspeed_launcher(tmp_path):
     out = tmp_path / "z2"
     r = torchrun(["-m", "reasoner", "train", "--config", str(TINY), "--output-dir", str(out),
-                  "--deepspeed", str(ROOT / "configs/zero2.json"), "--no-progress", DIGITS], out,
-                 launcher="deepspeed")
+                  "--deepspeed", str(ROOT / "configs/zero2.json"), "--no-progress", DIGITS,
+                  # ranks refill zero-std groups in lockstep (same number of rollout phases)
+                  "grpo.dynamic_sampling=true"], out, launcher="deepspeed")
     assert r.stdout.count("done: 4 steps") == 1  # rank 0 alone reports
     recs = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in recs] == [1, 2, 3, 4]
@@ -169,7 +170,11 @@ def test_zero2_run_of_tiny_yaml_under_the_deepspeed_launcher(tmp_path):
               "trainer_state.json"):
         assert (ck / f).exists(), f
     state = json.loads((ck / "trainer_state.json").read_text())
-    assert state["step"] == 4 and state["data"]["index"] == 4 * 2 * 2  # both ranks' prompts
+    # every draw takes world x n rows of the shared order: 2 ranks x 2 prompts per step, more
+    # when dynamic sampling refilled
+    tries = sum(r["dynamic_sampling/tries"] for r in recs)
+    assert state["step"] == 4 and state["data"]["index"] >= 4 * 2 * 2
+    assert (state["data"]["index"] > 16) == (tries > 0)
     assert max_diff(weights(out / "final"), weights(out / "init_model")) > 1e-4
 
 
