@@ -204,3 +204,27 @@ def test_zero3_run_killed_mid_checkpoint_resumes_to_the_uninterrupted_weights(tm
     assert float(model.model.norm.weight.detach().sub(w_full["model.norm.weight"]).abs().max()) == 0
     kl = [r["kl"] for r in read_metrics(full / "metrics.jsonl")]
     assert kl[0] == pytest.approx(0.0, abs=1e-6) and kl[-1] > 0  # the ZeRO-3 reference works
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("stage", [2, 3])
+def test_bf16_on_gpus_with_nccl(tmp_path, stage):
+    """One process per visible GPU (NCCL), bf16 weights held by DeepSpeed, the Triton loss."""
+    n = torch.cuda.device_count()
+    out = tmp_path / f"gpu{stage}"
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    env.pop("TRITON_INTERPRET", None)
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+         str(n), "-m", "reasoner", "train", "--config", str(TINY), "--output-dir", str(out),
+         "--deepspeed", str(ROOT / f"configs/zero{stage}.json"), "--no-progress", DIGITS,
+         "grpo.device=cuda", "grpo.bf16=true", "grpo.beta=0.04"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = read_metrics(out / "metrics.jsonl")
+    assert [x["step"] for x in recs] == [1, 2, 3, 4]
+    assert all(x["grad_norm"] > 0 and x["skipped_updates"] == 0 for x in recs)
+    final = weights(out / "final")
+    assert all(t.dtype == torch.bfloat16 for t in final.values())
+    assert max_diff(final, weights(out / "init_model")) > 1e-4
