@@ -254,14 +254,22 @@ class DeepSpeedEngine:
         import deepspeed
 
         offload = self.ds.optimizer.parameter_offload
-        with deepspeed.zero.GatheredParameters(list(self.model.parameters())):
+        top = self.model
+        with deepspeed.zero.GatheredParameters(list(top.parameters())):
             for hook in offload.forward_hooks + offload.backward_hooks:
                 hook.remove()
             offload.forward_hooks, offload.backward_hooks = [], []
+            # the engine's own bookkeeping hooks on the top module (timers, the coordinator's
+            # step reset): set aside too, so the lean decode path may stand in for the modules
+            pre, post = dict(top._forward_pre_hooks), dict(top._forward_hooks)
+            top._forward_pre_hooks.clear()
+            top._forward_hooks.clear()
             try:
                 yield
             finally:
-                for p in self.model.parameters():
+                top._forward_pre_hooks.update(pre)
+                top._forward_hooks.update(post)
+                for p in top.parameters():
                     p.ds_active_sub_modules.clear()
                 offload._register_deepspeed_module(offload.module)
 

@@ -126,28 +126,226 @@ def sample_tokens(
 
 
 def _fast_decoder(model: Any) -> Any | None:
-    """The decoder stack when `model` is a plain (no adapters) Qwen2/Llama causal LM whose
-    decode step `_fast_step` reproduces; None otherwise (the loop then calls the model)."""
-    cfg = getattr(model, "config", None)
-    if getattr(cfg, "model_type", None) not in ("qwen2", "llama"):
+    """The decoder stack when the lean forward (`_fast_forward`, `_fast_step`) may stand in for
+    `model`'s own forward: exactly a Hugging Face Qwen2/Llama causal LM of full attention whose
+    weights are plain tensors. None otherwise, and the caller runs the model's modules:
+
+    - any other class, including a peft wrapper; a projection that is not a plain Linear
+      (adapter layers) or a norm that is not the model's own RMSNorm;
+    - DeepSpeed ZeRO-3 parameters (`ds_id`) that are not all gathered, or forward hooks
+      (ZeRO-3's, accelerate offload, user hooks) on a module whose forward it skips: the hooks
+      gather / move weights or see activations;
+    - while training: gradient checkpointing on, or attention dropout > 0;
+    - sliding-window attention, or pretraining_tp != 1.
+
+    This is the one place that decides; keep it in step with what `_fast_forward` computes."""
+    from transformers import LlamaForCausalLM, Qwen2ForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
+
+    if type(model) not in (Qwen2ForCausalLM, LlamaForCausalLM):
         return None
+    cfg = model.config
     if getattr(cfg, "use_sliding_window", False) or getattr(cfg, "pretraining_tp", 1) != 1:
         return None
-    base = getattr(model, "model", None)
-    head = getattr(model, "lm_head", None)
-    if base is None or type(head) is not torch.nn.Linear or not hasattr(base, "rotary_emb"):
+    if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or ()):
         return None
+    if model.training:
+        checkpointing = getattr(model, "is_activation_checkpointing", None)
+        if checkpointing is None:
+            checkpointing = getattr(model, "is_gradient_checkpointing", False)
+        if checkpointing or getattr(cfg, "attention_dropout", 0.0):
+            return None
+    base = model.model
+    head = model.lm_head
+    if type(head) is not torch.nn.Linear or not hasattr(base, "rotary_emb"):
+        return None
+    norm_types = (LlamaRMSNorm, Qwen2RMSNorm)
+    if type(base.norm) not in norm_types:
+        return None
+    # modules whose forward the lean path skips (the embedding, rotary embedding and activation
+    # are called as modules: their hooks run, e.g. the input-grad hook that gradient
+    # checkpointing puts on the embedding)
+    bypassed = [model, base, head, base.layers, base.norm]
     for layer in base.layers:
         a, m = layer.self_attn, layer.mlp
-        for lin in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj):
-            if type(lin) is not torch.nn.Linear:
-                return None
+        lins = (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj)
+        if any(type(lin) is not torch.nn.Linear for lin in lins):
+            return None
+        norms = (layer.input_layernorm, layer.post_attention_layernorm)
+        if any(type(norm) not in norm_types for norm in norms):
+            return None
+        bypassed += [layer, a, m, *lins, *norms]
+    for mod in bypassed:
+        if mod._forward_hooks or mod._forward_pre_hooks or "_hf_hook" in mod.__dict__:
+            return None
+    # ZeRO-3 shards: only while every weight is gathered (and the hooks are off, checked above),
+    # as in the trainer's rollout phase (engine.DeepSpeedEngine.generation)
+    if any(hasattr(p, "ds_id") and getattr(getattr(p, "ds_status", None), "name", "") != "AVAILABLE"
+           for p in model.parameters()):
+        return None
     return base
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    h = x.shape[-1] // 2
-    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+# The lean decoder math, shared by the decode step (`_fast_step`) and the scoring / training
+# forward (`_fast_forward`). Tokens are rows of a 2-D matrix x [T, H]; only attention sees the
+# [rows, heads, tokens, head_dim] layout.
+
+
+def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Qwen2RMSNorm / LlamaRMSNorm: w * (x * rsqrt(mean(x^2) + eps)), normalised in float32
+    (or x's dtype when wider: HF's module uses float32 even for float64 input) and cast back to
+    x's dtype before the weight. Returns (y, x_hat, rsqrt, x_hat in x's dtype)."""
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
+    r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    xh = xf * r
+    xc = xh.to(x.dtype)
+    return w * xc, xh, r, xc
+
+
+class _RMSNorm(torch.autograd.Function):
+    """`_rms_norm` as one autograd node with a hand-written backward (fewer, fused ops than
+    autograd's six nodes)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+        y, xh, r, xc = _rms_norm(x, w, eps)
+        ctx.save_for_backward(xh, r, xc, w)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, None]:
+        xh, r, xc, w = ctx.saved_tensors
+        gw = None
+        if ctx.needs_input_grad[1]:
+            gw = (g * xc).reshape(-1, g.shape[-1]).sum(0).to(w.dtype)
+        gxh = (g * w).to(xc.dtype).to(xh.dtype)
+        dot = (gxh * xh).mean(-1, keepdim=True)
+        gx = gxh.addcmul_(xh, dot, value=-1.0).mul_(r)  # r * (gxh - xh * dot), in place
+        return gx.to(xc.dtype), gw, None
+
+
+def _norm(norm: Any, x: torch.Tensor) -> torch.Tensor:
+    w = norm.weight
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+        return _RMSNorm.apply(x, w, norm.variance_epsilon)
+    return _rms_norm(x, w, norm.variance_epsilon)[0]  # (no autograd node when decoding)
+
+
+def _layer_qkv(
+    layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A decoder layer's input norm, q/k/v projections and RoPE: x [T, H] -> q [T, heads, d],
+    k and v [T, kv_heads, d]. cos, sin [T, 1, d] from `_rope` (its sin carries rotate_half's
+    sign, so rotate_half(q) * sin_hf == roll(q, d / 2) * sin)."""
+    import torch.nn.functional as F
+
+    a = layer.self_attn
+    t, d = x.shape[0], a.head_dim
+    h = _norm(layer.input_layernorm, x)
+    q = F.linear(h, a.q_proj.weight, a.q_proj.bias).view(t, -1, d)
+    k = F.linear(h, a.k_proj.weight, a.k_proj.bias).view(t, -1, d)
+    v = F.linear(h, a.v_proj.weight, a.v_proj.bias).view(t, -1, d)
+    q = q * cos + q.roll(d // 2, dims=-1) * sin
+    k = k * cos + k.roll(d // 2, dims=-1) * sin
+    return q, k, v
+
+
+def _layer_out(layer: Any, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """The rest of a decoder layer after attention, o [T, heads * d]: o_proj into the residual,
+    post-attention norm, SwiGLU MLP into the residual (Llama's mlp_bias included)."""
+    import torch.nn.functional as F
+
+    a, m = layer.self_attn, layer.mlp
+    x = x + F.linear(o, a.o_proj.weight, a.o_proj.bias)
+    h = _norm(layer.post_attention_layernorm, x)
+    gate = m.act_fn(F.linear(h, m.gate_proj.weight, m.gate_proj.bias))
+    up = F.linear(h, m.up_proj.weight, m.up_proj.bias)
+    return x + F.linear(gate * up, m.down_proj.weight, m.down_proj.bias)
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+            scale: float) -> torch.Tensor:
+    """Attention of q [n, heads, t, d] over k, v [n, kv_heads, L, d]; returns [n * t,
+    heads * d], token-major. mask: bool [n, 1, t, L] (SDPA, GQA inside it, no repeated K/V),
+    or for a decode step (t == 1) an additive float mask [n, 1, 1, L] (0 / -inf): the same
+    math as two small matmuls, which beat SDPA's kernel at one query per row on a CPU (the
+    heads sharing a K/V head are the rows of one [g, d] @ [d, L] product)."""
+    import torch.nn.functional as F
+
+    n, hq, t, d = q.shape
+    kvh = k.shape[1]
+    if mask.is_floating_point():
+        s = torch.matmul(q.view(n, kvh, hq // kvh, d), k.transpose(-1, -2))
+        s = s.mul_(scale).add_(mask).softmax(dim=-1)
+        return torch.matmul(s, v).view(n, hq * d)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                       enable_gqa=hq != kvh)
+    return o.transpose(1, 2).reshape(n * t, -1)
+
+
+def _rope(base: Any, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [T, 1, d] for positions pos [T] from the model's own rotary embedding; sin's
+    first half negated (rotate_half's sign, exact), for `_layer_qkv`."""
+    cos, sin = base.rotary_emb(x[None], pos[None])
+    h = sin.shape[-1] // 2
+    sin = torch.cat([-sin[..., :h], sin[..., h:]], dim=-1)
+    return cos[0].unsqueeze(1), sin[0].unsqueeze(1)
+
+
+def _block_mask(key_mask: torch.Tensor, t: int) -> torch.Tensor:
+    """[n, 1, t, p + t] bool: token i of a block of t tokens attends to the existing keys
+    (key_mask [n, p + t]: p prefix keys then the block's own) up to its own position, and
+    always to itself (so a padding token's row is never empty; no real token sees a pad key)."""
+    p = key_mask.shape[1] - t
+    ar = torch.arange(t, device=key_mask.device)
+    causal = ar[None, :] <= ar[:, None]
+    mask = key_mask[:, None, :] & torch.cat([causal.new_ones((t, p)), causal], dim=1)
+    mask[:, ar, p + ar] = True
+    return mask[:, None]
+
+
+def _fast_forward(
+    base: Any,
+    blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]],
+    kv_out: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> list[torch.Tensor]:
+    """The decoder stack's forward without the HF module machinery (`_layer_qkv`, `_attend`,
+    `_layer_out`, as `_fast_step`; autograd flows through them) over several blocks of tokens
+    at once: the blocks' tokens are packed into one matrix, so every projection, norm and MLP
+    runs once per layer for all of them; only attention runs per block.
+
+    blocks[b] = (ids [n, t], pos [n, t], key_mask [n, p + t] bool, rows [n] or None). With rows,
+    the block's keys are prefixed by block 0's keys and values of rows `rows` (block 0 is then
+    a prompt block of width p, e.g. each distinct prompt once, and this block continues it);
+    without, p = 0. Returns the final-normed hidden states [n, t, H] of each block; `kv_out`,
+    if given, receives each layer's (k, v) [n, kv_heads, t, d] of block 0 (a prefill's cache)."""
+    ids = torch.cat([b[0].reshape(-1) for b in blocks])
+    pos = torch.cat([b[1].reshape(-1) for b in blocks])
+    x = base.embed_tokens(ids)
+    cos, sin = _rope(base, x, pos)
+    shapes = [tuple(b[0].shape) for b in blocks]
+    sizes = [n * t for n, t in shapes]
+    masks = [_block_mask(b[2], b[0].shape[1]) for b in blocks]
+    for layer in base.layers:
+        q, k, v = _layer_qkv(layer, x, cos, sin)
+        outs, first = [], None
+        # split (not slices): its backward is one cat, where each slice's would be a zero fill
+        for (n, t), mask, (_, _, _, rows), qb, kb, vb in zip(
+                shapes, masks, blocks, q.split(sizes), k.split(sizes), v.split(sizes)):
+            qb, kb, vb = (z.view(n, t, -1, z.shape[-1]).transpose(1, 2) for z in (qb, kb, vb))
+            if first is None:
+                first = (kb, vb)
+                if kv_out is not None:
+                    kv_out.append(first)
+            if rows is not None:
+                kb = torch.cat([first[0][rows], kb], dim=2)
+                vb = torch.cat([first[1][rows], vb], dim=2)
+            outs.append(_attend(qb, kb, vb, mask, layer.self_attn.scaling))
+        x = _layer_out(layer, x, torch.cat(outs) if len(outs) > 1 else outs[0])
+    x = _norm(base.norm, x)
+    return [z.view(n, t, -1) for z, (n, t) in zip(x.split(sizes), shapes)]
 
 
 def _fast_step(
@@ -159,38 +357,24 @@ def _fast_step(
     length: int,
     key_mask: torch.Tensor,
 ) -> torch.Tensor:
-    """One decode step of a Qwen2/Llama stack without the HF module machinery: the same ops as
-    the model's forward (RMSNorm, RoPE, GQA SDPA, SwiGLU) on preallocated KV buffers.
+    """One decode step of a Qwen2/Llama stack without the HF module machinery: the layer math
+    of `_fast_forward` on preallocated KV buffers (attention as matmuls, see `_attend`).
     tok [n], pos [n, 1], kv buffers [n, kv_heads, T, head_dim] filled up to `length`,
     key_mask [n, length + 1] bool. Returns the next-token logits [n, V]."""
     import torch.nn.functional as F
 
-    n = tok.shape[0]
-    x = base.embed_tokens(tok[:, None])
-    cos, sin = base.rotary_emb(x, pos)
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    mask = key_mask[:, None, None, :]
+    x = base.embed_tokens(tok)
+    cos, sin = _rope(base, x, pos[:, 0])
+    mask = x.new_zeros(key_mask.shape).masked_fill_(~key_mask, float("-inf"))[:, None, None]
     for layer, (kbuf, vbuf) in zip(base.layers, kv):
-        a, m = layer.self_attn, layer.mlp
-        h = layer.input_layernorm(x)
-        q = F.linear(h, a.q_proj.weight, a.q_proj.bias).view(n, 1, -1, a.head_dim).transpose(1, 2)
-        k = F.linear(h, a.k_proj.weight, a.k_proj.bias).view(n, 1, -1, a.head_dim).transpose(1, 2)
-        v = F.linear(h, a.v_proj.weight, a.v_proj.bias).view(n, 1, -1, a.head_dim).transpose(1, 2)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
-        kbuf[:, :, length] = k[:, :, 0]
-        vbuf[:, :, length] = v[:, :, 0]
+        q, k, v = _layer_qkv(layer, x, cos, sin)
+        kbuf[:, :, length] = k
+        vbuf[:, :, length] = v
         keys, values = kbuf[:, :, : length + 1], vbuf[:, :, : length + 1]
-        o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=a.scaling,
-                                           enable_gqa=q.shape[1] != keys.shape[1])
-        o = o.transpose(1, 2).reshape(n, 1, -1)
-        x = x + F.linear(o, a.o_proj.weight, a.o_proj.bias)
-        h = layer.post_attention_layernorm(x)
-        gate = m.act_fn(F.linear(h, m.gate_proj.weight, m.gate_proj.bias))
-        up = F.linear(h, m.up_proj.weight, m.up_proj.bias)
-        x = x + F.linear(gate * up, m.down_proj.weight, m.down_proj.bias)  # Llama mlp_bias
-    x = base.norm(x)
-    return F.linear(x[:, -1], head.weight, head.bias)
+        x = _layer_out(layer, x, _attend(q[:, :, None], keys, values, mask,
+                                         layer.self_attn.scaling))
+    x = _norm(base.norm, x)
+    return F.linear(x, head.weight, head.bias)
 
 
 @torch.inference_mode()
@@ -215,8 +399,8 @@ def decode_loop(
     position ids = cumsum(mask) - 1), then one forward per new token. Rows stop at their first
     EOS (later tokens are `pad_id`); with `compact`, finished rows are dropped from the batch and
     the cache, so the remaining forwards only compute the rows still running. With `fast` (and a
-    plain Qwen2/Llama model), the decode steps run `_fast_step` on preallocated KV buffers
-    instead of the HF forward (same ops; the prefill is always the HF forward).
+    plain Qwen2/Llama model, see `_fast_decoder`), the prefill runs `_fast_forward` and the
+    decode steps `_fast_step` on preallocated KV buffers instead of the HF forward (same ops).
 
     Returns (tokens [N, T] with T <= max_new_tokens, raw logits [N, T, V] or None; logits of
     the steps after a row finished are zeros)."""
@@ -226,34 +410,31 @@ def decode_loop(
     device = prompt_ids.device
     mask = prompt_mask.long()
     pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
-    kw: dict[str, Any] = {"logits_to_keep": 1} if _supports_logits_to_keep(model) else {}
     # prefill each distinct prompt once (a GRPO group repeats its prompt G times)
     uniq, inverse = torch.unique(torch.cat([prompt_ids, mask], dim=1), dim=0, return_inverse=True)
-    p = prompt_ids.shape[1]
-    if uniq.shape[0] < n:
-        u_mask = uniq[:, p:]
-        u_pos = (u_mask.cumsum(dim=1) - 1).clamp(min=0)
-        out = model(input_ids=uniq[:, :p], attention_mask=u_mask, position_ids=u_pos,
-                    past_key_values=cache, use_cache=True, **kw)
-        cache.batch_select_indices(inverse)
-        logits = out.logits[:, -1, :][inverse]
-    else:
-        out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=pos,
-                    past_key_values=cache, use_cache=True, **kw)
-        logits = out.logits[:, -1, :]
+    p = length = prompt_ids.shape[1]
+    u_ids, u_mask = uniq[:, :p], uniq[:, p:]
+    u_pos = (u_mask.cumsum(dim=1) - 1).clamp(min=0)
     next_pos = pos[:, -1:] + 1
     base = _fast_decoder(model) if fast else None
     kv: list[tuple[torch.Tensor, torch.Tensor]] = []
-    length = prompt_ids.shape[1]
-    if base is not None:  # copy the prefill cache into buffers with room for the new tokens
-        for layer in cache.layers:
-            k, v = layer.keys, layer.values
-            shape = (k.shape[0], k.shape[1], length + max_new_tokens, k.shape[3])
+    cache = None
+    if base is not None:  # lean prefill; its K/V go to buffers with room for the new tokens
+        prompt_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        hidden = _fast_forward(base, [(u_ids, u_pos, u_mask.bool(), None)], kv_out=prompt_kv)
+        logits = _head(model, hidden[0][:, -1, :])[inverse]
+        for k, v in prompt_kv:
+            shape = (n, k.shape[1], length + max_new_tokens, k.shape[3])
             kb, vb = k.new_empty(shape), v.new_empty(shape)
-            kb[:, :, :length], vb[:, :, :length] = k, v
+            kb[:, :, :length], vb[:, :, :length] = k[inverse], v[inverse]
             kv.append((kb, vb))
-        cache = None
+    else:
+        cache = DynamicCache(config=model.config)
+        kw: dict[str, Any] = {"logits_to_keep": 1} if _supports_logits_to_keep(model) else {}
+        out = model(input_ids=u_ids, attention_mask=u_mask, position_ids=u_pos,
+                    past_key_values=cache, use_cache=True, **kw)
+        cache.batch_select_indices(inverse)
+        logits = out.logits[:, -1, :][inverse]
     tokens = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
     all_logits = (torch.zeros((n, max_new_tokens, logits.shape[-1]), dtype=logits.dtype,
                               device=device) if return_logits else None)
@@ -443,16 +624,25 @@ def forward_logits(
     With `share_prompts`, rows with identical (prompt_ids, prompt_mask) -- a GRPO group -- run
     their prompt once: the unique prompts go through the model with a KV cache, the cache is
     gathered back to the N rows (differentiably) and the completions attend to it. Same values
-    up to float rounding, gradients included; fewer FLOPs when G > 1."""
+    up to float rounding, gradients included; fewer FLOPs when G > 1.
+
+    For a plain Qwen2/Llama model (`_fast_decoder`), the forward runs `_fast_forward`, the same
+    ops as the model's forward without its module machinery; other models (peft, ZeRO-3,
+    gradient checkpointing, ...) run their own forward."""
     c = completion_ids.shape[1]
+    lean = _fast_decoder(model)
     if share_prompts and c > 0:
-        shared = _forward_shared_prompts(model, prompt_ids, prompt_mask, completion_ids,
+        shared = _forward_shared_prompts(model, lean, prompt_ids, prompt_mask, completion_ids,
                                          completion_mask, return_hidden)
         if shared is not None:
             return shared
     input_ids = torch.cat([prompt_ids, completion_ids[:, :-1]], dim=1)
     attention_mask = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1).long()
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    if lean is not None and c > 0:
+        blocks = [(input_ids, position_ids, attention_mask.bool(), None)]
+        hidden = _fast_forward(lean, blocks)[0][:, -c:]
+        return hidden if return_hidden else _head(model, hidden)
     if return_hidden:
         base = getattr(model, model.base_model_prefix, None) or model.get_decoder()
         out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
@@ -466,8 +656,14 @@ def forward_logits(
     return out.logits[:, -c:, :]
 
 
+def _head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    head = model.lm_head
+    return torch.nn.functional.linear(hidden, head.weight, head.bias)
+
+
 def _forward_shared_prompts(
     model: Any,
+    base: Any | None,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     completion_ids: torch.Tensor,
@@ -475,7 +671,8 @@ def _forward_shared_prompts(
     return_hidden: bool,
 ) -> torch.Tensor | None:
     """forward_logits over unique prompts + a cache gathered to all rows; None when no two rows
-    share a prompt (the caller then runs the plain forward)."""
+    share a prompt (the caller then runs the plain forward). `base`: the decoder stack when the
+    lean `_fast_forward` may run (see `_fast_decoder`), else None (the model's own forward)."""
     from transformers import DynamicCache
 
     p = prompt_ids.shape[1]
@@ -491,41 +688,54 @@ def _forward_shared_prompts(
         return None  # HF turns the cache off under gradient checkpointing
     u_ids, u_mask = uniq[:, :p], uniq[:, p:].long()
     u_pos = (u_mask.cumsum(dim=1) - 1).clamp(min=0)
-    net = (getattr(model, model.base_model_prefix, None) or model.get_decoder()
-           ) if return_hidden else model
-    cache = DynamicCache(config=model.config)
-    kw: dict[str, Any] = {}
-    if not return_hidden and _supports_logits_to_keep(model):
-        kw["logits_to_keep"] = 1
-    out = net(input_ids=u_ids, attention_mask=u_mask, position_ids=u_pos,
-              past_key_values=cache, use_cache=True, **kw)
-    first = (out.last_hidden_state if return_hidden else out.logits)[:, -1:, :][inverse]
     c = completion_ids.shape[1]
-    if c == 1:
-        return first
-    prompt_kv = [(layer.keys, layer.values) for layer in cache.layers]
     start = prompt_mask.long().sum(dim=1, keepdim=True)
-    parts, order = [], []
-    for idx, width in _length_buckets(completion_mask.long().sum(dim=1), c):
-        order.append(idx)
-        if width <= 1:  # only the first token (predicted by the prompt) is in this bucket
-            parts.append(first.new_zeros((idx.numel(), c - 1, first.shape[-1])))
-            continue
-        w = width - 1  # the completion tokens fed: all but a row's last
-        bucket_cache = DynamicCache(config=model.config)
-        for li, (k, v) in enumerate(prompt_kv):
+    # rows in length buckets, each fed its completion tokens but a row's last (w of them; w = 0:
+    # only the first token is in the bucket, and the prompt predicts it)
+    plan = [(idx, width - 1) for idx, width in
+            (_length_buckets(completion_mask.long().sum(dim=1), c) if c > 1 else [])]
+    buckets = []  # (row idx, w, key mask [n, p + w], position ids [n, w]) of the fed buckets
+    for idx, w in plan:
+        if w >= 1:
+            key_mask = torch.cat([prompt_mask[idx], completion_mask[idx, :w]], dim=1).long()
+            position_ids = start[idx] + torch.arange(w, device=start.device).unsqueeze(0)
+            buckets.append((idx, w, key_mask, position_ids))
+    if base is not None:  # prompts and all buckets in one packed lean forward
+        blocks = [(u_ids, u_pos, u_mask.bool(), None)]
+        blocks += [(completion_ids[idx, :w], pos, km.bool(), inverse[idx])
+                   for idx, w, km, pos in buckets]
+        hidden = _fast_forward(base, blocks)
+        first = hidden[0][:, -1:, :][inverse]
+        rest_parts = iter(hidden[1:])
+    else:
+        net = (getattr(model, model.base_model_prefix, None) or model.get_decoder()
+               ) if return_hidden else model
+        cache = DynamicCache(config=model.config)
+        kw: dict[str, Any] = {}
+        if not return_hidden and _supports_logits_to_keep(model):
+            kw["logits_to_keep"] = 1
+        out = net(input_ids=u_ids, attention_mask=u_mask, position_ids=u_pos,
+                  past_key_values=cache, use_cache=True, **kw)
+        first = (out.last_hidden_state if return_hidden else out.logits)[:, -1:, :][inverse]
+        prompt_kv = [(layer.keys, layer.values) for layer in cache.layers]
+        hf_parts = []
+        for idx, w, key_mask, position_ids in buckets:
             rows = inverse[idx]
-            bucket_cache.update(k[rows], v[rows], li)
-        attention_mask = torch.cat([prompt_mask[idx], completion_mask[idx, :w]], dim=1).long()
-        position_ids = start[idx] + torch.arange(w, device=start.device).unsqueeze(0)
-        out = net(input_ids=completion_ids[idx, :w], attention_mask=attention_mask,
-                  position_ids=position_ids, past_key_values=bucket_cache, use_cache=True)
-        rest = out.last_hidden_state if return_hidden else out.logits
-        parts.append(torch.nn.functional.pad(rest, (0, 0, 0, c - 1 - w)))
-    rest = torch.cat(parts) if len(parts) > 1 else parts[0]
-    if len(order) > 1:
-        rest = rest[torch.argsort(torch.cat(order))]
-    return torch.cat([first, rest], dim=1)
+            bucket_cache = DynamicCache(config=model.config)
+            for li, (k, v) in enumerate(prompt_kv):
+                bucket_cache.update(k[rows], v[rows], li)
+            out = net(input_ids=completion_ids[idx, :w], attention_mask=key_mask,
+                      position_ids=position_ids, past_key_values=bucket_cache, use_cache=True)
+            hf_parts.append(out.last_hidden_state if return_hidden else out.logits)
+        rest_parts = iter(hf_parts)
+    if plan:  # completion positions 1.. from the buckets, padded to c - 1, in row order
+        parts = [torch.nn.functional.pad(next(rest_parts), (0, 0, 0, c - 1 - w)) if w >= 1
+                 else first.new_zeros((idx.numel(), c - 1, first.shape[-1])) for idx, w in plan]
+        rest = torch.cat(parts) if len(parts) > 1 else parts[0]
+        if len(plan) > 1:
+            rest = rest[torch.argsort(torch.cat([idx for idx, _ in plan]))]
+        first = torch.cat([first, rest], dim=1)
+    return _head(model, first) if base is not None and not return_hidden else first
 
 
 def _length_buckets(lengths: torch.Tensor, width: int) -> list[tuple[torch.Tensor, int]]:

@@ -229,6 +229,11 @@ class GRPOTrainer:
             # a second load when the policy is sharded already, else a copy (before ZeRO-3)
             ref = self._load_model()[0] if zero3_init is not None else copy.deepcopy(model)
             _disable_dropout(ref)
+        if zero3_init is not None:  # loading is done: later from_pretrained calls load whole
+            from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+            unset_hf_deepspeed_config()
+            del zero3_init
 
         # data and rewards
         self.task = None
@@ -247,7 +252,6 @@ class GRPOTrainer:
                                    ds_config)
         self.model = self.engine.model
         self.ref_model = None if ref is None else prepare_reference(ref, self.engine)
-        self._zero3_init = zero3_init
         self.step = 0
         self._head_gather = contextlib.ExitStack()  # per micro-batch, see _update / _loss_micro
         if self.resume_from is not None:

@@ -228,3 +228,40 @@ def test_bf16_on_gpus_with_nccl(tmp_path, stage):
     final = weights(out / "final")
     assert all(t.dtype == torch.bfloat16 for t in final.values())
     assert max_diff(final, weights(out / "init_model")) > 1e-4
+
+
+_LEAN_CHECK = """
+import sys
+from reasoner import distributed
+from reasoner.config import load_config
+from reasoner.metrics import read_metrics
+from reasoner.rollout import _fast_decoder
+from reasoner.trainer import GRPOTrainer
+
+out = sys.argv[1]
+cfg = load_config(sys.argv[2], [f"grpo.output_dir={out}", "grpo.max_steps=1",
+                                "grpo.report_to_tensorboard=false"])
+t = GRPOTrainer(cfg, deepspeed_config=sys.argv[3], progress=False)
+assert t.engine.partitioned and t.world == 1
+assert all(p.numel() == 0 for p in t.model.parameters())  # shards of a group of one
+assert _fast_decoder(t.model) is None  # partitioned, ZeRO-3 hooks on
+with t.engine.generation():
+    assert _fast_decoder(t.model) is not None, "lean path refused on gathered weights"
+    assert t.model.lm_head.weight.shape == (t.model.config.vocab_size, 32)
+assert _fast_decoder(t.model) is None  # hooks back, weights released
+assert t.model.model._forward_pre_hooks  # ZeRO-3's fetch hooks are re-registered
+t.train()
+assert read_metrics(out + "/metrics.jsonl")[0]["step"] == 1
+distributed.shutdown()
+print("LEAN-OK")
+"""
+
+
+def test_zero3_in_one_process_generation_takes_the_lean_path_on_gathered_weights(tmp_path):
+    """`reasoner train --deepspeed` without a launcher (a group of one); under ZeRO-3 the weights
+    are shards outside the rollout phase and whole, hooks off, inside it. In a subprocess:
+    ZeRO-3 leaves torch.nn.functional.linear patched for the rest of the process."""
+    r = subprocess.run([sys.executable, "-c", _LEAN_CHECK, str(tmp_path), str(TINY),
+                        str(ROOT / "configs/zero3.json")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "LEAN-OK" in r.stdout, r.stderr[-3000:]

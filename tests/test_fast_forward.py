@@ -1,0 +1,256 @@
+"""The lean Qwen2/Llama forward (`reasoner.rollout._fast_forward`) against the models' own
+Hugging Face forward: same logits / hidden states and same gradients, in float64, with left-padded
+prompts, GQA, Qwen2's q/k/v biases, Llama with attention and MLP biases, shared prompts and
+length buckets; and the cases where it must not run (peft, ZeRO-3, hooks, checkpointing, ...)."""
+
+import pytest
+import torch
+
+import reasoner.rollout as rollout
+from reasoner.models import build_tiny_model, load_model_and_tokenizer
+from reasoner.rollout import forward_logits, generate_rollouts
+
+PROMPTS = ["1+2\n<think>", "123+456 is a longer prompt\n<think>", "7\n<think>"]
+
+
+def _double(model):
+    model = model.double()
+    torch.manual_seed(7)
+    with torch.no_grad():  # non-zero biases everywhere they exist (Qwen2 q/k/v, Llama's opts)
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_(0, 0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from transformers import LlamaForCausalLM
+
+    qwen, tok = load_model_and_tokenizer(build_tiny_model(
+        tmp_path_factory.mktemp("q"), hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+        seed=1))
+    llama, _ = load_model_and_tokenizer(build_tiny_model(
+        tmp_path_factory.mktemp("l"), arch="llama", hidden_size=64, num_layers=2, num_heads=4,
+        num_kv_heads=1, seed=2))
+    cfg = llama.config.__class__.from_dict({**llama.config.to_dict(), "attention_bias": True,
+                                            "mlp_bias": True})
+    torch.manual_seed(3)
+    llama_bias = LlamaForCausalLM(cfg)
+    return {"qwen2": _double(qwen), "llama": _double(llama),
+            "llama_bias": _double(llama_bias)}, tok
+
+
+def _batch(model, tok, varied):
+    ro = generate_rollouts(model, tok, PROMPTS, num_generations=3, max_completion_length=7,
+                           generator_seed=0, temperature=1.0)
+    assert len(set(ro.prompt_mask.sum(1).tolist())) == 3  # left padded: 3 prompt lengths
+    c = ro.completion_ids.shape[1]
+    lengths = torch.tensor([1, 7, 2, 7, 3, 7, 1, 2, 7]).clamp(max=c) if varied else \
+        torch.full((9,), c)
+    mask = (torch.arange(c)[None, :] < lengths[:, None]).long()
+    ids = ro.completion_ids.masked_fill(mask == 0, tok.pad_token_id)
+    return ro.prompt_ids, ro.prompt_mask, ids, mask
+
+
+def _hf_norm_in_input_precision(self, x):
+    """HF's RMSNorm normalises in float32 even for float64 input; the lean path uses the wider
+    of the two. For a 1e-10-tight float64 comparison the reference does the same here."""
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+    return self.weight * xf.to(x.dtype)
+
+
+def _run(model, args, *, fast, **kw):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
+
+    calls = []
+    real = rollout._fast_forward
+
+    def spy(base, blocks):
+        calls.append(len(blocks))
+        return real(base, blocks)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rollout, "_fast_forward", spy)
+        if not fast:
+            mp.setattr(rollout, "_fast_decoder", lambda m: None)
+            for cls in (LlamaRMSNorm, Qwen2RMSNorm):
+                mp.setattr(cls, "forward", _hf_norm_in_input_precision)
+        model.train()
+        model.zero_grad(set_to_none=True)
+        y = forward_logits(model, *args, **kw)
+        m = args[3].bool()
+        (y[m] ** 2).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        model.eval()
+    return y.detach()[m], grads, calls
+
+
+@pytest.mark.parametrize("which", ["qwen2", "llama", "llama_bias"])
+@pytest.mark.parametrize("share", [False, True])
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("varied", [False, True])
+def test_lean_forward_equals_hf_forward_and_gradients(models, which, share, hidden, varied):
+    ms, tok = models
+    model = ms[which]
+    args = _batch(model, tok, varied)
+    y_hf, g_hf, _ = _run(model, args, fast=False, share_prompts=share, return_hidden=hidden)
+    y, g, calls = _run(model, args, fast=True, share_prompts=share, return_hidden=hidden)
+    assert not _run(model, args, fast=False, share_prompts=share)[2]
+    # one packed call: the prompts, then one block per length bucket (two when varied)
+    assert calls == ([1 + (2 if varied else 1)] if share else [1])
+    assert y.dtype == torch.float64 and y.shape == y_hf.shape
+    torch.testing.assert_close(y, y_hf, rtol=1e-10, atol=1e-10)
+    assert g.keys() == g_hf.keys()
+    for name in g:
+        torch.testing.assert_close(g[name], g_hf[name], rtol=1e-9, atol=1e-10, msg=name)
+
+
+def test_lean_forward_is_used_for_the_decode_prefill_and_matches_float32(models):
+    """fp32 too: the generation-time logits of the lean decode match HF's forward logits."""
+    ms, tok = models
+    model = ms["qwen2"].float()
+    try:
+        ro = generate_rollouts(model, tok, PROMPTS, num_generations=2, max_completion_length=6,
+                               generator_seed=1, return_logits=True)
+        args = (ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(rollout, "_fast_decoder", lambda m: None)
+            with torch.no_grad():
+                ref = forward_logits(model, *args)
+        m = ro.completion_mask.bool()
+        torch.testing.assert_close(ro.generation_logits[m], ref[m], rtol=1e-4, atol=1e-4)
+        with torch.no_grad():
+            lean = forward_logits(model, *args, share_prompts=True)
+        torch.testing.assert_close(lean[m], ref[m], rtol=1e-4, atol=1e-4)
+    finally:
+        model.double()
+
+
+def test_fast_path_predicate_refuses_what_it_cannot_reproduce(models, tmp_path):
+    from transformers import Qwen2ForCausalLM
+
+    ms, _ = models
+    model = ms["qwen2"]
+    assert rollout._fast_decoder(model) is model.model
+
+    # a subclass (it may override forward) is not "exactly" a supported arch
+    class Custom(Qwen2ForCausalLM):
+        pass
+
+    assert rollout._fast_decoder(Custom(model.config)) is None
+
+    # DeepSpeed ZeRO-3 partitions parameters (ds_id); module hooks gather them
+    p = model.model.layers[0].mlp.up_proj.weight
+    p.ds_id = 3
+    try:
+        assert rollout._fast_decoder(model) is None
+    finally:
+        del p.ds_id
+
+    # any forward hook (accelerate offload, user code) must see the module called
+    h = model.model.layers[1].self_attn.register_forward_pre_hook(lambda mod, args: None)
+    try:
+        assert rollout._fast_decoder(model) is None
+    finally:
+        h.remove()
+    assert rollout._fast_decoder(model) is model.model
+
+    # gradient checkpointing / attention dropout: only while training
+    model.gradient_checkpointing_enable()
+    try:
+        model.train()
+        assert rollout._fast_decoder(model) is None
+        model.eval()
+        assert rollout._fast_decoder(model) is model.model
+    finally:
+        model.gradient_checkpointing_disable()
+        model.eval()
+    model.config.attention_dropout = 0.1
+    try:
+        model.train()
+        assert rollout._fast_decoder(model) is None
+        model.eval()
+        assert rollout._fast_decoder(model) is model.model
+    finally:
+        model.config.attention_dropout = 0.0
+        model.eval()
+
+    # sliding-window attention is not reproduced
+    cfg = model.config.__class__.from_dict({**model.config.to_dict(), "use_sliding_window": True,
+                                            "sliding_window": 4})
+    assert rollout._fast_decoder(Qwen2ForCausalLM(cfg)) is None
+
+
+def test_peft_model_runs_its_own_forward(models):
+    peft = pytest.importorskip("peft")
+    ms, tok = models
+    base = ms["qwen2"]
+    args = _batch(base, tok, varied=True)
+    lora = peft.get_peft_model(
+        Qwen2Copy(base), peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    assert rollout._fast_decoder(lora) is None
+    y_fast, _, calls = _run(base, args, fast=True, share_prompts=True)
+    _, g_lora, calls_lora = _run(lora, args, fast=True, share_prompts=True)
+    assert calls and not calls_lora  # the peft model ran its own modules
+    assert any("lora_" in n and g.abs().sum() > 0 for n, g in g_lora.items())
+    # LoRA's B starts at zero: the adapted model scores exactly like the base model (its
+    # forward with the norm in float64, as in the comparison above)
+    y_lora = _run(lora, args, fast=False, share_prompts=True)[0]
+    torch.testing.assert_close(y_lora, y_fast, rtol=1e-10, atol=1e-10)
+
+
+def Qwen2Copy(model):  # noqa: N802 (a fresh copy, so peft's in-place wrapping spares the fixture)
+    import copy
+
+    return copy.deepcopy(model)
+
+
+@pytest.mark.parametrize("x_dtype,w_dtype,tol", [
+    (torch.float32, torch.float32, 1e-6), (torch.bfloat16, torch.float32, 1e-2),
+    (torch.bfloat16, torch.bfloat16, 1e-2)])
+def test_rms_norm_node_equals_the_hf_module_in_every_dtype(x_dtype, w_dtype, tol):
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
+
+    torch.manual_seed(0)
+    norm = Qwen2RMSNorm(48, eps=1e-6).to(w_dtype)
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.5)
+    x0 = (torch.randn(5, 7, 48) * 3).to(x_dtype)
+    g = torch.randn(5, 7, 48)
+    outs = []
+    for lean in (False, True):
+        x = x0.clone().requires_grad_()
+        norm.zero_grad()
+        y = rollout._norm(norm, x) if lean else norm(x)
+        y.backward(g.to(y.dtype))
+        outs.append((y.detach(), x.grad, norm.weight.grad.clone()))
+    (y_hf, gx_hf, gw_hf), (y, gx, gw) = outs
+    assert y.dtype == y_hf.dtype and gx.dtype == x_dtype and gw.dtype == w_dtype
+    assert torch.equal(y, y_hf)  # the same ops in the same order
+    torch.testing.assert_close(gx.float(), gx_hf.float(), rtol=tol, atol=tol)
+    torch.testing.assert_close(gw.float(), gw_hf.float(), rtol=tol, atol=tol)
+
+
+def test_lean_forward_under_bf16_autocast_matches_hf(models):
+    """The trainer's bf16 mode: the same ops under torch.autocast give the same dtypes and
+    values (up to bf16 rounding) as the HF forward."""
+    ms, tok = models
+    model = ms["qwen2"].float()
+    try:
+        args = _batch(model, tok, varied=True)
+        outs = []
+        for fast in (False, True):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                outs.append(_run(model, args, fast=fast, share_prompts=True))
+        (y_hf, g_hf, _), (y, g, calls) = outs
+        assert calls and y.dtype == y_hf.dtype
+        torch.testing.assert_close(y.float(), y_hf.float(), rtol=0.05, atol=0.05)
+        for name in g:
+            scale = g_hf[name].abs().max()
+            assert (g[name] - g_hf[name]).abs().max() <= 0.05 * scale + 1e-6, name
+    finally:
+        model.double()
