@@ -75,7 +75,7 @@ the loss code. There was no separate old-logprob pass (num_iterations = 1) and n
    backward (was six), RoPE is `roll` with rotate_half's sign folded into sin, blocks are cut
    with `split` (one cat in the backward, not a zero-filled tensor per slice). Same logits and
    gradients as the HF forward to 1e-10 in float64 (tests/test_fast_forward.py). It falls back
-   to the model's own forward for peft, DeepSpeed ZeRO-3 parameters, hooks on skipped modules,
+   to the model's own forward for peft, ZeRO-3 shards not gathered, hooks on skipped modules,
    gradient checkpointing or dropout while training, sliding windows (`_fast_decoder`).
    Predicted -0.015 (per-op overhead: 1066 -> 451 top-level forward ops); measured forward +
    loss + backward 0.097 -> 0.082 (same process, HF vs lean interleaved, medians of 30); the
