@@ -40,7 +40,7 @@ def init(device_type: str) -> None:
     if "MASTER_ADDR" not in os.environ and launched_world_size() == 1:
         # one process without a launcher (e.g. `reasoner train --deepspeed ...`): a group of one
         os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": os.environ.get(
-            "MASTER_PORT", "29511"), "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"})
+            "MASTER_PORT", str(_free_port())), "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"})
     quiet_deepspeed()
     if device_type != "cuda" and os.environ.get("REASONER_DS_SHM") != "1":
         # DeepSpeed would JIT-compile its shared-memory all-reduce for CPUs on first use (a
@@ -60,6 +60,14 @@ def quiet_deepspeed() -> None:
         from deepspeed.utils import logger
 
         logger.setLevel(logging.WARNING)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def rank() -> int:

@@ -180,7 +180,8 @@ class GRPOTrainer:
         g = cfg.grpo
         # multi-process: a launcher (torchrun / deepspeed) started us, or --deepspeed was given
         ds_config = None
-        if deepspeed_config is None and distributed.launched_world_size() > 1:
+        implicit_zero2 = deepspeed_config is None and distributed.launched_world_size() > 1
+        if implicit_zero2:
             deepspeed_config = default_deepspeed_config()  # announced below, on rank 0
         if deepspeed_config is not None:  # fail on a bad file before loading anything
             ds_config = load_deepspeed_config(deepspeed_config)
@@ -199,7 +200,7 @@ class GRPOTrainer:
         self.device = torch.device("cuda", distributed.local_rank()) if cuda and ds_config \
             else torch.device("cuda" if cuda else "cpu")
         self.show_progress = progress and self.is_main
-        if self.is_main and deepspeed_config is not None and not isinstance(deepspeed_config, str):
+        if self.is_main and implicit_zero2:
             print(f"{self.world} processes and no --deepspeed: training under ZeRO-2 defaults")
         set_seed(g.seed)
         self.resume_from = latest_checkpoint(self.out) if resume else None
