@@ -169,3 +169,13 @@ def test_deepspeed_launchers_local_rank_argument_is_taken_out(monkeypatch):
         "train", "--config", "c.yaml"]
     assert os.environ["LOCAL_RANK"] == "1"
     assert strip_local_rank(["train", "--local-rank", "3", "x=1"]) == ["train", "x=1"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")
+                                          if p.name != "demo.yaml"))  # demo: its own test
+def test_every_shipped_config_is_valid_and_its_rewards_resolve(name):
+    from reasoner.config import resolve_reward
+
+    cfg = load_config(ROOT / "configs" / name)
+    for reward in cfg.rewards.names:
+        assert callable(resolve_reward(reward))
