@@ -160,24 +160,20 @@ def test_fast_path_predicate_refuses_what_it_cannot_reproduce(models, tmp_path):
     assert rollout._fast_decoder(model) is model.model
 
     # gradient checkpointing / attention dropout: only while training
-    model.gradient_checkpointing_enable()
-    try:
-        model.train()
-        assert rollout._fast_decoder(model) is None
-        model.eval()
-        assert rollout._fast_decoder(model) is model.model
-    finally:
-        model.gradient_checkpointing_disable()
-        model.eval()
-    model.config.attention_dropout = 0.1
-    try:
-        model.train()
-        assert rollout._fast_decoder(model) is None
-        model.eval()
-        assert rollout._fast_decoder(model) is model.model
-    finally:
-        model.config.attention_dropout = 0.0
-        model.eval()
+    def dropout(on: bool) -> None:
+        model.config.attention_dropout = 0.1 if on else 0.0
+
+    for turn_on in (lambda on: model.gradient_checkpointing_enable() if on
+                    else model.gradient_checkpointing_disable(), dropout):
+        turn_on(True)
+        try:
+            model.train()
+            assert rollout._fast_decoder(model) is None
+            model.eval()
+            assert rollout._fast_decoder(model) is model.model
+        finally:
+            turn_on(False)
+            model.eval()
 
     # sliding-window attention is not reproduced
     cfg = model.config.__class__.from_dict({**model.config.to_dict(), "use_sliding_window": True,
