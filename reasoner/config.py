@@ -104,7 +104,8 @@ class GRPOConfig:
     gradient_accumulation_steps: int = _f(1, "Micro-batches per step; the step's rollout batch is "
                                           "per_device_train_batch_size * this completions.")
     # sampling
-    max_prompt_length: Optional[int] = _f(None, "Prompts longer than this (tokens) are rejected.")
+    max_prompt_length: Optional[int] = _f(None, "Rows whose prompt is longer than this (tokens) are left out "
+                                          "of training (checked once, at start).")
     max_completion_length: int = _f(64, "Maximum new tokens per completion.")
     temperature: float = _f(1.0, "Sampling temperature (also applied to training log-probs).")
     top_p: float = _f(1.0, "Nucleus sampling threshold (1.0 = off).")

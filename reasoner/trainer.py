@@ -243,6 +243,8 @@ class GRPOTrainer:
             raise ValueError("no training rows")
         self.template = cfg.data.template or (
             self.task.default_template if self.task is not None else "r1_zero")
+        if g.max_prompt_length is not None:
+            self.rows = self._drop_long_prompts(self.rows, g.max_prompt_length)
         self.reward_funcs = reward_funcs if reward_funcs is not None else self._reward_funcs()
         self.accuracy_reward = cfg.rewards.accuracy_reward or (
             self.task.accuracy_reward if self.task is not None and not cfg.rewards.names
@@ -389,6 +391,25 @@ class GRPOTrainer:
         seed = self.cfg.grpo.seed * 1_000_003 + self.step * 1009 + attempt
         return (seed + self.rank * 7_919_317) % 2**62
 
+    def _prompt(self, row: dict[str, Any]) -> str:
+        from reasoner.data import render_prompt
+
+        return render_prompt(str(row["question"]), template=self.template,
+                             tokenizer=self.tokenizer, system_prompt=self.cfg.data.system_prompt)
+
+    def _drop_long_prompts(self, rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+        """Rows whose rendered prompt fits in `limit` tokens (checked once, before training, so
+        a long prompt never stops a run half-way); how many were left out is printed."""
+        ids = self.tokenizer([self._prompt(r) for r in rows], add_special_tokens=False)["input_ids"]
+        kept = [r for r, x in zip(rows, ids) if len(x) <= limit]
+        if not kept:
+            raise ValueError(f"every prompt is longer than grpo.max_prompt_length={limit} tokens "
+                             f"(shortest: {min(map(len, ids))})")
+        if len(kept) < len(rows) and self.is_main:
+            print(f"grpo.max_prompt_length={limit}: left out {len(rows) - len(kept)} of "
+                  f"{len(rows)} rows whose prompt is longer")
+        return kept
+
     def _take_prompts(self, n: int) -> list[dict[str, Any]]:
         """This rank's n prompts: every rank walks the same data order and takes its own slice
         of world * n rows, so the position stays one shared pair of ints."""
@@ -396,20 +417,11 @@ class GRPOTrainer:
         return [self.rows[i] for i in idx[self.rank * n:(self.rank + 1) * n]]
 
     def _rollout(self, n_prompts: int, attempt: int) -> Batch:
-        from reasoner.data import render_prompt
         from reasoner.rollout import generate_rollouts
 
         g = self.cfg.grpo
         rows = self._take_prompts(n_prompts)
-        prompts = [render_prompt(str(r["question"]), template=self.template,
-                                 tokenizer=self.tokenizer, system_prompt=self.cfg.data.system_prompt)
-                   for r in rows]
-        if g.max_prompt_length is not None:
-            for p in prompts:
-                n = len(self.tokenizer(p, add_special_tokens=False)["input_ids"])
-                if n > g.max_prompt_length:
-                    raise ValueError(f"prompt of {n} tokens exceeds grpo.max_prompt_length="
-                                     f"{g.max_prompt_length}: {p[:80]!r}")
+        prompts = [self._prompt(r) for r in rows]
         t0 = time.perf_counter()
         with self.engine.generation(), self.engine.autocast():
             ro = generate_rollouts(

@@ -285,3 +285,15 @@ def test_trainer_steps_with_kernels_equal_the_torch_path(tmp_path, kernel):
     for x, y in zip(ma, mb):
         assert x["reward/mean"] == pytest.approx(y["reward/mean"])
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-3, abs=1e-5)
+
+
+def test_max_prompt_length_leaves_long_rows_out_before_training(tmp_path, capsys):
+    short = [{"question": f"{i}+1", "answer": str(i + 1)} for i in range(6)]
+    long = [{"question": "1+" * 40 + "1", "answer": "41"} for _ in range(3)]
+    cfg = _cfg(tmp_path / "a", "grpo.max_prompt_length=20", "grpo.max_steps=1")
+    trainer = GRPOTrainer(cfg, rows=short + long, progress=False)
+    assert trainer.rows == short
+    assert "left out 3 of 9 rows" in capsys.readouterr().out
+    trainer.train()  # and it trains on what is left
+    with pytest.raises(ValueError, match="every prompt is longer than grpo.max_prompt_length=20"):
+        GRPOTrainer(_cfg(tmp_path / "b", "grpo.max_prompt_length=20"), rows=long, progress=False)
