@@ -157,9 +157,13 @@ def load_deepspeed_config(path: str | Path | dict[str, Any]) -> dict[str, Any]:
     return ds
 
 
-def resolve_deepspeed_config(ds: dict[str, Any], cfg: GRPOConfig, world: int) -> dict[str, Any]:
+def resolve_deepspeed_config(ds: dict[str, Any], cfg: GRPOConfig, world: int,
+                             hidden_size: int | None = None) -> dict[str, Any]:
     """Fill every "auto" (and every absent batch / clipping / precision key) from the GRPO
-    config; reject values that contradict it. Returns a new dict."""
+    config; reject values that contradict it. ZeRO's bucket sizes and persistence threshold
+    may say "auto" too: sized from the model's hidden size h (h*h, 0.9*h*h, 10*h, as the
+    Hugging Face integration does), or 5e7 / 5e7 / 1e5 when h is not known. Returns a new
+    dict."""
     ds = copy.deepcopy(ds)
 
     def fill(d: dict[str, Any], key: str, value: Any, name: str) -> None:
@@ -195,7 +199,14 @@ def resolve_deepspeed_config(ds: dict[str, Any], cfg: GRPOConfig, world: int) ->
     if "scheduler" in ds:
         raise ValueError("deepspeed config 'scheduler': remove it; the schedule comes from "
                          "grpo.lr_scheduler_type / warmup_ratio / warmup_steps")
-    ds.setdefault("zero_optimization", {}).setdefault("stage", 0)
+    zero = ds.setdefault("zero_optimization", {})
+    zero.setdefault("stage", 0)
+    h = hidden_size
+    for key, value in (("reduce_bucket_size", h * h if h else 50_000_000),
+                       ("stage3_prefetch_bucket_size", int(0.9 * h * h) if h else 50_000_000),
+                       ("stage3_param_persistence_threshold", 10 * h if h else 100_000)):
+        if zero.get(key) == "auto":
+            zero[key] = value
     ds.setdefault("steps_per_print", 10**9)  # our own progress and metrics
     ds.setdefault("wall_clock_breakdown", False)
     return ds
@@ -217,7 +228,8 @@ class DeepSpeedEngine:
         self.cfg = cfg
         self.device = device
         self.world = distributed.world_size()
-        self.ds_config = resolve_deepspeed_config(ds_config, cfg, self.world)
+        self.ds_config = resolve_deepspeed_config(
+            ds_config, cfg, self.world, getattr(getattr(model, "config", None), "hidden_size", None))
         self.stage = int(self.ds_config["zero_optimization"].get("stage", 0))
         self.partitioned = self.stage == 3
         params = [p for p in model.parameters() if p.requires_grad]

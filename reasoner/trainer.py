@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import random
 import time
@@ -218,7 +219,8 @@ class GRPOTrainer:
 
             from reasoner.engine import resolve_deepspeed_config
 
-            zero3_init = HfDeepSpeedConfig(resolve_deepspeed_config(ds_config, g, self.world))
+            zero3_init = HfDeepSpeedConfig(resolve_deepspeed_config(
+                ds_config, g, self.world, self._hidden_size()))
         if model is None:
             model, tokenizer = self._load_model()
         self.tokenizer = tokenizer
@@ -263,6 +265,16 @@ class GRPOTrainer:
             save_config(cfg, self.out / "config.yaml")
 
     # ------------------------------------------------------------------ setup
+
+    def _hidden_size(self) -> int | None:
+        """The model's hidden size from its config alone (no weights loaded)."""
+        m = self.cfg.model
+        if m.path == "tiny":
+            return m.tiny_hidden_size
+        try:
+            return int(json.loads((Path(m.path) / "config.json").read_text())["hidden_size"])
+        except (OSError, KeyError, ValueError, TypeError):
+            return None
 
     def _load_model(self) -> tuple[Any, Any]:
         from reasoner.models import build_tiny_model, load_model_and_tokenizer
