@@ -48,7 +48,6 @@ def lr_factor(step: int, kind: str, warmup: int, total: int) -> float:
 class Engine:
     """Plain-torch engine for one process."""
 
-    kind = "torch"
     partitioned = False  # parameters sharded across ranks (ZeRO-3)
 
     def __init__(self, model: torch.nn.Module, cfg: GRPOConfig, num_optimizer_steps: int,
@@ -217,16 +216,13 @@ class DeepSpeedEngine:
     of all ranks; DeepSpeed averages gradients over ranks, so backward scales by the world size
     to make the update the gradient of the global sum."""
 
-    kind = "deepspeed"
-
     def __init__(self, model: torch.nn.Module, cfg: GRPOConfig, num_optimizer_steps: int,
                  device: torch.device, ds_config: dict[str, Any]) -> None:
         import deepspeed
 
         from reasoner import distributed
 
-        self.cfg = cfg
-        self.device = device
+        # (`device` is DeepSpeed's to choose: LOCAL_RANK's GPU, or the CPU)
         self.world = distributed.world_size()
         self.ds_config = resolve_deepspeed_config(
             ds_config, cfg, self.world, getattr(getattr(model, "config", None), "hidden_size", None))
@@ -246,7 +242,7 @@ class DeepSpeedEngine:
             client_opt = torch.optim.AdamW(
                 params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
                 eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
-        self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
+        self.ds, _, _, self.scheduler = deepspeed.initialize(
             model=model, model_parameters=params, optimizer=client_opt, lr_scheduler=schedule,
             config=self.ds_config)
         self.model = self.ds.module
@@ -308,9 +304,6 @@ class DeepSpeedEngine:
 
     def backward(self, loss: torch.Tensor) -> None:
         self.ds.backward(loss * self.world, scale_wrt_gas=False)
-
-    def zero_grad(self) -> None:
-        self.ds.optimizer.zero_grad(set_to_none=True)
 
     def step(self, *, loss_finite: bool = True) -> StepResult:
         """Apply the update unless some rank saw a non-finite loss or gradient; then every rank

@@ -593,20 +593,23 @@ class GRPOTrainer:
         # weights over the WHOLE batch (all ranks) first: dropped rows still count in the
         # normalisers
         lens = loss_mask.sum(1)
-        n_tok, n_seq, n_rows = distributed.sum_all(
-            [float(lens.sum()), float((lens > 0).sum()), float(len(lens))])
-        weights = grpo.token_weights(g.loss_type, loss_mask, g.max_completion_length,
-                                     global_num_tokens=n_tok, global_num_seqs=n_seq,
-                                     global_num_rows=n_rows).to(self.device)
         keep = lens > 0
         if beta == 0.0 and g.skip_zero_advantage:
             keep &= adv != 0  # no KL term: a zero-advantage row has exactly zero gradient
         idx = keep.nonzero().squeeze(1)
         n_trained = idx.numel()
+        # one all-reduce for every count the step needs over all ranks
+        n_tok, n_seq, n_rows, n_kept_tok, n_trained_all = distributed.sum_all(
+            [float(lens.sum()), float((lens > 0).sum()), float(len(lens)),
+             float(lens[keep].sum()), float(n_trained)])
+        weights = grpo.token_weights(g.loss_type, loss_mask, g.max_completion_length,
+                                     global_num_tokens=n_tok, global_num_seqs=n_seq,
+                                     global_num_rows=n_rows).to(self.device)
         # every rank must run as many forward/backward passes as the busiest one (ZeRO's
         # collectives); a rank short of rows repeats a row with zero weight
-        n_micro = len(self._micro_slices(n_trained))
-        n_micro_all = int(distributed.max_all([float(n_micro)])[0]) if self.world > 1 else n_micro
+        slices = self._micro_slices(n_trained)
+        n_micro = len(slices)
+        n_micro_all = int(distributed.max_all([float(n_micro)])[0])
         if isinstance(self.engine, DeepSpeedEngine):
             n_micro_all = max(n_micro_all, 1)  # DeepSpeed's step wants at least one backward
         pad_micro = n_micro_all - n_micro
@@ -617,13 +620,11 @@ class GRPOTrainer:
         old = None if old is None else old[idx][:, : sub.width]
         ref = None if ref is None else ref[idx][:, : sub.width]
         ref_for_loss = ref if beta != 0.0 else None
-        slices = self._micro_slices(n_trained) + [slice(0, 1)] * pad_micro
+        slices += [slice(0, 1)] * pad_micro
         zero_weight = [False] * n_micro + [True] * pad_micro
-        n_kept_tok = distributed.sum_all([float(loss_mask[:n_trained].sum())])[0]
         m = {"loss": 0.0, "clip/low": 0.0, "clip/high": 0.0, "clip/dual": 0.0, "kl": 0.0,
              "entropy": 0.0, "grad_norm": 0.0, "skipped_updates": 0.0,
-             "update/trained_rows_frac": distributed.sum_all([float(n_trained)])[0]
-             / max(n_rows, 1.0)}
+             "update/trained_rows_frac": n_trained_all / max(n_rows, 1.0)}
         self.model.train()
         for it in range(g.num_iterations):
             total = torch.zeros((), dtype=torch.float64)
