@@ -908,25 +908,8 @@ def equivalent(g: Any, a: Any, rel_tol: float = DEFAULT_REL_TOL) -> bool:
 # ============================================================================================
 
 
-@functools.lru_cache(maxsize=4096)
-def _parse_gold(gold: str, max_digits: int) -> tuple[str, Any]:
-    try:
-        return "ok", parse_value(normalize(gold), max_digits)
-    except TooLarge as exc:
-        return "too large", str(exc)
-    except Unparseable as exc:
-        return "unparseable", str(exc)
-    except RecursionError:
-        return "too large", "nested too deeply"
-    except MemoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any parser/sympy failure: can't read it
-        return "unparseable", f"{type(exc).__name__}: {exc}"[:200]
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_answer(normalized: str, max_digits: int) -> tuple[str, Any]:
-    """Answers repeat a lot within a GRPO group: parse each distinct one once per worker."""
+def _try_parse(normalized: str, max_digits: int) -> tuple[str, Any]:
+    """("ok", value), or ("too large" | "unparseable", why) for a normalized answer."""
     try:
         return "ok", parse_value(normalized, max_digits)
     except TooLarge as exc:
@@ -939,6 +922,13 @@ def _parse_answer(normalized: str, max_digits: int) -> tuple[str, Any]:
         raise
     except Exception as exc:  # noqa: BLE001 - any parser/sympy failure: can't read it
         return "unparseable", f"{type(exc).__name__}: {exc}"[:200]
+
+
+# Two caches per worker over the same parser: a gold answer repeats across a GRPO group's G
+# records, and so do the group's answers; separate caches keep the golds from being evicted by
+# a flood of distinct answers.
+_parse_gold = functools.lru_cache(maxsize=4096)(_try_parse)
+_parse_answer = functools.lru_cache(maxsize=4096)(_try_parse)
 
 
 def _describe(v: Any) -> str:
@@ -957,7 +947,7 @@ def check_answer(
     detail: dict[str, Any] = {"answer": answer}
     if g_norm and g_norm == a_norm:
         return True, "ok", detail
-    status, g = _parse_gold(gold, max_digits)
+    status, g = _parse_gold(g_norm, max_digits)
     if status != "ok":
         detail["error"] = f"gold: {g}"
         return None, "unparseable gold", detail
