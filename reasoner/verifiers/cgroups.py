@@ -214,7 +214,23 @@ class SandboxCgroups:
         slot = Slot(dirs)
         with self._lock:
             self._all.append(slot)
+            n = len(self._all)
+        self._weigh(n)
         return slot
+
+    def _weigh(self, n: int) -> None:
+        """Give our directory the CPU weight of `n` ordinary processes: the sandboxes share the
+        machine with the rest of it as they would without cgroups, and with each other equally."""
+        for h in self.hierarchies:
+            if "cpu" not in h.controllers:
+                continue
+            try:
+                if h.version == 2:
+                    _write(os.path.join(h.base, "cpu.weight"), str(min(100 * n, 10_000)))
+                else:
+                    _write(os.path.join(h.base, "cpu.shares"), str(min(1024 * n, 262_144)))
+            except OSError:
+                pass
 
     def _configure(self, h: _Hierarchy, d: str) -> None:
         quota = max(1000, int(self.cpus * CPU_PERIOD_US))

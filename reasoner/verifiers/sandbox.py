@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -207,6 +208,8 @@ class Sandbox:
             )
             if self.cgroups is None and self.config.cgroups == "require":
                 raise SandboxUnavailable(f"per-sandbox cgroups are required but unavailable: {why}")
+            if self.cgroups is not None:  # removed at exit even if close() is never called
+                weakref.finalize(self, self.cgroups.close)
         self.guarantees = {
             "seccomp": (
                 f"{len(denied_syscalls())} system calls denied"
