@@ -163,6 +163,7 @@ def test_parse_assert_leaves(line, leaves):
         ("assert round(f(1), 2) == 3.14", [3.14159], True),
         ("assert max(f(1)) == 3 and min(f(1)) == 1", [[2, 3, 1]], True),
         ("assert f(x) if g(x) else True", [1, 0], False),  # leaves: g(x), then f(x)
+        ("assert abs(f(1) - math.pi) < 1e-6", [3.1415926], True),  # math.pi is ours
     ],
 )
 def test_check_judges_in_the_parent(line, values, ok):

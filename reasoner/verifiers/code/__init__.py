@@ -13,7 +13,8 @@ Pass/fail is decided in the trusted parent, never inside the sandbox. By concern
 - ``values``: the hash-free representation of those values and Python's rules on them;
 - ``channel``: the result channel, both sides (the encoder the harness uses, the parser here);
 - ``harness``: the trusted code that runs first inside the sandbox (a real module, shipped as
-  package data and run with ``python -I -S -B -c``);
+  package data, compiled once by the sandbox's interpreter and loaded by a short ``-c``
+  bootstrap);
 - ``verifier``: ``CodeVerifier``, the thread pool and the verdicts.
 
 See docs/verifiers-code.md for the rules, the sandbox, the limits and the threat model.
@@ -27,7 +28,6 @@ from reasoner.verifiers.code.verifier import (
     DEFAULT_TIMEOUT,
     STDIO_BATCH,
     CodeVerifier,
-    harness_source,
     normalize_output,
 )
 
@@ -41,7 +41,6 @@ __all__ = [
     "check_assert",
     "decode_value",
     "extract_program",
-    "harness_source",
     "normalize_output",
     "parse_assert",
     "parse_channel",

@@ -11,9 +11,9 @@ A test line ``assert EXPR[, msg]`` is split into:
   (``values``): ``and`` / ``or`` / ``not``, conditional expressions, every comparison (chained ones
   one pair at a time), arithmetic (``f(2) - 4 == 0``), subscripts, literals and displays, and the
   builtins ``abs all any bool enumerate float frozenset int isinstance len list max min range
-  reversed round set sorted sum tuple zip`` and ``math.isclose`` / ``isclose``. These names always
-  mean the real builtins: a program that defines its own ``all`` or ``len`` does not change how the
-  line is judged.
+  reversed round set sorted sum tuple zip``, ``math.isclose`` / ``isclose`` and the constants
+  ``math.pi e tau inf nan``. These names always mean the real ones: a program that defines its own
+  ``all``, ``len`` or ``math`` does not change how the line is judged.
 
 ``all(...)`` / ``any(...)`` and other comprehensions are unrolled: over a literal iterable
 (``range(5)``, ``[1, 2]``, ``'abc'``) each iteration becomes its own leaves, with the loop variable
@@ -36,6 +36,7 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +101,7 @@ _BIN = {
 }  # fmt: skip
 _UN = {ast.USub: "-", ast.UAdd: "+", ast.Invert: "~", ast.Not: "not"}
 _PY_BUILTINS = frozenset(dir(builtins))
+_MATH_CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau, "inf": math.inf, "nan": math.nan}
 _SINGLETONS = (type(None), bool)
 # builtins whose result is a verdict: a leaf may not contain them
 _PREDICATES = JUDGEMENTS | {"callable", "hasattr", "issubclass"}
@@ -226,6 +228,13 @@ class _Builder:
             return self.comprehension(kind, node.generators, node.elt, env)
         if isinstance(node, ast.Call):
             return self.call(node, env)
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "math"
+            and node.attr in _MATH_CONSTANTS
+        ):
+            return ("lit", _MATH_CONSTANTS[node.attr])  # not whatever the program calls `math`
         raise _Leaf()
 
     def call(self, node: ast.Call, env: dict[str, Any]) -> Node:

@@ -1,9 +1,10 @@
-"""The trusted harness: the first code that runs inside the sandbox (``python -I -S -B -c``).
+"""The trusted harness: the first code that runs inside the sandbox.
 
-The parent runs it as ``__main__`` after a two-line bootstrap that creates its ``channel`` module
-from ``channel.sandbox_source()`` (see ``verifier.harness_command``); the result channel's fd is
-``sys.argv[1]``, the stdio tests' stdout pipes follow. It reads its job from stdin (marshal:
-8-byte length, then a dict), sets the rlimits (soft = hard; nothing inside can raise them), points
+``verifier.BOOTSTRAP`` (the ``python -I -S -B -c`` program) reads this module and the sandbox half
+of ``channel`` as code objects from stdin (compiled once by the sandbox's interpreter), makes the
+``channel`` module and runs this one as ``__main__``; the result channel's fd is ``sys.argv[1]``,
+the stdio tests' stdout pipes follow. It reads its job from stdin (marshal: 8-byte length, then a
+dict), sets the rlimits (soft = hard for all but RLIMIT_CPU; nothing inside can raise them), points
 stdin at /dev/null, writes ``start`` to the channel, and only then runs untrusted code:
 
 - "asserts": the program runs as module ``solution`` under the per-test budget; then each test is

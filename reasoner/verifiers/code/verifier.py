@@ -7,6 +7,7 @@ import marshal
 import math
 import os
 import secrets
+import subprocess
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -32,18 +33,58 @@ WALL_FACTOR = 2.0  # a test's wall-clock budget, as a multiple of its CPU budget
 STDIO_BATCH = 32  # stdin/stdout tests per sandbox (each still a fresh process inside it)
 
 
-def harness_source() -> str:
-    """The `-c` program of a run: make the `channel` module from its sandbox half, then run
-    harness.py (package data, a real module) as __main__."""
+# The `-c` program of every run. It reads the harness as code objects from stdin (8-byte length,
+# then marshal of (channel code, harness code), compiled once by the sandbox's own interpreter:
+# `compile_harness`), makes the `channel` module, and runs harness.py as __main__; the harness
+# then reads its job from stdin. Compiling ~400 lines of source on every run would cost more than
+# the rest of the harness's start.
+BOOTSTRAP = (
+    "import marshal, os, sys\n"
+    "def _read(n):\n"
+    "    b = b''\n"
+    "    while len(b) < n:\n"
+    "        c = os.read(0, n - len(b))\n"
+    "        if not c:\n"
+    "            os._exit(3)\n"
+    "        b += c\n"
+    "    return b\n"
+    "_c, _h = marshal.loads(_read(int.from_bytes(_read(8), 'little')))\n"
+    "_m = type(sys)('channel')\n"
+    "exec(_c, _m.__dict__)\n"
+    "sys.modules['channel'] = _m\n"
+    "exec(_h, {'__name__': '__main__', '__builtins__': __builtins__})\n"
+)
+_COMPILER = (
+    "import marshal, sys\n"
+    "data = sys.stdin.buffer.read()\n"
+    "n = int.from_bytes(data[:8], 'little')\n"
+    "ch, h = data[8 : 8 + n].decode(), data[8 + n :].decode()\n"
+    "sys.stdout.buffer.write(marshal.dumps("
+    "(compile(ch, 'channel.py', 'exec'), compile(h, 'harness.py', 'exec'))))\n"
+)
+
+
+def harness_sources() -> tuple[str, str]:
+    """(the sandbox half of channel.py, harness.py): what runs inside the sandbox."""
     harness = (resources.files(__package__) / "harness.py").read_text(encoding="utf-8")
-    return (
-        "import sys\n"
-        "_m = type(sys)('channel')\n"
-        f"exec(compile({channel.sandbox_source()!r}, 'channel.py', 'exec'), _m.__dict__)\n"
-        "sys.modules['channel'] = _m\n"
-        f"exec(compile({harness!r}, 'harness.py', 'exec'), "
-        "{'__name__': '__main__', '__builtins__': __builtins__})\n"
+    return channel.sandbox_source(), harness
+
+
+def compile_harness(python: str) -> bytes:
+    """The harness compiled by `python` (the sandbox's interpreter, so the bytecode fits it; run
+    unsandboxed on our own source only), framed for BOOTSTRAP."""
+    ch, h = (x.encode("utf-8") for x in harness_sources())
+    res = subprocess.run(
+        [python, "-I", "-S", "-B", "-c", _COMPILER],
+        input=len(ch).to_bytes(8, "little") + ch + h,
+        capture_output=True,
+        timeout=60,
+        env={},
     )
+    if res.returncode != 0:
+        err = res.stderr.decode(errors="replace").strip()[-500:]
+        raise SandboxUnavailable(f"cannot compile the harness with {python}: {err}")
+    return len(res.stdout).to_bytes(8, "little") + res.stdout
 
 
 def normalize_output(text: str) -> list[str]:
@@ -114,10 +155,14 @@ class CodeVerifier:
         self.timeout = float(timeout) if timeout else DEFAULT_TIMEOUT
         self.wall = WALL_FACTOR * self.timeout
         self.all_or_nothing = all_or_nothing
-        self.harness = harness_source()
         self.sandbox = Sandbox(
             SandboxConfig(python=python, limits=limits or SandboxLimits(), cgroups=cgroups)
         )
+        try:
+            self.harness = compile_harness(self.sandbox.python)
+        except BaseException:
+            self.sandbox.close()
+            raise
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(
             self.workers, thread_name_prefix="code-verifier"
         )
@@ -211,7 +256,7 @@ class CodeVerifier:
         is retried once, then raised, never scored as the program's failure."""
         for attempt in range(2):
             res = self.sandbox.run(
-                [], _job_bytes(job), wall, self.harness, channel=True, outputs=outputs
+                [], self.harness + _job_bytes(job), wall, BOOTSTRAP, channel=True, outputs=outputs
             )
             if res.timed_out or res.channel.startswith(f"{job['nonce']} start\n".encode()):
                 return res
