@@ -368,18 +368,30 @@ class Sandbox:
                     pidfd = os.pidfd_open(child)
                 except OSError:
                     pidfd = None
-                if self.cgroups is not None:
-                    slot = self.cgroups.acquire()
-                    self.cgroups.attach(slot, [proc.pid, child])
-            try:
-                os.write(block_w, b"g")  # let the sandbox go on: its processes are placed
-            except BrokenPipeError:
-                pass  # bwrap already gave up; the run reports why
-        except BaseException:
+            if self.cgroups is not None and child is not None:
+                slot = self.cgroups.acquire()
+                self.cgroups.attach(slot, [proc.pid, child])
+            if self.cgroups is not None and child is None:
+                _kill_group(proc)  # can't place it: it must not go on (the run reports why)
+            else:
+                try:
+                    os.write(block_w, b"g")  # let the sandbox go on: its processes are placed
+                except BrokenPipeError:
+                    pass  # bwrap already gave up; the run reports why
+        except BaseException as e:
             _kill_group(proc)
             proc.wait()
+            for f in (proc.stdin, proc.stdout, proc.stderr):
+                if f is not None:
+                    f.close()
             for fd in ours:
                 os.close(fd)
+            if pidfd is not None:
+                _reap_orphan(pidfd)
+            if slot is not None and self.cgroups is not None:
+                self.cgroups.release(slot)
+            if isinstance(e, OSError):
+                raise SandboxUnavailable(f"cannot place the sandbox in its cgroup: {e}") from e
             raise
         finally:
             for fd in control:
