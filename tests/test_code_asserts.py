@@ -314,3 +314,15 @@ def test_parse_channel_rejects_forgery():
         b"N start\nN 0 \xff\n",
     ):
         assert parse_channel(bad, "N", 2).tampered, bad
+
+
+def test_reason_vocabulary_is_plain_words():
+    import json
+
+    from reasoner.verifiers.base import Reason
+
+    assert Reason.NO_CODE == "no code" and f"{Reason.UNSUPPORTED_TEST}: x" == "unsupported test: x"
+    assert str(Reason.TOO_LARGE) == "too large" and json.dumps(Reason.OK) == '"ok"'
+    math_words = {"ok", "wrong", "no answer", "ambiguous", "unparseable answer", "too large",
+                  "timeout", "worker crashed", "unparseable gold"}  # fmt: skip
+    assert math_words <= {r.value for r in Reason}

@@ -278,3 +278,29 @@ def test_deadline_holds_after_program_closes_its_streams(sandbox):
     prog = "import os\nfor fd in (0, 1, 2):\n    os.close(fd)\nwhile True: pass"
     res = sandbox.run([prog], b"", timeout=0.5, harness=EXEC)
     assert res.timed_out  # set only when the deadline, not stream EOF, ended the run
+
+
+def test_cgroup_v2_layout(tmp_path):
+    """The v2 path on a stand-in directory (this host may have no writable v2 hierarchy): the
+    controllers are enabled below our cgroup, each slot gets its memory and CPU limits."""
+    from reasoner.verifiers.cgroups import SandboxCgroups
+
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("\n")
+    mounts = [("/sys/fs/cgroup", "/", "cgroup2", {"rw"})]
+    hs = SandboxCgroups._v2(mounts, {"": "/"}, "reasoner-test", str(tmp_path))
+    assert not isinstance(hs, str) and hs[0].controllers == ("memory", "cpu")
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory +cpu"
+    base = tmp_path / "reasoner-test"
+    assert (base / "cgroup.subtree_control").read_text() == "+memory +cpu"
+    mgr = SandboxCgroups(hs, 256 * 2**20, 0.5)
+    slot = mgr.acquire()
+    d = Path(slot.dirs[0])
+    assert d.parent == base and (d / "memory.max").read_text() == str(256 * 2**20)
+    assert (d / "cpu.max").read_text() == "50000 100000"
+    assert (d / "memory.swap.max").read_text() == "0"
+    assert (base / "cpu.weight").read_text() == "100"  # one slot: one process's weight
+    mgr.release(slot)
+    assert mgr.acquire() is slot  # reused once empty
+    (tmp_path / "cgroup.controllers").write_text("cpu pids\n")
+    assert "no memory controller" in SandboxCgroups._v2(mounts, {"": "/"}, "x", str(tmp_path))
