@@ -14,13 +14,13 @@ from reasoner.verifiers import registry
 from reasoner.verifiers.base import Verdict
 from reasoner.verifiers.math import (
     MathVerifier,
-    _parse_gold,
     check_answer,
     extract_answer,
     find_answer,
     normalize,
     verify_math,
 )
+from reasoner.verifiers.math.worker import _parse_gold
 from reasoner.verifiers.pool import TaskResult, worker_info
 
 # ---------------------------------------------------------------------------- extraction
