@@ -16,7 +16,7 @@ Modules, in the order a record goes through them:
 from __future__ import annotations
 
 from reasoner.verifiers.math.equivalence import DEFAULT_REL_TOL, equivalent
-from reasoner.verifiers.math.extract import Extraction, extract_answer, find_answer
+from reasoner.verifiers.math.extract import Extraction, extract_answer, find_answer, gold_answer
 from reasoner.verifiers.math.normalize import normalize
 from reasoner.verifiers.math.values import DEFAULT_MAX_DIGITS, parse_value
 from reasoner.verifiers.math.verifier import (
@@ -40,6 +40,7 @@ __all__ = [
     "equivalent",
     "extract_answer",
     "find_answer",
+    "gold_answer",
     "normalize",
     "parse_value",
     "verify_math",

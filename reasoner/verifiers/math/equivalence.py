@@ -16,6 +16,7 @@ from reasoner.verifiers.math.values import (
     MatrixValue,
     Scalar,
     Text,
+    Time,
     _sympy,
 )
 
@@ -176,6 +177,12 @@ def equivalent(g: Any, a: Any, rel_tol: float = DEFAULT_REL_TOL) -> bool:
         return a.assigned is not None and equivalent(g, a.assigned, rel_tol)
     if isinstance(g, Equation):
         return g.assigned is not None and equivalent(g.assigned, a, rel_tol)
+    if isinstance(g, Time) and isinstance(a, Time):
+        return (g.hours, g.minutes, g.seconds) == (a.hours, a.minutes, a.seconds)
+    if isinstance(g, Time) or isinstance(a, Time):  # 9:16 against 9/16: the ratio
+        gr = g.ratio() if isinstance(g, Time) else g
+        ar = a.ratio() if isinstance(a, Time) else a
+        return gr is not None and ar is not None and equivalent(gr, ar, rel_tol)
     if isinstance(g, Text) or isinstance(a, Text):
         return isinstance(g, Text) and isinstance(a, Text) and g.text == a.text
     if isinstance(g, Scalar) and isinstance(a, Scalar):

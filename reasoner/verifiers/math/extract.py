@@ -133,3 +133,31 @@ def extract_answer(text: str) -> str | None:
     ex = find_answer(text)
     return None if ex.ambiguous else ex.answer
 
+
+_SOLUTION_MARKERS = ("\\boxed", "\\fbox", "<answer>", "####")
+
+
+def gold_answer(gold: str) -> tuple[str | None, str | None]:
+    """(the answer a gold stands for, None), or (None, why it can't be told).
+
+    A gold that is a worked solution (GSM8K as published: reasoning ending in ``#### 46``; a
+    MATH solution with a ``\\boxed{}``; an ``<answer>`` block) stands for its final answer,
+    found by the same rules as a completion's. A gold with several DIFFERENT boxed answers is
+    not read (which one is the answer? they are never summed or guessed at). Any other gold
+    is the answer itself."""
+    if not any(m in gold for m in _SOLUTION_MARKERS):
+        return gold, None
+    ex = find_answer(gold)
+    if ex.source is None:  # e.g. an unclosed box: the gold is what it is
+        return gold, None
+    if ex.ambiguous:
+        distinct = list(dict.fromkeys(_same_text(c) for c in ex.candidates))
+        shown = ", ".join(c[:40] for c in ex.candidates[:5])
+        return None, (
+            f"the gold has {len(distinct)} different boxed answers ({shown}); "
+            "give one final answer"
+        )
+    if ex.answer is None:
+        return None, f"the gold's final answer ({ex.source}) is empty"
+    return ex.answer, None
+

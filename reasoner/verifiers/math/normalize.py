@@ -11,9 +11,9 @@ _UNIT_WORDS = (
     "foot|yards?|yd|miles?|mi|units?|square|sq|cubic|degrees?|deg|radians?|rad|dollars?|"
     "cents?|euros?|pounds?|lbs?|kg|g|grams?|kilograms?|mg|liters?|litres?|l|ml|hours?|hrs?|"
     "h|minutes?|mins?|seconds?|secs?|s|days?|weeks?|months?|years?|mph|kph|km/h|m/s|"
-    "percent|points?|people|persons?|students?|apples?|marbles?|ways?|times|items?|pieces?|"
-    "pages?|books?|boxes|balls?|cookies?|cups?|tickets?|trees?|eggs?|cars?|pens?|coins?|"
-    "boys?|girls?|men|women|children|sheep|cows?|dogs?|cats?|birds?"
+    "percent|percentages?|pct|points?|people|persons?|students?|apples?|marbles?|ways?|times|"
+    "items?|pieces?|pages?|books?|boxes|balls?|cookies?|cups?|tickets?|trees?|eggs?|cars?|pens?|"
+    "coins?|boys?|girls?|men|women|children|sheep|cows?|dogs?|cats?|birds?"
 )
 _TEXT_CMD = r"\\(?:text|textrm|textnormal|mbox|mathrm|textit|mathit|operatorname)"
 _TRAILING_UNIT = re.compile(
@@ -23,7 +23,17 @@ _TRAILING_UNIT = re.compile(
 )
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _THOUSANDS_SPACE = re.compile(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?")
-_SEPARATOR_WORDS = re.compile(r"\s*" + _TEXT_CMD + r"\s*\{\s*(?:or|and|,)\s*\}\s*|\s+(?:or|and)\s+")
+_SEPARATOR_WORDS = re.compile(
+    r"\s*" + _TEXT_CMD + r"\s*\{\s*(?:or|and|,)\s*\}\s*|\s+(?:or|and)\s+"
+    # "or" without spaces, between a value and the next one: "(11,7)or(7,11)", "1orW(x)=-1"
+    # (never inside a word: "(1,2)order" is left alone)
+    r"|(?<=[\d)\]}])or(?=[-+(\[\\\dA-Z]|[a-z](?![A-Za-z]))"
+)
+# MATH's digit-group separators ",\!" and "{,}" are unambiguous: one number wherever they stand.
+_GROUP_SEPARATOR = re.compile(r"(?<=\d)(?:,\s*\\!|\{\s*,\s*\})\s*(?=\d{3}(?!\d))")
+# "!=" is "not equal" after a name or a space ("x != 3", "x!=3"); after a digit or a bracket it
+# stays a factorial followed by "=" ("5!=120").
+_NOT_EQUAL = re.compile(r"(?<=[A-Za-z\s])!=")
 
 
 def normalize(s: str) -> str:
@@ -33,6 +43,8 @@ def normalize(s: str) -> str:
     s = re.sub(r"\\(?:displaystyle|textstyle|scriptstyle|limits)", "", s)
     s = re.sub(r"\\left\s*\.|\\right\s*\.", "", s)
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![A-Za-z])", "", s)
+    s = _GROUP_SEPARATOR.sub("", s)
+    s = _NOT_EQUAL.sub(r" \\neq ", s)
     s = re.sub(r"(?<!\\)\\[,;:! ]|\\q?quad(?![A-Za-z])|~", " ", s)
     s = re.sub(r"\\\$|\\(?:textdollar|euro|pounds)(?![A-Za-z])|£|€", "", s)
     s = s.replace("$", "")
@@ -42,7 +54,6 @@ def normalize(s: str) -> str:
     # degrees, percent, currency
     s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree(?![A-Za-z])", "", s)
     s = re.sub(r"\\?%", "", s)
-    s = s.replace("{,}", ",") if re.fullmatch(r"-?\d{1,3}(?:\{,\}\d{3})+(?:\.\d+)?", s.strip()) else s
     s = re.sub(r"\s+", " ", s).strip()
     # a whole-text answer: \text{Monday}
     m = re.fullmatch(_TEXT_CMD + r"\s*\{([^{}]*)\}", s)

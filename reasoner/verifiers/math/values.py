@@ -35,6 +35,10 @@ class TooLarge(Exception):
     pass
 
 
+class Undefined(Exception):
+    """A value with no meaning (division by zero, 0/0, oo - oo): it equals nothing."""
+
+
 @dataclass
 class Scalar:
     expr: Any
@@ -68,12 +72,28 @@ class IntervalUnion:
 class Equation:
     lhs: Any  # sympy expressions
     rhs: Any
-    assigned: Any = None  # the value when the left side is a bare variable (x = 5)
+    assigned: Any = None  # the value when the left side is a name or a label (x = 5, AB = 4)
 
 
 @dataclass
 class MatrixValue:
     rows: list[list[Any]]
+
+
+@dataclass
+class Time:
+    """A clock reading h:mm or h:mm:ss. Equal to the same reading; against anything that is not
+    a time, h:mm is read as the ratio h/mm (so 9:16 still equals 9/16)."""
+
+    hours: int
+    minutes: int
+    seconds: int | None = None
+
+    def ratio(self) -> Scalar | None:
+        """h/mm as a number (None for h:mm:ss, or when mm is 0: undefined)."""
+        if self.seconds is not None or self.minutes == 0:
+            return None
+        return Scalar(_sympy().Rational(self.hours, self.minutes))
 
 
 _sp: Any = None
@@ -154,11 +174,28 @@ def _closing(s: str, i: int) -> int:
     return -1
 
 
-_BARE_VAR = re.compile(r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?[A-Za-z0-9]+\}?)?(?:\([A-Za-z0-9, ]*\))?'*")
+_BARE_VAR_RE = r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?[A-Za-z0-9]+\}?)?(?:\([A-Za-z0-9, ]*\))?'*"
+_BARE_VAR = re.compile(_BARE_VAR_RE)
+_NAME_TUPLE = re.compile(rf"\(\s*{_BARE_VAR_RE}(?:\s*,\s*{_BARE_VAR_RE})+\s*\)")
+_GREEK = (
+    "alpha|beta|gamma|delta|epsilon|varepsilon|zeta|eta|theta|vartheta|iota|kappa|lambda|mu|nu|"
+    "xi|rho|sigma|tau|upsilon|phi|varphi|chi|psi|omega|Gamma|Delta|Theta|Lambda|Xi|Sigma|Phi|"
+    "Psi|Omega"
+)
+# A label: a left side made only of names (AB, |AB|, V_1:V_2, \frac{NO}{BO}, m\angle ABC,
+# S_{MBCN}:S, f(2)): no numbers outside subscripts and arguments, no + - ^ or other operators.
+_LABEL = re.compile(
+    r"(?:[A-Za-z\s{}|':/]|_\{[^{}]*\}|_[A-Za-z0-9]|\([A-Za-z0-9, ]*\)|\\[lr]?[vV]ert(?![A-Za-z])"
+    r"|\\(?:" + _GREEK + r"|angle|measuredangle|triangle|overline|overrightarrow|vec|bar|hat|"
+    r"widehat|tilde|frac)(?![A-Za-z]))+"
+)
 _REL_OPS = ("\\leq", "\\geq", "\\neq", "\\le", "\\ge", "\\ne", "\\lt", "\\gt", "<=", ">=",
             "≤", "≥", "<", ">")
+# One matrix environment (its body holds no other \\begin/\\end: "A + B" is arithmetic, which
+# the LaTeX parser evaluates).
 _MATRIX_RE = re.compile(
-    r"\\begin\{([pbBvV]?matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}", re.DOTALL
+    r"\\begin\{([pbBvV]?matrix|array)\}(?:\{[^{}]*\})?((?:(?!\\(?:begin|end)\{).)*)\\end\{\1\}",
+    re.DOTALL,
 )
 
 
@@ -204,25 +241,32 @@ def parse_value(s: str, max_digits: int = DEFAULT_MAX_DIGITS) -> Any:
     m = re.match(r"^(?:[A-Za-z]|\\[A-Za-z]+)\s*\\in(?![A-Za-z])\s*(.+)$", s)
     if m:
         return parse_value(m.group(1), max_digits)
-    # tuples and intervals
+    # tuples and intervals: (1, 2), [1, 2), (0;-2;6); a bracketed matrix is the matrix
     if s[0] in "([" and s[-1] in ")]" and _closing(s, 0) == len(s) - 1:
         inner = s[1:-1]
         items = _split_top(inner, (",",))
+        if len(items) == 1:
+            items = _split_top(inner, (";",))
         if len(items) > 1:
             return Bracketed(s[0], s[-1], [parse_value(x, max_digits) for x in items])
-        if s[0] == "(":
+        if s[0] == "(" or _MATRIX_RE.fullmatch(inner.strip()):
             return parse_value(inner, max_digits)
     if s.startswith("\\langle") and s.endswith("\\rangle"):
         items = _split_top(s[len("\\langle") : -len("\\rangle")], (",",))
         return Bracketed("(", ")", [parse_value(x, max_digits) for x in items])
-    # equations
+    # equations (only "=" and relations outside brackets count: \sum_{k=0} is not one)
     sides = _split_top(s, ("=",))
-    if len(sides) > 1 and not any(op in s for op in _REL_OPS):
+    relation = any(op in s for op in _REL_OPS) and len(_split_top(s, _REL_OPS)) > 1
+    if len(sides) > 1 and not relation:
         if any(not x for x in sides):
             raise Unparseable(f"empty side of an equation in {s!r}")
         assigned = None
-        if _BARE_VAR.fullmatch(sides[0]):
-            assigned = parse_value(sides[-1], max_digits)
+        if _BARE_VAR.fullmatch(sides[0]) or _NAME_TUPLE.fullmatch(sides[0]):
+            assigned = parse_value(sides[-1], max_digits)  # x = 5, (p, q) = (3, 2), y = 2x + 1
+        elif _LABEL.fullmatch(sides[0]) and re.search("[A-Za-z]", sides[0]):
+            value = parse_value(sides[-1], max_digits)  # AB = 4, V_1:V_2 = 11:21
+            if _constant(value):
+                assigned = value
         try:
             lhs = _expr_of(_parse_scalar(sides[0], max_digits))
             rhs = _expr_of(_parse_scalar(sides[-1], max_digits))
@@ -231,9 +275,24 @@ def parse_value(s: str, max_digits: int = DEFAULT_MAX_DIGITS) -> Any:
                 raise
             lhs = rhs = None  # x = \pm 2, x = (1, 2): only the assigned value is comparable
         return Equation(lhs, rhs, assigned)
-    if any(op in s for op in _REL_OPS) or "=" in s:
+    if relation:
         return _parse_relation(s, max_digits)
     return _parse_scalar(s, max_digits)
+
+
+def _constant(v: Any) -> bool:
+    """Whether a parsed value is a value (no variables anywhere), not an expression."""
+    if isinstance(v, Scalar):
+        return not v.expr.free_symbols
+    if isinstance(v, Time):
+        return True
+    if isinstance(v, (Many, Bracketed)):
+        return all(_constant(x) for x in v.items)
+    if isinstance(v, IntervalUnion):
+        return all(_constant(x) for x in v.parts)
+    if isinstance(v, MatrixValue):
+        return all(_constant(x) for row in v.rows for x in row)
+    return False
 
 
 def _expr_of(v: Any) -> Any:
@@ -246,6 +305,11 @@ def _parse_relation(s: str, max_digits: int) -> IntervalUnion:
     sp = _sympy()
     expr = _latex(s)
     _check_size(expr, max_digits)
+    from sympy.core.function import AppliedUndef
+
+    funcs = expr.atoms(AppliedUndef)
+    if len(funcs) == 1:  # 0 < f(x) < 1: the set of values of f(x)
+        expr = expr.xreplace({funcs.pop(): sp.Symbol("_value")})
     syms = expr.free_symbols
     if len(syms) != 1:
         raise Unparseable(f"an inequality in {len(syms)} variables: {s!r}")
@@ -310,6 +374,7 @@ def _decimals_to_fractions(s: str) -> str:
 
 
 _DECIMAL_LITERAL = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+(?:\.\d*)?[eE][-+]?\d+)")
+_TIME = re.compile(r"(\d{1,2})\s*:\s*([0-5]\d)(?:\s*:\s*([0-5]\d))?")
 _INT = re.compile(r"[-+]?\d{1,4000}")
 _DEC = re.compile(r"[-+]?(?:\d{1,4000}\.\d{0,4000}|\.\d{1,4000})")
 _FRAC = re.compile(r"([-+]?)(?:\\frac\{\s*(\d{1,4000})\s*\}\{\s*(\d{1,4000})\s*\}|(\d{1,4000})\s*/\s*(\d{1,4000}))")
@@ -342,22 +407,83 @@ def _parse_scalar(s: str, max_digits: int) -> Scalar:
         return Text(s.lower())  # type: ignore[return-value]
     if re.fullmatch(r"\(?[A-E]\)", s):
         return Text(s.strip("()").lower())  # type: ignore[return-value]
+    m = _TIME.fullmatch(s)
+    if m and int(m.group(1)) <= 24:
+        sec = m.group(3)
+        return Time(int(m.group(1)), int(m.group(2)), None if sec is None else int(sec))  # type: ignore[return-value]
     fast = _fast_number(s, sp)
     if fast is not None:
         return Scalar(fast, decimal)
     expr = _latex(_decimals_to_fractions(s))
     if isinstance(expr, sp.FiniteSet):  # \pm 2
         _check_size(expr, max_digits)
-        return Many([Scalar(_fix_symbols(x, sp)) for x in expr], is_set=False)  # type: ignore[return-value]
-    if isinstance(expr, (sp.Interval, sp.Union, sp.MatrixBase, sp.Rel, sp.And, sp.Or)):
+        items = [_fix_symbols(x, sp) for x in expr]
+        for x in items:
+            _defined(x, s, sp)
+        return Many([Scalar(x) for x in items], is_set=False)  # type: ignore[return-value]
+    if isinstance(expr, (sp.MatrixBase, sp.MatrixExpr)):  # matrix arithmetic: A + B, A B
+        return _matrix_value(expr, s, max_digits, sp)  # type: ignore[return-value]
+    if isinstance(expr, (sp.Interval, sp.Union, sp.Rel, sp.And, sp.Or)):
         raise Unparseable(f"not a single value: {s!r}")
     expr = _fix_symbols(expr, sp)
+    if expr.has(sp.Sum, sp.Product):
+        expr = _index_bound_subscripts(expr, sp)
     _check_size(expr, max_digits)
     try:
         expr = expr.doit()
     except Exception:  # noqa: BLE001 - keep the unevaluated form
         pass
+    _defined(expr, s, sp)
     return Scalar(expr, decimal)
+
+
+_SUBSCRIPTED = re.compile(r"([A-Za-z]+|\\[A-Za-z]+)_(?:\{(.+)\}|(.+))")
+
+
+def _index_bound_subscripts(expr: Any, sp: Any) -> Any:
+    """In a sum or product, a name whose subscript uses the bound variable is a term of a
+    sequence: F_{n-k-1} under \\sum_{k} becomes F[n - k - 1] (without this the parser reads it
+    as a constant name, and sum_k F_k F_{n-k-1} would equal n F_k F_{n-k-1})."""
+    bound = {lim[0].name for node in expr.atoms(sp.Sum, sp.Product) for lim in node.limits}
+    repl = {}
+    for sym in expr.free_symbols:
+        m = _SUBSCRIPTED.fullmatch(sym.name)
+        if m is None:
+            continue
+        sub = m.group(2) or m.group(3)
+        if any(re.search(rf"(?<![A-Za-z\\]){re.escape(b)}(?![A-Za-z])", sub) for b in bound):
+            repl[sym] = sp.IndexedBase(m.group(1))[_latex(sub)]
+    if repl:
+        expr = expr.xreplace(repl)
+
+    def rename(node: Any) -> Any:  # bound names don't matter: sum_i a_i = sum_j a_j
+        height = sum(1 for x in sp.preorder_traversal(node.function) if isinstance(x, kinds))
+        subs = {lim[0]: sp.Symbol(f"_bound{height}_{j}") for j, lim in enumerate(node.limits)}
+        return node.xreplace(subs)
+
+    kinds = (sp.Sum, sp.Product)
+    return expr.replace(lambda x: isinstance(x, kinds), rename)
+
+
+def _matrix_value(expr: Any, s: str, max_digits: int, sp: Any) -> MatrixValue:
+    _check_size(expr, max_digits)
+    m = expr.doit()
+    if not isinstance(m, sp.MatrixBase):
+        raise Unparseable(f"a matrix expression that is not a matrix: {s[:100]!r}")
+    rows = []
+    for i in range(m.rows):
+        row = []
+        for j in range(m.cols):
+            x = _fix_symbols(m[i, j], sp)
+            _defined(x, s, sp)
+            row.append(Scalar(x))
+        rows.append(row)
+    return MatrixValue(rows)
+
+
+def _defined(expr: Any, s: str, sp: Any) -> None:
+    if expr.has(sp.zoo, sp.nan):
+        raise Undefined(f"{s[:100]!r} is undefined (a division by zero or an indeterminate form)")
 
 
 def _fix_symbols(expr: Any, sp: Any) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 from reasoner.verifiers.base import Verdict
 from reasoner.verifiers.math.equivalence import DEFAULT_REL_TOL
-from reasoner.verifiers.math.extract import find_answer
+from reasoner.verifiers.math.extract import find_answer, gold_answer
 from reasoner.verifiers.math.values import DEFAULT_MAX_DIGITS, too_large_text
 from reasoner.verifiers.math.worker import _worker_check
 from reasoner.verifiers.pool import TaskResult, WorkerPool
@@ -73,11 +73,9 @@ class MathVerifier:
         gold = rec.get("answer")
         if gold is None or (isinstance(gold, str) and not gold.strip()):
             return _verdict(None, "unparseable gold", {"error": "missing field 'answer'"})
-        gold = str(gold)
-        if "\\boxed" in gold or "\\fbox" in gold:  # a full reference solution (MATH style)
-            boxed = find_answer(gold)
-            if boxed.source == "boxed" and boxed.answer and not boxed.ambiguous:
-                gold = boxed.answer
+        gold, why = gold_answer(str(gold))  # a worked solution stands for its final answer
+        if gold is None:
+            return _verdict(None, "unparseable gold", {"error": why})
         if too_large_text(gold, self.max_answer_chars * 10):
             return _verdict(None, "unparseable gold", {"error": "gold answer too large"})
         ex = find_answer(rec.get("completion") or "")

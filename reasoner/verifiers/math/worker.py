@@ -8,13 +8,22 @@ from typing import Any
 
 from reasoner.verifiers.math.equivalence import DEFAULT_REL_TOL, equivalent
 from reasoner.verifiers.math.normalize import normalize
-from reasoner.verifiers.math.values import DEFAULT_MAX_DIGITS, TooLarge, Unparseable, parse_value
+from reasoner.verifiers.math.values import (
+    DEFAULT_MAX_DIGITS,
+    TooLarge,
+    Undefined,
+    Unparseable,
+    parse_value,
+)
 
 
 def _try_parse(normalized: str, max_digits: int) -> tuple[str, Any]:
-    """("ok", value), or ("too large" | "unparseable", why) for a normalized answer."""
+    """("ok", value), or ("too large" | "unparseable" | "undefined", why) for a normalized
+    answer."""
     try:
         return "ok", parse_value(normalized, max_digits)
+    except Undefined as exc:
+        return "undefined", str(exc)
     except TooLarge as exc:
         return "too large", str(exc)
     except Unparseable as exc:
@@ -48,9 +57,12 @@ def check_answer(
     Returns (correct, reason, detail)."""
     g_norm, a_norm = normalize(gold), normalize(answer)
     detail: dict[str, Any] = {"answer": answer}
-    if g_norm and g_norm == a_norm:
+    status, g = _parse_gold(g_norm, max_digits)  # cached: the G answers of a group share it
+    if status == "undefined":  # 1/0 equals nothing, not even the same text
+        detail["error"] = f"gold: {g}"
+        return None, "unparseable gold", detail
+    if g_norm and g_norm == a_norm:  # the same text: equal even where sympy can't read it
         return True, "ok", detail
-    status, g = _parse_gold(g_norm, max_digits)
     if status != "ok":
         detail["error"] = f"gold: {g}"
         return None, "unparseable gold", detail
@@ -58,6 +70,9 @@ def check_answer(
     if status == "too large":
         detail["error"] = a
         return False, "too large", detail
+    if status == "undefined":
+        detail["error"] = a
+        return False, "wrong", detail
     if status != "ok":
         detail["error"] = a
         return False, "unparseable answer", detail
