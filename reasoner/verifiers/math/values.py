@@ -268,8 +268,8 @@ def parse_value(s: str, max_digits: int = DEFAULT_MAX_DIGITS) -> Any:
             if _constant(value):
                 assigned = value
         try:
-            lhs = _expr_of(_parse_scalar(sides[0], max_digits))
-            rhs = _expr_of(_parse_scalar(sides[-1], max_digits))
+            lhs = _expr_of(_parse_scalar(sides[0], max_digits, words=False))
+            rhs = _expr_of(_parse_scalar(sides[-1], max_digits, words=False))
         except Unparseable:
             if assigned is None:
                 raise
@@ -397,13 +397,15 @@ def _fast_number(s: str, sp: Any) -> Any:
     return None
 
 
-def _parse_scalar(s: str, max_digits: int) -> Scalar:
+def _parse_scalar(s: str, max_digits: int, words: bool = True) -> Scalar:
+    """One value. words: a run of letters is a word ("odd"), else a product of names (the
+    sides of an equation: PQ = x + 1)."""
     sp = _sympy()
     s = s.strip()
     if not s:
         raise Unparseable("empty")
     decimal = bool(_DECIMAL_LITERAL.fullmatch(s)) and not re.fullmatch(r"[-+]?\d+", s)
-    if re.fullmatch(r"[A-Za-z]{2,}(?: [A-Za-z]+)*", s) and s not in ("pi", "oo", "inf"):
+    if words and re.fullmatch(r"[A-Za-z]{2,}(?: [A-Za-z]+)*", s) and s not in ("pi", "oo", "inf"):
         return Text(s.lower())  # type: ignore[return-value]
     if re.fullmatch(r"\(?[A-E]\)", s):
         return Text(s.strip("()").lower())  # type: ignore[return-value]
