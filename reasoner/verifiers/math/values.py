@@ -233,6 +233,9 @@ def parse_value(s: str, max_digits: int = DEFAULT_MAX_DIGITS) -> Any:
     if len(parts) > 1:
         if any(not p for p in parts):
             raise Unparseable(f"empty list item in {s!r}")
+        groups = _assignment_groups(s, max_digits)
+        if groups is not None:
+            return groups
         items = [parse_value(p, max_digits) for p in parts]
         if all(isinstance(v, IntervalUnion) for v in items):  # "x < 1 or x > 2"
             return IntervalUnion([b for v in items for b in v.parts])
@@ -278,6 +281,21 @@ def parse_value(s: str, max_digits: int = DEFAULT_MAX_DIGITS) -> Any:
     if relation:
         return _parse_relation(s, max_digits)
     return _parse_scalar(s, max_digits)
+
+
+def _assignment_groups(s: str, max_digits: int) -> Many | None:
+    """"a=3,b=2; a=5,b=2": groups of assignments separated by ";" are the tuples (3, 2), (5, 2)
+    (None when s is not made of such groups)."""
+    groups = _split_top(s, (";",))
+    if len(groups) < 2 or any(len(_split_top(g, (",",))) < 2 for g in groups):
+        return None
+    tuples = []
+    for g in groups:
+        items = [parse_value(x, max_digits) for x in _split_top(g, (",",))]
+        if not all(isinstance(v, Equation) and v.assigned is not None for v in items):
+            return None
+        tuples.append(Bracketed("(", ")", [v.assigned for v in items]))
+    return Many(tuples, is_set=False)
 
 
 def _constant(v: Any) -> bool:
