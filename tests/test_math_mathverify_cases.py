@@ -84,7 +84,8 @@ CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
     ("interval brackets", "(0,8)", r"\boxed{[0,8)}", False, False, ""),
     ("number vs interval", "1", r"\boxed{-[0,1)}", False, False, ""),
     ("union with tfrac", r"[-2, -\frac{1}{3}) \cup (-\frac{1}{3}, 0) \cup (0, 2) \cup (2, \infty)",
-     r"$\boxed{[-2, -\tfrac13) \cup (-\tfrac13, 0) \cup (0, 2) \cup (2, \infty)}.$", True, True, ""),
+     r"$\boxed{[-2, -\tfrac13) \cup (-\tfrac13, 0) \cup (0, 2) \cup (2, \infty)}.$", True, True,
+     ""),
     ("point and interval", r"x \in \boxed{\{-2\} \cup [1,5)}.", r"x \in \boxed{\{-2\} \cup [1,5)}.",
      True, True, ""),
     ("domain with \\in", r"the domain is: \[ \boxed{(3, 9) \cup (9, 81)} \]",
@@ -201,10 +202,12 @@ CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
      r"\boxed{\begin{pmatrix}\frac{1}{3} & \frac{2}{5} \\ \frac{3}{7} & \frac{4}{9}\end{pmatrix}}",
      True, True, ""),
     ("matrix sum", r"\begin{pmatrix}3 & 5 \\ 7 & 9\end{pmatrix}",
-     r"\boxed{\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix} + \begin{pmatrix}2 & 3 \\ 4 & 5\end{pmatrix}}",
+     r"\boxed{\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix}"
+     r" + \begin{pmatrix}2 & 3 \\ 4 & 5\end{pmatrix}}",
      True, True, ""),
     ("matrix product", r"\begin{pmatrix}2 & 0 \\ 0 & 2\end{pmatrix}",
-     r"\boxed{\begin{pmatrix}1 & 0 \\ 0 & 1\end{pmatrix} \begin{pmatrix}2 & 0 \\ 0 & 2\end{pmatrix}}",
+     r"\boxed{\begin{pmatrix}1 & 0 \\ 0 & 1\end{pmatrix}"
+     r" \begin{pmatrix}2 & 0 \\ 0 & 2\end{pmatrix}}",
      True, True, ""),
     ("wrong entry", r"\begin{pmatrix}2 & 5 \\ 7 & 1\end{pmatrix}",
      r"\boxed{\begin{pmatrix}2 & 5 \\ 7 & 2\end{pmatrix}}", False, False, ""),
@@ -345,7 +348,8 @@ def test_math_verify_column_is_what_math_verify_says() -> None:
     configs = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
     wrong = []
     for topic, gold, completion, _, mv, _ in CASES:
-        g = gold if "$" in gold or "\\boxed" in gold or "\\[" in gold or "\\(" in gold else f"${gold}$"
+        marked = any(m in gold for m in ("$", "\\boxed", "\\[", "\\("))
+        g = gold if marked else f"${gold}$"
         got = bool(verify(parse(g, configs), parse(completion, configs), float_rounding=6))
         if got != mv:
             wrong.append((topic, gold, completion, got))

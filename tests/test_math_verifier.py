@@ -539,7 +539,7 @@ def test_gold_answer_of_a_worked_solution() -> None:
 
 
 def test_worked_solution_golds_are_graded_by_their_final_answer(verifier: MathVerifier) -> None:
-    gsm8k = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nAltogether 48+24 = <<48+24=72>>72.\n#### 72"
+    gsm8k = "Natalia sold 48/2 = <<48/2=24>>24 clips.\nIn all 48+24 = <<48+24=72>>72.\n#### 72"
     math_solution = (
         r"The sum is $10^4 = 10,\!000$, and half of it is $\boxed{5,\!000}$ dollars."
     )
@@ -564,3 +564,15 @@ def test_worked_solution_golds_are_graded_by_their_final_answer(verifier: MathVe
         (None, "unparseable gold"),
     ]
     assert "2 different boxed answers" in out[-1].detail["error"]
+
+
+def test_math_reward_on_gsm8k_as_published() -> None:
+    from reasoner.verifiers.rewards import math_accuracy_reward
+
+    solution = "Each box holds 6, so 4 boxes hold 4*6 = <<4*6=24>>24.\nPlus 22 more: 46.\n#### 46"
+    out = math_accuracy_reward(
+        ["p"] * 3,
+        [r"... so the total is \boxed{46}", "#### 47", "I think it's 46"],
+        answer=[solution] * 3,
+    )
+    assert out == [1.0, 0.0, 0.0]  # judged (was None: every sample "unparseable gold")

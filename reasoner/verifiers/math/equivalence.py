@@ -90,7 +90,9 @@ def _expressions_equal(x: Any, y: Any, sp: Any) -> bool:
     syms = sorted(x.free_symbols | y.free_symbols, key=lambda s: s.name)
     d = x - y
     rng = random.Random(12345)
-    points = [{s: sp.Rational(rng.randint(1, 97), rng.randint(1, 13)) for s in syms} for _ in range(4)]
+    points = [
+        {s: sp.Rational(rng.randint(1, 97), rng.randint(1, 13)) for s in syms} for _ in range(4)
+    ]
     for pt in points:  # quick reject
         z = _is_zero_number(d.xreplace(pt), sp, abs(x.xreplace(pt)) + abs(y.xreplace(pt)) + 1, 30)
         if z is False:

@@ -395,7 +395,9 @@ _DECIMAL_LITERAL = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+(?:\.\d*)?[eE][-+]?\d+
 _TIME = re.compile(r"(\d{1,2})\s*:\s*([0-5]\d)(?:\s*:\s*([0-5]\d))?")
 _INT = re.compile(r"[-+]?\d{1,4000}")
 _DEC = re.compile(r"[-+]?(?:\d{1,4000}\.\d{0,4000}|\.\d{1,4000})")
-_FRAC = re.compile(r"([-+]?)(?:\\frac\{\s*(\d{1,4000})\s*\}\{\s*(\d{1,4000})\s*\}|(\d{1,4000})\s*/\s*(\d{1,4000}))")
+_FRAC = re.compile(
+    r"([-+]?)(?:\\frac\{\s*(\d{1,4000})\s*\}\{\s*(\d{1,4000})\s*\}|(\d{1,4000})\s*/\s*(\d{1,4000}))"
+)
 
 
 def _fast_number(s: str, sp: Any) -> Any:
@@ -429,8 +431,8 @@ def _parse_scalar(s: str, max_digits: int, words: bool = True) -> Scalar:
         return Text(s.strip("()").lower())  # type: ignore[return-value]
     m = _TIME.fullmatch(s)
     if m and int(m.group(1)) <= 24:
-        sec = m.group(3)
-        return Time(int(m.group(1)), int(m.group(2)), None if sec is None else int(sec))  # type: ignore[return-value]
+        sec = None if m.group(3) is None else int(m.group(3))
+        return Time(int(m.group(1)), int(m.group(2)), sec)  # type: ignore[return-value]
     fast = _fast_number(s, sp)
     if fast is not None:
         return Scalar(fast, decimal)
