@@ -576,3 +576,32 @@ def test_math_reward_on_gsm8k_as_published() -> None:
         answer=[solution] * 3,
     )
     assert out == [1.0, 0.0, 0.0]  # judged (was None: every sample "unparseable gold")
+
+
+def test_order_kept_when_the_pool_reads_no_task_ahead() -> None:
+    """A pool that reads its next task only when asked for a result (so verdicts made while it
+    reads land in front of that task's result) still gives every record its own verdict."""
+
+    class OneAtATime:
+        def imap(self, fn, tasks):  # the shape of WorkerPool.imap
+            for t in tasks:
+                yield TaskResult("ok", value=fn(*t))
+
+        def close(self) -> None:
+            pass
+
+    v = MathVerifier(workers=1)
+    v._pool = OneAtATime()  # type: ignore[assignment]
+    recs = [
+        {"completion": r"\boxed{1}", "answer": "1"},
+        {"completion": "nothing", "answer": "2"},
+        {"completion": r"\boxed{3}", "answer": "3"},
+        {"completion": r"\boxed{4}", "answer": None},
+        {"completion": r"\boxed{5} \boxed{6}", "answer": "5"},
+        {"completion": r"\boxed{7}", "answer": "8"},
+    ]
+    got = [(x.correct, x.reason) for x in v.score(recs)]
+    assert got == [
+        (True, "ok"), (False, "no answer"), (True, "ok"), (None, "unparseable gold"),
+        (False, "ambiguous"), (False, "wrong"),
+    ]

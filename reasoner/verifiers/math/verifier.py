@@ -131,8 +131,11 @@ class MathVerifier:
             res = next(results, None)
             if res is None:
                 break
+            # Results come in input order, so `res` is for the oldest task in `preps`; records
+            # prepared while the pool read ahead (during `next`) may put verdicts before it.
+            while isinstance(preps[0], Verdict):
+                yield preps.popleft()
             task = preps.popleft()
-            assert not isinstance(task, Verdict)
             yield self._finish(res, task)
         while preps:
             p = preps.popleft()
