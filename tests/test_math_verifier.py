@@ -14,13 +14,14 @@ from reasoner.verifiers import registry
 from reasoner.verifiers.base import Verdict
 from reasoner.verifiers.math import (
     MathVerifier,
-    _parse_gold,
     check_answer,
     extract_answer,
     find_answer,
+    gold_answer,
     normalize,
     verify_math,
 )
+from reasoner.verifiers.math.worker import _parse_gold
 from reasoner.verifiers.pool import TaskResult, worker_info
 
 # ---------------------------------------------------------------------------- extraction
@@ -422,3 +423,185 @@ def test_gold_given_as_a_full_solution_uses_its_box(verifier: MathVerifier) -> N
 def test_list_words() -> None:
     assert check_answer("1, 2, 3", "1, 2, and 3")[:2] == (True, "ok")
     assert check_answer("1, 2", r"x = 1 \text{ or } x = 2")[:2] == (True, "ok")
+
+
+# ---------------------------------------------------------------------------- holes found by an
+# outside run of Math-Verify's test suite (each case paid, or was skipped, before the fix)
+
+
+@pytest.mark.parametrize(
+    "gold, answer, expected",
+    [
+        # division by zero / indeterminate forms: undefined, equal to nothing
+        ("6", r"\frac{1}{0}", (False, "wrong")),
+        ("0", r"\frac{0}{0}", (False, "wrong")),
+        ("x", r"\frac{x}{0}", (False, "wrong")),
+        (r"\frac{7}{0}", r"\frac{1}{0}", (None, "unparseable gold")),
+        (r"\frac{7}{0}", r"\frac{7}{0}", (None, "unparseable gold")),  # not even the same text
+        # h:mm is a time of day, compared as one
+        ("3:00", "5:00", (False, "wrong")),
+        ("12:00", "1:00", (False, "wrong")),
+        ("4:10", "2:05", (False, "wrong")),
+        ("7:45", "07:45", (True, "ok")),
+        ("7:45", "7:45:00", (False, "wrong")),  # h:mm:ss is another reading
+        ("3:00", "3", (False, "wrong")),
+        # ... and against a number or fraction it is the ratio it also spells
+        ("9:16", r"\frac{9}{16}", (True, "ok")),
+        ("3:4", r"\frac{3}{4}", (True, "ok")),
+        (r"\infty", r"\infty", (True, "ok")),  # +-infinity stay values (limits, interval ends)
+    ],
+)
+def test_undefined_values_and_times(gold: str, answer: str, expected: tuple) -> None:
+    correct, reason, detail = check_answer(gold, answer)
+    assert (correct, reason) == expected, detail
+    if "0}" in answer and expected[1] == "wrong":
+        assert "undefined" in detail["error"]
+    if expected[1] == "unparseable gold":
+        assert "undefined" in detail["error"]
+
+
+@pytest.mark.parametrize(
+    "gold, answer, expected",
+    [
+        ("25000", r"25,\!000", True),  # MATH's separator, either side
+        (r"25,\!000", "25000", True),
+        (r"1,\!234,\!567", r"1234567", True),
+        (r"11,\! 222,\! 333", "11222333", True),  # with a space after \!
+        (r"\$4,\!050.75", "4050.75", True),
+        (r"(2,\!500, 3)", "(2500, 3)", True),  # one number inside a tuple too
+        ("1{,}250{,}000", "1250000", True),
+        (r"25,\!000", "25, 000", False),  # a plain comma and a space: a list
+        ("28", "28 pct", True),  # % and its words are units, never /100
+        ("28", r"28 \text{ percentage}", True),
+        ("28", "28 percentage", True),
+        ("0.28", "28 pct", False),
+    ],
+)
+def test_digit_groups_and_percent_words(gold: str, answer: str, expected: bool) -> None:
+    correct, reason, detail = check_answer(gold, answer)
+    assert correct is expected, (reason, detail)
+
+
+@pytest.mark.parametrize(
+    "gold, answer, expected",
+    [
+        ("(a,b)=(5,1)", "(5,1)", True),  # a tuple of names on the left
+        ("(a,b,c)=(5,1,2)", "(5, 1, 2)", True),
+        ("(a,b)=(5,1)", "(1,5)", False),
+        ("(1;-3;4)", "(1,-3,4)", True),  # ; separates tuple items
+        ("(1;-3;4),(0;0;2)", "(0,0,2),(1,-3,4)", True),
+        ("(1;-3;4)", "(1,4,-3)", False),
+        ("(5,9)or(9,5)", "(9,5), (5,9)", True),  # "or" without spaces
+        ("g(x)=3orG(x)=-3", r"g(x)=3 \text{ or } G(x)=-3", True),
+        ("PQ=7", "7", True),  # a label on the left is dropped when the right side is a value
+        ("|PQ|=2", "2", True),
+        ("A_1:A_2=13:29", "13:29", True),
+        (r"\frac{PM}{MQ}=\frac{2}{\sqrt{5}}", r"\frac{2\sqrt5}{5}", True),
+        ("PQ=7", "8", False),
+        ("2x+y=7", "7", False),  # an equation, not a label: x and y are unknowns
+        ("PQ=x+1", "x+1", False),  # the right side is not a value: PQ = x + 1 is an equation
+        (r"\begin{pmatrix}2 & 0 \\ 1 & 5\end{pmatrix}",
+         r"\left[\begin{array}{cc}2 & 0 \\ 1 & 5\end{array}\right]", True),
+        (r"\begin{pmatrix}2 & 0 \\ 1 & 5\end{pmatrix}",
+         r"\left[\begin{array}{cc}2 & 0 \\ 1 & 6\end{array}\right]", False),
+        ("y != 4", r"y \neq 4", True),  # not "y factorial equals 4"
+        ("y!=4", r"y \ne 4", True),
+        ("y != 4", r"y \neq 5", False),
+        ("5!=120", "120", False),  # after a digit, "!" stays a factorial: the equation 120 = 120
+    ],
+)
+def test_answers_that_were_not_read(gold: str, answer: str, expected: bool) -> None:
+    correct, reason, detail = check_answer(gold, answer)
+    assert correct is expected, (reason, detail)
+    assert reason == ("ok" if expected else "wrong"), detail
+
+
+def test_sum_recurrence_gold_is_read_with_indexed_terms() -> None:
+    gold = r"G_n = \sum_{j=0}^{n-1} G_j G_{n-1-j}"
+    # before: unparseable gold, "an inequality in 3 variables" (the = of j=0 was taken for one)
+    assert check_answer(gold, r"G_n = \sum_{j=0}^{n-1} G_{n-1-j} G_j")[:2] == (True, "ok")
+    assert check_answer(gold, r"G_n = \sum_{i=0}^{n-1} G_i G_{n-1-i}")[:2] == (True, "ok")
+    assert check_answer(gold, r"G_n = \sum_{j=0}^{n-2} G_j G_{n-2-j}")[:2] == (False, "wrong")
+    # read as constants, the terms would make the sum n G_j G_{n-1-j}
+    assert check_answer(gold, r"G_n = n G_j G_{n-1-j}")[:2] == (False, "wrong")
+    assert check_answer(r"\sum_{k=1}^{n} k", r"\frac{n(n+1)}{2}")[:2] == (True, "ok")
+
+
+def test_gold_answer_of_a_worked_solution() -> None:
+    gsm8k = "She sold 48/2 = <<48/2=24>>24 clips in May.\nIn all 48+24 = <<48+24=72>>72.\n#### 72"
+    assert gold_answer(gsm8k) == ("72", None)
+    assert gold_answer(r"Adding, the total is $\boxed{\frac{3}{4}}$.") == (r"\frac{3}{4}", None)
+    assert gold_answer("42") == ("42", None)  # not a solution: the answer itself
+    assert gold_answer(r"\boxed{5} and again \boxed{5}") == ("5", None)
+    answer, why = gold_answer(r"\boxed{1}\boxed{2}")
+    assert answer is None and "2 different boxed answers" in (why or "")
+    assert gold_answer("Work.\n####") == (None, "the gold's final answer (gsm8k) is empty")
+
+
+def test_worked_solution_golds_are_graded_by_their_final_answer(verifier: MathVerifier) -> None:
+    gsm8k = "Natalia sold 48/2 = <<48/2=24>>24 clips.\nIn all 48+24 = <<48+24=72>>72.\n#### 72"
+    math_solution = (
+        r"The sum is $10^4 = 10,\!000$, and half of it is $\boxed{5,\!000}$ dollars."
+    )
+    recs = [
+        {"completion": r"... so \boxed{72}", "answer": gsm8k},
+        {"completion": "<answer>73</answer>", "answer": gsm8k},
+        {"completion": "#### 72", "answer": gsm8k},
+        {"completion": r"\boxed{5000}", "answer": math_solution},
+        {"completion": r"\boxed{10000}", "answer": math_solution},
+        # several different boxes in a gold: never summed (1 + 2 = 3 paid before), not judged
+        {"completion": r"\boxed{3}", "answer": r"\boxed{1}\boxed{2}"},
+        {"completion": r"\boxed{1, 2}", "answer": r"\boxed{1}\boxed{2}"},
+    ]
+    out = list(verifier.score(recs))
+    assert [(v.correct, v.reason) for v in out] == [
+        (True, "ok"),
+        (False, "wrong"),
+        (True, "ok"),
+        (True, "ok"),
+        (False, "wrong"),
+        (None, "unparseable gold"),
+        (None, "unparseable gold"),
+    ]
+    assert "2 different boxed answers" in out[-1].detail["error"]
+
+
+def test_math_reward_on_gsm8k_as_published() -> None:
+    from reasoner.verifiers.rewards import math_accuracy_reward
+
+    solution = "Each box holds 6, so 4 boxes hold 4*6 = <<4*6=24>>24.\nPlus 22 more: 46.\n#### 46"
+    out = math_accuracy_reward(
+        ["p"] * 3,
+        [r"... so the total is \boxed{46}", "#### 47", "I think it's 46"],
+        answer=[solution] * 3,
+    )
+    assert out == [1.0, 0.0, 0.0]  # judged (was None: every sample "unparseable gold")
+
+
+def test_order_kept_when_the_pool_reads_no_task_ahead() -> None:
+    """A pool that reads its next task only when asked for a result (so verdicts made while it
+    reads land in front of that task's result) still gives every record its own verdict."""
+
+    class OneAtATime:
+        def imap(self, fn, tasks):  # the shape of WorkerPool.imap
+            for t in tasks:
+                yield TaskResult("ok", value=fn(*t))
+
+        def close(self) -> None:
+            pass
+
+    v = MathVerifier(workers=1)
+    v._pool = OneAtATime()  # type: ignore[assignment]
+    recs = [
+        {"completion": r"\boxed{1}", "answer": "1"},
+        {"completion": "nothing", "answer": "2"},
+        {"completion": r"\boxed{3}", "answer": "3"},
+        {"completion": r"\boxed{4}", "answer": None},
+        {"completion": r"\boxed{5} \boxed{6}", "answer": "5"},
+        {"completion": r"\boxed{7}", "answer": "8"},
+    ]
+    got = [(x.correct, x.reason) for x in v.score(recs)]
+    assert got == [
+        (True, "ok"), (False, "no answer"), (True, "ok"), (None, "unparseable gold"),
+        (False, "ambiguous"), (False, "wrong"),
+    ]
