@@ -654,7 +654,7 @@ def test_hostile_tmpfs_inode_farm_is_capped_by_the_memory_cgroup():
     in the red team's run). The sandbox's memory cgroup counts it: the run dies at the cap."""
     from reasoner.verifiers.sandbox import SandboxLimits
 
-    limits = SandboxLimits(sandbox_memory_bytes=128 * 2**20)
+    limits = SandboxLimits(sandbox_memory_bytes=64 * 2**20)
     try:
         v = CodeVerifier(workers=1, timeout=2.0, limits=limits, cgroups="require")
     except SandboxUnavailable as e:
@@ -667,10 +667,10 @@ def test_hostile_tmpfs_inode_farm_is_capped_by_the_memory_cgroup():
     rec = {"completion": prog, "test_list": ["assert f()[0] == -1"]}
     with CodeVerifier(workers=1, timeout=2.0, cgroups="off") as ctl, PeakSampler("Slab") as s:
         assert score(ctl, rec).reward == 0.0
-    assert s.growth > 256 * 2**20, s.growth  # control: the attack works and is seen
+    assert s.growth > 192 * 2**20, s.growth  # control: the attack works and is seen
     with v, PeakSampler("Slab") as s:
         assert score(v, rec).reward == 0.0
-    assert s.growth < 128 * 2**20 + 64 * 2**20, s.growth
+    assert s.growth < 64 * 2**20 + 64 * 2**20, s.growth
 
 
 @needs_bwrap
@@ -694,7 +694,7 @@ def test_hostile_spinners_do_not_starve_honest_records():
         "                    pass\n                while True:\n                    pass\n"
         "        except OSError:\n            pass\n    while True:\n        pass"
     )
-    work = 2_000_000  # ~0.1-0.3 s of CPU
+    work = 1_000_000  # ~0.05-0.15 s of CPU
     honest = py(f"def f():\n    return sum(i * i for i in range({work}))")
     recs = [{"completion": spinner, "test_list": ["assert f() == 1"]}] * 5
     expected = sum(i * i for i in range(work))
@@ -710,7 +710,8 @@ def test_a_test_is_timed_in_cpu_seconds_with_a_wall_backstop(verifier):
     """A starved honest test no longer times out on the wall clock: `timeout` counts CPU seconds
     (here 1 s), and the wall clock stops a test at twice that."""
     prog = py("import time\ndef f(s):\n    time.sleep(s)\n    return s")
-    v = score(verifier, {"completion": prog, "test_list": ["assert f(1.3) == 1.3", "assert f(30) == 30"]})
+    lines = ["assert f(1.2) == 1.2", "assert f(30) == 30"]
+    v = score(verifier, {"completion": prog, "test_list": lines})
     assert v.detail["tests"] == ["pass", "timeout"], v
 
 
