@@ -65,6 +65,17 @@ def _count_done(path: Path) -> int:
     return data[:keep].count(b"\n")
 
 
+def _json_line(row: dict[str, Any]) -> str:
+    """One output line: UTF-8 text as is; a record holding a lone surrogate (valid in JSON's
+    \\ud800 escapes, not encodable as UTF-8) is written with escapes instead, so it round-trips."""
+    line = json.dumps(row, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(row)
+    return line + "\n"
+
+
 def _write_scored(out: TextIO, verifier: Any, chunk: list[dict[str, Any]], summary: VerifySummary,
                   advance: Any) -> None:
     for record, verdict in zip(chunk, verifier.score(chunk), strict=True):
@@ -72,7 +83,7 @@ def _write_scored(out: TextIO, verifier: Any, chunk: list[dict[str, Any]], summa
         row["reward"] = float(verdict.reward)
         row["correct"] = verdict.correct
         row["reason"] = verdict.reason
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        out.write(_json_line(row))
         out.flush()
         summary.scored += 1
         summary.correct += verdict.correct is True

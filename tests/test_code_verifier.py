@@ -1,5 +1,5 @@
-"""The code verifier: program extraction, assert parsing, comparison rules (no sandbox needed),
-then honest programs scored 1 and hostile programs scored 0 with no effect on the host (bwrap)."""
+"""The code verifier end to end in the sandbox: honest programs score 1, hostile programs score 0
+and leave no trace on the host (bwrap). The parent-side rules are in test_code_asserts.py."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,108 +15,18 @@ from pathlib import Path
 import pytest
 
 from reasoner.verifiers import registry
-from reasoner.verifiers.code import (
-    AssertTest,
-    CodeVerifier,
-    UnsupportedTest,
-    _parse_channel,
-    check_assert,
-    decode_value,
-    extract_program,
-    normalize_output,
-    parse_assert,
-    values_equal,
-)
+from reasoner.verifiers.code import CodeVerifier, extract_program
 from reasoner.verifiers.sandbox import SandboxUnavailable
 
 needs_bwrap = pytest.mark.skipif(
     shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed"
 )
 REPO = Path(__file__).resolve().parents[1]
-HARNESS_MARK = b"marshal.loads(readn"
+HARNESS_MARK = b"sys.modules['channel'] = _m"
 
 
 def py(code: str) -> str:
     return f"Here is my solution.\n```python\n{code}\n```\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure parent-side logic
-
-
-def test_extract_last_python_block_and_bare_rule():
-    two = "```python\na = 1\n```\ntext\n```py\nb = 2\n```\n```cpp\nint x;\n```"
-    assert extract_program(two) == "b = 2\n"
-    assert extract_program("```\nc = 3\n```") == "c = 3\n"  # bare block when none is tagged
-    assert extract_program("```\nbare = 1\n```\n```python\ntagged = 1\n```") == "tagged = 1\n"
-    assert extract_program("```cpp\nint x;\n```") is None
-    assert extract_program("```python\nunclosed = 1\n") is None
-    assert extract_program("no code at all") is None
-    assert extract_program("  ```python\n  x = 1\n  ```") == "x = 1\n"  # indented fence
-
-
-def test_parse_assert_forms():
-    t = parse_assert("assert add(1, 2) == 3")
-    assert (t.expr, t.op, t.expected) == ("add(1, 2)", "==", 3)
-    t = parse_assert("assert [1, 2] == f(x)")  # literal on the left is swapped
-    assert (t.expr, t.op, t.expected) == ("f(x)", "==", [1, 2])
-    t = parse_assert("assert set(f(1)) == set([3, 4])")
-    assert (t.expr, t.expected) == ("set(f(1))", {3, 4})
-    t = parse_assert("assert math.isclose(area(2), 12.566, rel_tol=0.001)")
-    assert (t.expr, t.op, t.expected, t.rel_tol) == ("area(2)", "isclose", 12.566, 0.001)
-    assert parse_assert("assert is_prime(7)").op == "truthy"
-    assert parse_assert("assert not is_prime(8)").op == "falsy"
-    assert parse_assert("assert f(1) is None").op == "is"
-    assert parse_assert("assert f(2) == -float('inf')").expected == float("-inf")
-    for bad in ("assert f(1) == g(2)", "x = 1", "assert 1 < f(2) < 3", "assert f(1) is [1]"):
-        with pytest.raises(UnsupportedTest):
-            parse_assert(bad)
-
-
-def test_values_equal_rules():
-    assert values_equal(3, 3.0) and values_equal(True, 1)  # Python == semantics
-    assert not values_equal([1, 2], (1, 2))
-    assert values_equal(0.1 + 0.2, 0.3)  # float tolerance rel 1e-9
-    assert not values_equal(1.0, 1.0 + 1e-6)
-    assert values_equal(float("nan"), float("nan"))
-    assert values_equal({"a": [0.1 + 0.2]}, {"a": [0.3]})
-    assert not values_equal("3", 3)
-    assert values_equal(frozenset({1}), {1})
-    assert check_assert(AssertTest("x", "in", [1, 2]), 2)
-    assert check_assert(AssertTest("x", "in", "hello"), "ell")  # substring, as in Python
-    assert not check_assert(AssertTest("x", "in", "hello"), ["e"])
-    assert not check_assert(AssertTest("x", "is", None), 0)
-    assert check_assert(AssertTest("x", "isclose", 1.0, rel_tol=0.01), 1.005)
-
-
-def test_normalize_output_rule():
-    assert normalize_output("1 2  \r\n3\n\n\n") == ["1", "2", "3"][:0] + ["1 2", "3"]
-    assert normalize_output("a\n\nb") == ["a", "", "b"]  # inner blank lines count
-    assert normalize_output(" a") != normalize_output("a")  # leading whitespace counts
-
-
-def test_decode_value_roundtrip_and_rejects_junk():
-    enc = ["d", ["s", b"a".hex()], ["t", ["i", "1"], ["f", "inf"], ["n"]]]
-    assert decode_value(enc) == {"a": (1, float("inf"), None)}
-    for junk in ([], ["q"], ["i", "x"], ["S", ["l"]], "s", ["s", "zz"]):
-        with pytest.raises(ValueError):
-            decode_value(junk)
-
-
-def test_parse_channel_rejects_forgery():
-    ok = b'N start\nN 0 v ["i","3"]\nN 1 e ZeroDivisionError\nN end\n'
-    res, tampered, load = _parse_channel(ok, "N", 2)
-    assert (
-        not tampered and load is None and res[0][0] == "v" and res[1] == ("e", "ZeroDivisionError")
-    )
-    for bad in (
-        b'N start\nN 0 v ["i","3"]\nN 0 v ["i","3"]\n',  # duplicate index
-        b'N start\nX 0 v ["i","3"]\n',  # foreign nonce
-        b'N start\nN 5 v ["i","3"]\n',  # index out of range
-        b"N start\nN 0 v {not json\n",
-        b'N 0 v ["i","3"]\n',  # no start line
-    ):
-        assert _parse_channel(bad, "N", 2)[1], bad
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,8 +120,9 @@ def test_partial_credit_all_or_nothing_and_reasons(verifier):
     assert (syn.reward, syn.reason) == (0.0, "syntax error")
     bad = score(verifier, {"completion": py("x=1"), "tests": [{"input": 1}]})
     assert bad.correct is None and "tests[0]" in bad.reason
-    uns = score(verifier, {"completion": py("x=1"), "test_list": ["assert f(1) == g(1)"]})
-    assert uns.correct is None and "test_list[0]" in uns.reason
+    uns = {"completion": py("x=1"), "test_list": ["assert f(1)", "assert callable(f)"]}
+    uns = score(verifier, uns)
+    assert uns.correct is None and uns.reason.startswith("unsupported test: test_list[1]: ")
 
 
 @needs_bwrap
@@ -559,3 +471,375 @@ def test_sandbox_failure_is_raised_not_scored_as_zero():
         v.sandbox._argv.insert(1, "--no-such-bwrap-option")  # every run now fails in bwrap
         with pytest.raises(SandboxUnavailable, match="before the program ran"):
             list(v.score([HONEST[0]]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue #10: holes a red team found. Each program must score 0 (or an honest neighbour 1) with
+# its host effect checked.
+
+JUDGEMENT_FORGERIES = {
+    # (program, test line): each paid 1.0 when the whole line was evaluated in the sandbox
+    "or_eq_always": (
+        "class Y:\n    def __eq__(self, o):\n        return True\ndef f(x):\n    return Y()",
+        "assert f(1) == 5 or f(1) == 6",
+    ),
+    "not_ne": (
+        "class Y(int):\n    def __ne__(self, o):\n        return False\n"
+        "    __hash__ = int.__hash__\ndef f(x):\n    return Y(4)",
+        "assert not f(1) != 5",
+    ),
+    "eq_true": (
+        "class Y(int):\n    def __eq__(self, o):\n        return True\n"
+        "    __hash__ = int.__hash__\ndef f(x):\n    return Y(4)",
+        "assert (f(1) == 5) == True",
+    ),
+    "all_comprehension": (
+        "class Y(int):\n    def __eq__(self, o):\n        return True\n"
+        "    __hash__ = int.__hash__\ndef f(i):\n    return Y(-1)",
+        "assert all(f(i) == i*i for i in range(5))",
+    ),
+    "shadow_all": ("all = lambda *a: True\ndef f(i):\n    return -1", "assert all(f(i) == i*i for i in range(5))"),
+    "sub_forged": (
+        "class Y(int):\n    def __sub__(self, o):\n        return 0\ndef f(x):\n    return Y(7)",
+        "assert f(2) - 4 == 0",
+    ),
+    "shadow_len": ("len = lambda x: 3\ndef f():\n    return [1]", "assert len(f()) == 3"),
+    "bool_forged": (
+        "class Y(int):\n    def __bool__(self):\n        return True\ndef f():\n    return Y(0)",
+        "assert f()",
+    ),
+    "getitem_forged": (
+        "class L(list):\n    def __getitem__(self, i):\n        return 5\ndef f():\n    return L([1])",
+        "assert f()[0] == 5",
+    ),
+    "approximate_int": ("def f():\n    return 1e9", "assert f() == 1000000001"),
+}
+
+
+@needs_bwrap
+@pytest.mark.parametrize("name", sorted(JUDGEMENT_FORGERIES))
+def test_hostile_forged_judgements_are_judged_in_the_parent(verifier, name):
+    program, line = JUDGEMENT_FORGERIES[name]
+    v = score(verifier, {"completion": py(program), "test_list": [line]})
+    assert (v.reward, v.correct) == (0.0, False), (name, v)
+
+
+@needs_bwrap
+def test_judgements_in_the_parent_still_pass_honest_programs(verifier):
+    rec = {
+        "completion": py("def f(i):\n    return i * i\ndef g():\n    return (x for x in [3, 1])"),
+        "test_list": [
+            "assert f(2) == 5 or f(2) == 4",
+            "assert not f(1) != 1",
+            "assert (f(3) == 9) == True",
+            "assert all(f(i) == i*i for i in range(5))",
+            "assert f(2) - 4 == 0",
+            "assert 0 < f(2) < 5",
+            "assert sorted(g()) == [1, 3] and list(g()) == [3, 1]",
+            "assert f(1) == f(-1)",
+        ],
+    }
+    v = score(verifier, rec)
+    assert (v.reward, v.reason) == (1.0, "ok"), v
+
+
+CRLF = "Here:\r\n```python\r\ndef f():\r\n    return 'a\\r\\nb'\r\n```\r\n"
+FENCE_IN_STRING = py('def f():\n    return """\n```\n"""\n')
+
+
+@needs_bwrap
+def test_crlf_completion_and_fence_inside_a_string(verifier):
+    v = score(verifier, {"completion": CRLF, "test_list": ["assert f() == 'a\\r\\nb'"]})
+    assert (v.reward, v.reason) == (1.0, "ok"), v
+    v = score(verifier, {"completion": FENCE_IN_STRING, "test_list": ["assert f() == '\\n```\\n'"]})
+    assert (v.reward, v.reason) == (1.0, "ok"), v
+
+
+def colliding_set_program(n: int) -> str:
+    # plain ints congruent modulo 2**61 - 1 share one hash; H keeps them apart in the sandbox
+    return py(
+        "class H(int):\n    def __hash__(self):\n        return int(self) // (2**61 - 1)\n"
+        f"def f():\n    return {{H(i * (2**61 - 1)) for i in range(1, {n + 1})}}"
+    )
+
+
+@needs_bwrap
+def test_hostile_hash_collisions_do_not_stall_honest_records():
+    """~110k values whose hashes collide once decoded as plain ints: building that set in the
+    parent held the GIL for 85 s and every honest record in flight timed out."""
+    n = 110_000
+    hostile = {"completion": colliding_set_program(n), "test_list": [f"assert len(f()) == {n}"]}
+    honest = {"completion": py("def f():\n    return 1"), "test_list": ["assert f() == 1"]}
+    with CodeVerifier(workers=4, timeout=2.0) as v:
+        t0 = time.monotonic()
+        verdicts = list(v.score([hostile, honest, honest, honest, honest]))
+        took = time.monotonic() - t0
+    assert [x.reward for x in verdicts] == [1.0] * 5, verdicts
+    assert took < 30, took  # old code: > 85 s
+
+
+def meminfo(field: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+class PeakSampler:
+    """Samples a /proc/meminfo field every 10 ms in a thread; `.peak - .start` is the growth."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.start = self.peak = meminfo(field)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, meminfo(self.field))
+            time.sleep(0.01)
+
+    def __enter__(self) -> PeakSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+SHM_PROGRAMS = {
+    # 3 x 256 MiB of SysV shared memory, each attached, filled and detached: the segments stay
+    # in the sandbox's IPC namespace, outside RLIMIT_AS
+    "sysv_shm": (
+        "import ctypes, os, time\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "libc.shmat.restype = ctypes.c_void_p\n"
+        "def f():\n    made = 0\n    for _ in range(3):\n"
+        "        sid = libc.shmget(0, 256 << 20, 0o1600)\n        if sid < 0:\n            break\n"
+        "        p = libc.shmat(sid, None, 0)\n        if p in (None, 2**64 - 1):\n            break\n"
+        "        ctypes.memset(p, 1, 256 << 20)\n        libc.shmdt(ctypes.c_void_p(p))\n"
+        "        made += 1\n    time.sleep(0.5)\n    return made"
+    ),
+    # 48 memfds of 16 MiB (RLIMIT_FSIZE each): shmem that no address space counts
+    "memfd": (
+        "import os, time\ndef f():\n    fds = []\n    try:\n        for _ in range(48):\n"
+        "            fd = os.memfd_create('x')\n            os.write(fd, b'z' * (16 << 20))\n"
+        "            fds.append(fd)\n    except OSError:\n        pass\n"
+        "    time.sleep(0.5)\n    return len(fds) // 16"
+    ),
+}
+
+
+@needs_bwrap
+@pytest.mark.parametrize("name", sorted(SHM_PROGRAMS))
+def test_hostile_shared_memory_outside_the_caps(name):
+    rec = {"completion": py(SHM_PROGRAMS[name]), "test_list": ["assert f() == 3"]}
+    with CodeVerifier(workers=1, timeout=3.0, cgroups="off") as v:
+        v.sandbox.seccomp = None  # control: without the filter the attack works and is seen
+        with PeakSampler("Shmem") as ctl:
+            assert score(v, rec).reward == 1.0
+        assert ctl.growth > 512 * 2**20, ctl.growth
+    with CodeVerifier(workers=1, timeout=3.0) as v, PeakSampler("Shmem") as s:
+        assert score(v, rec).reward == 0.0
+    assert s.growth < 128 * 2**20, s.growth
+
+
+@needs_bwrap
+def test_hostile_tmpfs_inode_farm_is_capped_by_the_memory_cgroup():
+    """Empty directories cost kernel slab that the tmpfs size does not count (3 GiB per sandbox
+    in the red team's run). The sandbox's memory cgroup counts it: the run dies at the cap."""
+    from reasoner.verifiers.sandbox import SandboxLimits
+
+    limits = SandboxLimits(sandbox_memory_bytes=64 * 2**20)
+    try:
+        v = CodeVerifier(workers=1, timeout=2.0, limits=limits, cgroups="require")
+    except SandboxUnavailable as e:
+        pytest.skip(f"no per-sandbox cgroups here: {e}")
+    prog = py(
+        "import errno, os\ndef f():\n    n = 0\n    try:\n        while n < 3_000_000:\n"
+        "            os.mkdir(f'/tmp/{n}')\n            n += 1\n    except OSError as e:\n"
+        "        return n, errno.errorcode.get(e.errno, '?')\n    return n, ''"
+    )
+    rec = {"completion": prog, "test_list": ["assert f()[0] == -1"]}
+    with CodeVerifier(workers=1, timeout=2.0, cgroups="off") as ctl, PeakSampler("Slab") as s:
+        assert score(ctl, rec).reward == 0.0
+    assert s.growth > 192 * 2**20, s.growth  # control: the attack works and is seen
+    with v, PeakSampler("Slab") as s:
+        assert score(v, rec).reward == 0.0
+    assert s.growth < 64 * 2**20 + 64 * 2**20, s.growth
+
+
+@needs_bwrap
+def test_cpu_budget_is_per_process_and_per_test(verifier):
+    prog = py("import resource\ndef f():\n    return resource.getrlimit(resource.RLIMIT_CPU)")
+    v = score(verifier, {"completion": prog, "test_list": ["assert f() == (2, 3)"]})
+    assert v.reward == 1.0, v  # timeout 1 s: soft 2 s, hard 3 s for every process
+
+
+@needs_bwrap
+def test_hostile_spinners_do_not_starve_honest_records():
+    """Five records that fill their sandboxes with spinning processes (each trying setsid, which
+    gave each its own scheduler autogroup) turned four concurrent honest CPU-bound records into
+    timeouts. Each sandbox now shares the CPU as one group (its cgroup, else its one session's
+    autogroup), and tests are timed in CPU time. (A regression guard: how much CPU an honest
+    record gets here depends on the machine's load; the mechanisms are pinned by the two tests
+    below.)"""
+    spinner = py(
+        "import os\ndef f():\n    for _ in range(7):\n        try:\n            if os.fork() == 0:\n"
+        "                try:\n                    os.setsid()\n                except OSError:\n"
+        "                    pass\n                while True:\n                    pass\n"
+        "        except OSError:\n            pass\n    while True:\n        pass"
+    )
+    work = 1_000_000  # ~0.05-0.15 s of CPU
+    honest = py(f"def f():\n    return sum(i * i for i in range({work}))")
+    recs = [{"completion": spinner, "test_list": ["assert f() == 1"]}] * 5
+    expected = sum(i * i for i in range(work))
+    recs += [{"completion": honest, "test_list": [f"assert f() == {expected}"]}] * 4
+    with CodeVerifier(workers=9, timeout=2.0) as v:
+        rewards = [x.reward for x in v.score(recs)]
+    assert rewards == [0.0] * 5 + [1.0] * 4, rewards
+    assert wait_no_survivors() == []
+
+
+@needs_bwrap
+def test_a_test_is_timed_in_cpu_seconds_with_a_wall_backstop(verifier):
+    """A starved honest test no longer times out on the wall clock: `timeout` counts CPU seconds
+    (here 1 s), and the wall clock stops a test at twice that."""
+    prog = py("import time\ndef f(s):\n    time.sleep(s)\n    return s")
+    lines = ["assert f(1.2) == 1.2", "assert f(30) == 30"]
+    v = score(verifier, {"completion": prog, "test_list": lines})
+    assert v.detail["tests"] == ["pass", "timeout"], v
+
+
+@needs_bwrap
+def test_a_sandbox_is_one_session(verifier):
+    """setsid is refused: every process of a sandbox stays in one session (one autogroup where
+    the scheduler groups by session), so forking does not buy a program more CPU."""
+    prog = py(
+        "import errno, os\ndef f():\n    try:\n        os.setsid()\n        return 'ok'\n"
+        "    except OSError as e:\n        return errno.errorcode[e.errno]"
+    )
+    v = score(verifier, {"completion": prog, "test_list": ["assert f() == 'EPERM'"]})
+    assert v.reward == 1.0, v
+
+
+def _keyctl_numbers() -> dict[str, int]:
+    import platform
+
+    from reasoner.verifiers import seccomp
+
+    arch = seccomp._ARCHES.get(platform.machine())
+    if arch is None:
+        pytest.skip("no syscall numbers for this architecture")
+    return arch[1]
+
+
+KEYRING_PROBE = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def f(name):
+    kid = libc.syscall({request_key}, b'user', name.encode(), None, 0)
+    planted = libc.syscall({add_key}, b'user', b'reasoner-planted-{tag}', b'x', 1, -3)
+    if kid < 0:
+        return 'denied', planted
+    buf = ctypes.create_string_buffer(64)
+    n = libc.syscall({keyctl}, 11, kid, buf, 64)
+    return buf.raw[:max(n, 0)].decode(), planted
+"""
+
+
+@needs_bwrap
+def test_hostile_reads_and_plants_session_keyring_keys(verifier):
+    nr = _keyctl_numbers()
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    tag = str(os.getpid())
+    name, secret = f"reasoner-canary-{tag}", f"s3cret-{tag}"
+    kid = libc.syscall(nr["add_key"], b"user", name.encode(), secret.encode(), len(secret), -3)
+    if kid < 0:
+        pytest.skip("keyrings are not available here")
+    try:
+        probe = KEYRING_PROBE.format(tag=tag, **nr)
+        # control: an unsandboxed child of this process reads the key and plants one
+        ctl = subprocess.run(
+            ["/usr/bin/python3", "-I", "-c", probe + f"\nprint(f({name!r})[0])"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert ctl.stdout.strip() == secret, ctl
+        planted = libc.syscall(nr["request_key"], b"user", f"reasoner-planted-{tag}".encode(), None, 0)
+        assert planted > 0  # the control's key outlived it
+        libc.syscall(nr["keyctl"], 21, planted)  # KEYCTL_INVALIDATE
+        time.sleep(0.1)
+        v = score(
+            verifier,
+            {"completion": py(probe), "test_list": [f"assert f({name!r})[0] == {secret!r}"]},
+        )
+        assert v.reward == 0.0, v
+        again = libc.syscall(nr["request_key"], b"user", f"reasoner-planted-{tag}".encode(), None, 0)
+        assert again < 0  # nothing planted by the sandboxed run
+    finally:
+        libc.syscall(nr["keyctl"], 21, kid)
+
+
+ZOMBIE_SCRIPT = """
+import ctypes, os, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+from reasoner.verifiers.code import CodeVerifier
+ok = {"completion": "```python\\ndef f():\\n    return 1\\n```", "test_list": ["assert f() == 1"]}
+hang = {"completion": "```python\\nimport time\\ntime.sleep(60)\\n```", "test_list": ["assert 1"]}
+io = {"completion": "```python\\nprint(input())\\n```", "tests": [{"input": "a", "output": "a"}]}
+with CodeVerifier(workers=2, timeout=0.5) as v:
+    print([x.reward for x in v.score([ok, io, hang] * 4)])
+time.sleep(0.3)
+zombies = 0
+for d in os.listdir('/proc'):
+    if d.isdigit():
+        try:
+            stat = open(f'/proc/{d}/stat').read()
+        except OSError:
+            continue
+        state, ppid = stat[stat.rfind(')') + 2:].split()[:2]
+        zombies += state == 'Z' and int(ppid) == os.getpid()
+print('zombies', zombies)
+"""
+
+
+@needs_bwrap
+def test_no_zombies_left_for_a_subreaper():
+    """As a subreaper (or PID 1 of a container) every run left one unreaped bwrap behind."""
+    res = subprocess.run(
+        [sys.executable, "-c", ZOMBIE_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == str([1.0, 1.0, 0.0] * 4) and lines[1] == "zombies 0", res.stdout
+
+
+PIDFD_THIEF = (
+    "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    "pfd = libc.syscall(434, os.getppid(), 0)\n"  # pidfd_open the parent (the harness)
+    "taken = sum(libc.syscall(438, pfd, fd, 0) >= 0 for fd in range(64)) if pfd >= 0 else 0\n"
+    "print('taken' if taken else 'none')"
+)
+
+
+@needs_bwrap
+def test_hostile_stdio_test_cannot_take_the_harness_fds(verifier):
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("syscall numbers are x86-64's")
+    # control: a child of an unsandboxed process takes its parent's fds this way
+    ctl = subprocess.run(
+        [sys.executable, "-c", f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {PIDFD_THIEF!r}])"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    if ctl.stdout.strip() != "taken":
+        pytest.skip(f"pidfd_getfd is not available to a same-uid child here: {ctl.stdout!r}")
+    v = score(verifier, {"completion": py(PIDFD_THIEF), "tests": [{"input": "", "output": "taken"}]})
+    assert v.reward == 0.0 and v.detail["tests"] == ["fail"], v

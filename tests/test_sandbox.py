@@ -104,6 +104,14 @@ r['fill_tmp'] = err(lambda: open('/tmp/f', 'wb').write(b'x' * 2**21))
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
 r['unshare_user'] = (libc.unshare(0x10000000), errno.errorcode.get(ctypes.get_errno()))
+import platform
+if platform.machine() == 'x86_64':  # the seccomp filter: EPERM for these
+    calls = {'shmget': (29, 0, 4096, 0o1600), 'keyctl': (250, 0, -3, 0), 'setsid': (112,),
+             'memfd_create': (319, b'x', 0), 'ptrace': (101, 16, 1, 0, 0)}
+    r['denied'] = {}
+    for name, args in calls.items():
+        ret = libc.syscall(*args)
+        r['denied'][name] = errno.errorcode.get(ctypes.get_errno()) if ret < 0 else 'ok'
 r['proc'] = os.path.exists('/proc/self')
 r['sh'] = os.path.exists('/bin/sh') or os.path.exists('/usr/bin/sh')
 print(repr(r))
@@ -128,6 +136,54 @@ def test_what_the_program_sees_inside(sandbox, monkeypatch):
     assert r["fill_tmp"] in ("ENOSPC", "EFBIG")  # the 1 MiB tmpfs is full
     assert r["proc"] is False and r["sh"] is False
     assert r["unshare_user"][0] == -1  # --disable-userns: no nested user namespace
+    if "denied" in r:
+        assert set(r["denied"].values()) == {"EPERM"}, r["denied"]
+
+
+@needs_bwrap
+def test_command_line_passes_this_runs_fds(sandbox):
+    argv = sandbox.command("pass", (), info_fd=7, block_fd=8, seccomp_fd=9)
+    i = len(argv) - 1 - argv[::-1].index(sandbox.python)
+    assert argv[i - 6 : i] == ["--info-fd", "7", "--block-fd", "8", "--seccomp", "9"]
+    assert sandbox.seccomp is None or len(sandbox.seccomp) % 8 == 0
+
+
+@needs_bwrap
+def test_each_run_is_in_its_own_cgroup_before_it_runs_code():
+    try:
+        sb = Sandbox(SandboxConfig(cgroups="require"))
+    except SandboxUnavailable as e:
+        pytest.skip(f"no per-sandbox cgroups here: {e}")
+    marker = "cgroup-probe-51c2"
+    seen: list[str] = []
+
+    def watch() -> None:
+        for _ in range(200):
+            for d in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    cmd = Path(f"/proc/{d}/cmdline").read_bytes()
+                    # the sandboxed interpreter (bwrap's own command line holds the marker too)
+                    if marker.encode() in cmd and cmd.split(b"\0")[0] == sb.python.encode():
+                        seen.append(Path(f"/proc/{d}/cgroup").read_text())
+                except OSError:
+                    pass
+            if seen:
+                return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    assert sb.cgroups is not None
+    bases = [h.base for h in sb.cgroups.hierarchies]
+    try:
+        res = sb.run([f"import time; time.sleep(1) # {marker}"], b"", 10, EXEC)
+    finally:
+        t.join()
+        sb.close()
+    assert res.returncode == 0 and seen, (res, seen)
+    mem = [ln for ln in seen[0].splitlines() if ":memory:" in ln or ln.startswith("0::")]
+    assert any(os.path.basename(bases[0]) in ln for ln in mem), (seen[0], bases)
+    assert not any(os.path.exists(b) for b in bases)  # close() removes them
 
 
 @needs_bwrap
@@ -222,3 +278,29 @@ def test_deadline_holds_after_program_closes_its_streams(sandbox):
     prog = "import os\nfor fd in (0, 1, 2):\n    os.close(fd)\nwhile True: pass"
     res = sandbox.run([prog], b"", timeout=0.5, harness=EXEC)
     assert res.timed_out  # set only when the deadline, not stream EOF, ended the run
+
+
+def test_cgroup_v2_layout(tmp_path):
+    """The v2 path on a stand-in directory (this host may have no writable v2 hierarchy): the
+    controllers are enabled below our cgroup, each slot gets its memory and CPU limits."""
+    from reasoner.verifiers.cgroups import SandboxCgroups
+
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("\n")
+    mounts = [("/sys/fs/cgroup", "/", "cgroup2", {"rw"})]
+    hs = SandboxCgroups._v2(mounts, {"": "/"}, "reasoner-test", str(tmp_path))
+    assert not isinstance(hs, str) and hs[0].controllers == ("memory", "cpu")
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory +cpu"
+    base = tmp_path / "reasoner-test"
+    assert (base / "cgroup.subtree_control").read_text() == "+memory +cpu"
+    mgr = SandboxCgroups(hs, 256 * 2**20, 0.5)
+    slot = mgr.acquire()
+    d = Path(slot.dirs[0])
+    assert d.parent == base and (d / "memory.max").read_text() == str(256 * 2**20)
+    assert (d / "cpu.max").read_text() == "50000 100000"
+    assert (d / "memory.swap.max").read_text() == "0"
+    assert (base / "cpu.weight").read_text() == "100"  # one slot: one process's weight
+    mgr.release(slot)
+    assert mgr.acquire() is slot  # reused once empty
+    (tmp_path / "cgroup.controllers").write_text("cpu pids\n")
+    assert "no memory controller" in SandboxCgroups._v2(mounts, {"": "/"}, "x", str(tmp_path))

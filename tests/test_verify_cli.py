@@ -169,3 +169,31 @@ def test_a_verifier_from_another_package_is_found_through_the_entry_point_group(
                       json.dumps({"completion": "ab", "answer": "3"})])
     verify_file("length", inp, out, progress=False)
     assert [r["correct"] for r in read_jsonl(out)] == [True, False]
+
+
+@pytest.mark.skipif(__import__("shutil").which("bwrap") is None, reason="needs bubblewrap")
+def test_code_records_that_used_to_abort_the_run_get_a_reason_and_resume_works(tmp_path):
+    """A lone surrogate in a completion crashed the output writer (and --resume again at the same
+    line); one in a stdio input, or 1000 chained subscripts in a test line, crashed scoring."""
+    prog = "```python\ndef f():\n    return 1\n```"
+    lines = [
+        json.dumps({"id": 0, "completion": "\ud800\n" + prog, "test_list": ["assert f() == 1"]}),
+        json.dumps({"id": 1, "completion": "```python\nprint(len(input()))\n```",
+                    "tests": [{"input": "a\udfffb", "output": "3"}]}),
+        json.dumps({"id": 2, "completion": prog, "test_list": ["assert f()" + "[0]" * 1000 + " == 1"]}),
+        json.dumps({"id": 3, "completion": prog, "test_list": ["assert f() == 1"]}),
+    ]
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(inp, lines)
+    s = verify_file("code", inp, out, progress=False, workers=2, timeout=2.0)
+    rows = [json.loads(line) for line in out.read_bytes().decode("utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [0, 1, 2, 3] and s.scored == 4
+    assert rows[0]["completion"].startswith("\ud800") and rows[0]["reason"] == "ok"
+    assert rows[1]["reason"] in ("ok", "wrong")  # judged, whatever the interpreter made of it
+    assert rows[2]["correct"] is None and rows[2]["reason"].startswith("unsupported test: ")
+    assert rows[3]["reason"] == "ok"
+    full = out.read_text(encoding="utf-8")
+    out.write_text("".join(full.splitlines(keepends=True)[:1]), encoding="utf-8")
+    s = verify_file("code", inp, out, resume=True, progress=False, workers=2, timeout=2.0)
+    assert (s.skipped_existing, s.scored) == (1, 3)
+    assert out.read_text(encoding="utf-8") == full

@@ -4,7 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
+
+
+class Reason(str, Enum):
+    """The reason words of both rule-based verifiers (``Verdict.reason``), one vocabulary.
+
+    A member is a ``str`` equal to its value, and formats as its value, so output files carry
+    the plain words. Reasons with a detail are written ``f"{Reason.BAD_RECORD}: ..."``.
+    """
+
+    OK = "ok"
+    WRONG = "wrong"
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too large"  # math: an answer or number over the size caps; code: the completion
+    # math
+    NO_ANSWER = "no answer"
+    AMBIGUOUS = "ambiguous"
+    UNPARSEABLE_ANSWER = "unparseable answer"
+    UNPARSEABLE_GOLD = "unparseable gold"
+    WORKER_CRASHED = "worker crashed"
+    # code
+    NO_CODE = "no code"
+    NO_TESTS = "no tests"
+    SYNTAX_ERROR = "syntax error"
+    LOAD_ERROR = "load error"
+    OUTPUT_LIMIT = "output limit"
+    NO_RESULT = "no result"
+    TAMPERED = "tampered"
+    BAD_RECORD = "bad record"
+    UNSUPPORTED_TEST = "unsupported test"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
 
 @dataclass
@@ -13,8 +49,8 @@ class Verdict:
 
     reward:  the scalar reward (0.0 when it can't be judged).
     correct: True / False, or None when the record cannot be judged (bad gold answer, no tests...).
-    reason:  a short machine-readable word or phrase: "ok", "wrong", "no answer", "timeout",
-             "unparseable gold", "sandbox error", ...
+    reason:  a short machine-readable word or phrase, a `Reason` value ("ok", "wrong",
+             "no answer", "timeout", "unparseable gold", ...), optionally followed by ": detail".
     detail:  free-form extras (per-test results, parsed answers), JSON-serialisable.
     """
 

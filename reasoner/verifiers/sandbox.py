@@ -10,11 +10,17 @@ One call to `Sandbox.run` starts one `bwrap` process that runs the trusted harne
   (`Popen(user=, group=)`), so sandboxed processes are not host root and RLIMIT_NPROC is enforced
   (the kernel never applies RLIMIT_NPROC to host uid 0);
 - `--cap-drop ALL --clearenv --die-with-parent --new-session`, environment: LANG=C.UTF-8 only;
-- the harness sets RLIMIT_AS / CPU / FSIZE / NOFILE / NPROC / CORE before any untrusted code runs
-  (hard = soft, and nothing in the sandbox holds CAP_SYS_RESOURCE to raise them again);
+- a seccomp filter (`seccomp.py`, x86-64 and aarch64) refuses SysV IPC, memfd, keyrings, ptrace
+  and friends, setsid and io_uring;
+- where the host allows it, the whole sandbox runs in its own memory + CPU cgroup (`cgroups.py`):
+  bwrap is held at `--block-fd` until its processes are in the cgroup, so no sandboxed code runs
+  outside it;
+- the harness sets RLIMIT_AS / CPU / FSIZE / NOFILE / NPROC / CORE / MSGQUEUE before any untrusted
+  code runs (hard = soft, and nothing in the sandbox holds CAP_SYS_RESOURCE to raise them again);
 - the parent enforces a wall-clock limit and caps every output stream; on either it SIGKILLs
   bwrap's process group. bwrap's pid-1 then dies and the kernel kills every process left in the
-  pid namespace, so nothing survives a run.
+  pid namespace, so nothing survives a run. bwrap's pid 1 is reaped here too when this process is
+  its reaper (PID 1 of a container, or a subreaper), so runs leave no zombies.
 
 If bubblewrap is missing or cannot create namespaces, `SandboxUnavailable` is raised: code is
 never run unsandboxed.
@@ -23,14 +29,20 @@ never run unsandboxed.
 from __future__ import annotations
 
 import os
+import re
+import select
 import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from reasoner.verifiers.cgroups import SandboxCgroups
+from reasoner.verifiers.seccomp import denied_syscalls, filter_program
 
 NOBODY = 65534
 
@@ -54,6 +66,10 @@ class SandboxLimits:
     # stdout and stderr are each read up to this many bytes, then the run is killed
     output_bytes: int = 1 * 2**20
     channel_bytes: int = 8 * 2**20  # the harness's result channel, same rule
+    # The sandbox's memory cgroup, where one can be made (see SandboxConfig.cgroups): RAM of all
+    # its processes plus kernel memory (tmpfs inodes and dentries, pipes, page tables).
+    sandbox_memory_bytes: int = 1 * 2**30
+    sandbox_cpus: float = 1.0  # its CPU quota (cgroup cpu controller), in CPUs
 
 
 @dataclass
@@ -82,6 +98,10 @@ class SandboxConfig:
     bwrap: str = "bwrap"
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     host_uid: int = NOBODY  # used only when the parent runs as root
+    # One cgroup per sandbox: "auto" (where the host lets us make them), "off", or "require"
+    # (raise SandboxUnavailable where it can't).
+    cgroups: str = "auto"
+    cgroup_parent: str | None = None  # a cgroup v2 directory to make them under (default: ours)
 
 
 def default_python() -> str:
@@ -161,6 +181,11 @@ class Sandbox:
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
+        if self.config.cgroups not in ("auto", "off", "require"):
+            raise ValueError(
+                "SandboxConfig.cgroups must be 'auto', 'off' or 'require', "
+                f"not {self.config.cgroups!r}"
+            )
         given = self.config.python or default_python()
         bwrap = shutil.which(self.config.bwrap)
         if bwrap is None:
@@ -173,7 +198,37 @@ class Sandbox:
         binds, hidden = _interpreter_paths(given)  # refuses a virtualenv's interpreter
         self.python = os.path.realpath(given)
         self._argv = self._build_argv(binds, hidden)
-        self._probe()
+        self.seccomp = filter_program()
+        self.cgroups: SandboxCgroups | None = None
+        why = "off (SandboxConfig.cgroups)"
+        if self.config.cgroups != "off":
+            lim = self.config.limits
+            self.cgroups, why = SandboxCgroups.detect(
+                lim.sandbox_memory_bytes, lim.sandbox_cpus, self.config.cgroup_parent
+            )
+            if self.cgroups is None and self.config.cgroups == "require":
+                raise SandboxUnavailable(f"per-sandbox cgroups are required but unavailable: {why}")
+            if self.cgroups is not None:  # removed at exit even if close() is never called
+                weakref.finalize(self, self.cgroups.close)
+        self.guarantees = {
+            "seccomp": (
+                f"{len(denied_syscalls())} system calls denied"
+                if self.seccomp
+                else "not installed (no system call numbers for this architecture)"
+            ),
+            "cgroups": self.cgroups.description if self.cgroups else f"unavailable: {why}",
+        }
+        try:
+            self._probe()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Remove the per-sandbox cgroups (call when no run is in flight)."""
+        if self.cgroups is not None:
+            self.cgroups.close()
+            self.cgroups = None
 
     def _build_argv(self, binds: list[tuple[str, str]], hidden: list[str]) -> list[str]:
         lim = self.config.limits
@@ -204,8 +259,22 @@ class Sandbox:
         argv += ["--remount-ro", "/"]
         return argv
 
-    def command(self, harness: str, args: Sequence[str] = ()) -> list[str]:
-        return [*self._argv, self.python, "-I", "-S", "-B", "-c", harness, *args]
+    def command(
+        self,
+        harness: str,
+        args: Sequence[str] = (),
+        info_fd: int | None = None,
+        block_fd: int | None = None,
+        seccomp_fd: int | None = None,
+    ) -> list[str]:
+        """The bwrap command line; the fds are this run's (`--info-fd`, `--block-fd`,
+        `--seccomp`)."""
+        extra: list[str] = []
+        fds = (("--info-fd", info_fd), ("--block-fd", block_fd), ("--seccomp", seccomp_fd))
+        for flag, fd in fds:
+            if fd is not None:
+                extra += [flag, str(fd)]
+        return [*self._argv, *extra, self.python, "-I", "-S", "-B", "-c", harness, *args]
 
     def _probe(self) -> None:
         res = self.run(["print(6 * 7)"], b"", timeout=30.0, harness="import sys; exec(sys.argv[1])")
@@ -238,27 +307,42 @@ class Sandbox:
             `output_bytes`, after which the parent stops reading it (closing its end) and sets
             `outputs_exceeded[i]`; the run goes on.
         stdout/stderr of the run are capped at `output_bytes`; past it the run is killed."""
-        lim = self.config.limits
         args = list(args)
         ours: list[int] = []  # read ends kept here: channel first, then outputs
-        theirs: list[int] = []  # write ends passed into the sandbox
+        theirs: list[int] = []  # fds passed into bwrap (closed here once it started)
+        control: list[int] = []  # our ends of the info and block pipes
         try:
             for _ in range(int(channel) + outputs):
                 r, w = os.pipe()
                 ours.append(r)
                 theirs.append(w)
+            info_r, info_w = os.pipe()
+            control.append(info_r)
+            theirs.append(info_w)
+            block_r, block_w = os.pipe()
+            control.append(block_w)
+            theirs.append(block_r)
+            seccomp_fd = None
+            if self.seccomp is not None:
+                seccomp_fd, w = os.pipe()
+                theirs.append(seccomp_fd)
+                try:
+                    os.write(w, self.seccomp)  # a few hundred bytes: fits the pipe's buffer
+                finally:
+                    os.close(w)
         except OSError:
-            for fd in ours + theirs:
+            for fd in ours + theirs + control:
                 os.close(fd)
             raise
-        args += [str(w) for w in theirs]
+        args += [str(w) for w in theirs[: len(ours)]]
         ids: dict[str, object] = {}
         if self.as_nobody:
             ids = {"user": self.config.host_uid, "group": self.config.host_uid, "extra_groups": []}
         start = time.monotonic()
+        deadline = start + timeout
         try:
             proc = subprocess.Popen(
-                self.command(harness, args),
+                self.command(harness, args, info_w, block_r, seccomp_fd),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -269,12 +353,67 @@ class Sandbox:
                 **ids,  # type: ignore[arg-type]
             )
         except OSError as e:
-            for fd in ours:
+            for fd in ours + control:
                 os.close(fd)
             raise SandboxUnavailable(f"cannot start bubblewrap: {e}") from e
         finally:
             for fd in theirs:
                 os.close(fd)
+        pidfd: int | None = None
+        slot = None
+        try:
+            child = _read_child_pid(info_r, deadline)
+            if child is not None:
+                try:
+                    pidfd = os.pidfd_open(child)
+                except OSError:
+                    pidfd = None
+            if self.cgroups is not None and child is not None:
+                slot = self.cgroups.acquire()
+                self.cgroups.attach(slot, [proc.pid, child])
+            if self.cgroups is not None and child is None:
+                _kill_group(proc)  # can't place it: it must not go on (the run reports why)
+            else:
+                try:
+                    os.write(block_w, b"g")  # let the sandbox go on: its processes are placed
+                except BrokenPipeError:
+                    pass  # bwrap already gave up; the run reports why
+        except BaseException as e:
+            _kill_group(proc)
+            proc.wait()
+            for f in (proc.stdin, proc.stdout, proc.stderr):
+                if f is not None:
+                    f.close()
+            for fd in ours:
+                os.close(fd)
+            if pidfd is not None:
+                _reap_orphan(pidfd)
+            if slot is not None and self.cgroups is not None:
+                self.cgroups.release(slot)
+            if isinstance(e, OSError):
+                raise SandboxUnavailable(f"cannot place the sandbox in its cgroup: {e}") from e
+            raise
+        finally:
+            for fd in control:
+                os.close(fd)
+        try:
+            return self._communicate(proc, stdin, ours, channel, start, deadline)
+        finally:
+            if pidfd is not None:
+                _reap_orphan(pidfd)
+            if slot is not None and self.cgroups is not None:
+                self.cgroups.release(slot)
+
+    def _communicate(
+        self,
+        proc: subprocess.Popen[bytes],
+        stdin: bytes,
+        ours: list[int],
+        channel: bool,
+        start: float,
+        deadline: float,
+    ) -> RunResult:
+        lim = self.config.limits
         assert proc.stdin and proc.stdout and proc.stderr
         # fd -> [buffer, cap, kills the run when exceeded]
         reads: dict[int, tuple[bytearray, int, bool]] = {
@@ -302,7 +441,6 @@ class Sandbox:
                 sel.register(stdin_fd, selectors.EVENT_WRITE)
             else:
                 proc.stdin.close()
-            deadline = start + timeout
             open_reads = len(reads)
             while open_reads and not exceeded:
                 left = deadline - time.monotonic()
@@ -340,7 +478,7 @@ class Sandbox:
             if timed_out or exceeded or open_reads:
                 _kill_group(proc)
             try:  # all streams closed, but the program may live on: the deadline still holds
-                proc.wait(timeout=max(start + timeout - time.monotonic(), 0.0))
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
             except subprocess.TimeoutExpired:
                 timed_out = True
                 _kill_group(proc)
@@ -366,6 +504,40 @@ class Sandbox:
             outputs=bufs[n_fixed:],
             outputs_exceeded=[fd in over for fd in order[n_fixed:]],
         )
+
+
+_CHILD_PID = re.compile(rb'"child-pid"\s*:\s*(\d+)')
+
+
+def _read_child_pid(fd: int, deadline: float) -> int | None:
+    """bwrap's `--info-fd` JSON (written by bwrap once it cloned the sandbox's pid 1, then
+    closed): that pid 1's host pid, or None if bwrap exited or the deadline passed first."""
+    data = b""
+    while len(data) < 65536:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    m = _CHILD_PID.search(data)
+    return int(m.group(1)) if m else None
+
+
+def _reap_orphan(pidfd: int) -> None:
+    """bwrap's pid 1 outlives bwrap by a moment and is then re-parented: to init, or to this
+    process when it is PID 1 of a container or a subreaper. In that case reap it here (it dies
+    at once: bwrap's --die-with-parent), or each run would leave a zombie."""
+    try:
+        try:
+            if os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG) is None:
+                select.select([pidfd], [], [], 5.0)  # readable once it has exited
+                os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            pass  # not our child: its reaper is init
+    finally:
+        os.close(pidfd)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
