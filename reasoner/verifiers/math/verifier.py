@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from reasoner.verifiers.base import Verdict
+from reasoner.verifiers.base import Reason, Verdict
 from reasoner.verifiers.math.equivalence import DEFAULT_REL_TOL
 from reasoner.verifiers.math.extract import find_answer, gold_answer
 from reasoner.verifiers.math.values import DEFAULT_MAX_DIGITS, too_large_text
@@ -69,25 +69,25 @@ class MathVerifier:
 
     def _prepare(self, rec: dict[str, Any]) -> Verdict | tuple[Any, ...]:
         if not isinstance(rec, dict):
-            return _verdict(None, "unparseable gold", {"error": "record is not a dict"})
+            return _verdict(None, Reason.UNPARSEABLE_GOLD, {"error": "record is not a dict"})
         gold = rec.get("answer")
         if gold is None or (isinstance(gold, str) and not gold.strip()):
-            return _verdict(None, "unparseable gold", {"error": "missing field 'answer'"})
+            return _verdict(None, Reason.UNPARSEABLE_GOLD, {"error": "missing field 'answer'"})
         gold, why = gold_answer(str(gold))  # a worked solution stands for its final answer
         if gold is None:
-            return _verdict(None, "unparseable gold", {"error": why})
+            return _verdict(None, Reason.UNPARSEABLE_GOLD, {"error": why})
         if too_large_text(gold, self.max_answer_chars * 10):
-            return _verdict(None, "unparseable gold", {"error": "gold answer too large"})
+            return _verdict(None, Reason.UNPARSEABLE_GOLD, {"error": "gold answer too large"})
         ex = find_answer(rec.get("completion") or "")
         if ex.answer is None:
-            return _verdict(False, "no answer", {"source": ex.source})
+            return _verdict(False, Reason.NO_ANSWER, {"source": ex.source})
         detail = {"answer": ex.answer[:200], "source": ex.source}
         if ex.ambiguous:
             detail["candidates"] = [c[:200] for c in ex.candidates[:10]]
-            return _verdict(False, "ambiguous", detail)
+            return _verdict(False, Reason.AMBIGUOUS, detail)
         why = too_large_text(ex.answer, self.max_answer_chars)
         if why:
-            return _verdict(False, "too large", {**detail, "error": why})
+            return _verdict(False, Reason.TOO_LARGE, {**detail, "error": why})
         return (gold, ex.answer, self.rel_tol, self.max_digits)
 
     def _finish(self, res: TaskResult, task: tuple[Any, ...]) -> Verdict:
@@ -96,12 +96,12 @@ class MathVerifier:
             correct, reason, detail = res.value
             return _verdict(correct, reason, detail)
         if res.status == "timeout":
-            return _verdict(False, "timeout", {**base, "error": res.error})
+            return _verdict(False, Reason.TIMEOUT, {**base, "error": res.error})
         if res.status == "error" and res.error == "MemoryError":
-            return _verdict(False, "too large", {**base, "error": "memory limit"})
+            return _verdict(False, Reason.TOO_LARGE, {**base, "error": "memory limit"})
         if res.status == "error":
-            return _verdict(False, "wrong", {**base, "error": res.error})
-        return _verdict(False, "worker crashed", {**base, "error": res.error})
+            return _verdict(False, Reason.WRONG, {**base, "error": res.error})
+        return _verdict(False, Reason.WORKER_CRASHED, {**base, "error": res.error})
 
     def score(self, records: Iterable[dict[str, Any]]) -> Iterator[Verdict]:
         """One Verdict per record, in input order, streamed."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from reasoner.verifiers.base import Reason
 from reasoner.verifiers.math.equivalence import DEFAULT_REL_TOL, equivalent
 from reasoner.verifiers.math.normalize import normalize
 from reasoner.verifiers.math.values import (
@@ -60,32 +61,32 @@ def check_answer(
     status, g = _parse_gold(g_norm, max_digits)  # cached: the G answers of a group share it
     if status == "undefined":  # 1/0 equals nothing, not even the same text
         detail["error"] = f"gold: {g}"
-        return None, "unparseable gold", detail
+        return None, Reason.UNPARSEABLE_GOLD, detail
     if g_norm and g_norm == a_norm:  # the same text: equal even where sympy can't read it
-        return True, "ok", detail
+        return True, Reason.OK, detail
     if status != "ok":
         detail["error"] = f"gold: {g}"
-        return None, "unparseable gold", detail
+        return None, Reason.UNPARSEABLE_GOLD, detail
     status, a = _parse_answer(a_norm, max_digits)
     if status == "too large":
         detail["error"] = a
-        return False, "too large", detail
+        return False, Reason.TOO_LARGE, detail
     if status == "undefined":
         detail["error"] = a
-        return False, "wrong", detail
+        return False, Reason.WRONG, detail
     if status != "ok":
         detail["error"] = a
-        return False, "unparseable answer", detail
+        return False, Reason.UNPARSEABLE_ANSWER, detail
     try:
         ok = equivalent(g, a, rel_tol)
     except TooLarge as exc:
         detail["error"] = str(exc)
-        return False, "too large", detail
+        return False, Reason.TOO_LARGE, detail
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - a sympy failure is a wrong answer, with the cause
         detail["error"] = f"{type(exc).__name__}: {exc}"[:200]
-        return False, "wrong", detail
+        return False, Reason.WRONG, detail
     detail["parsed"] = _describe(a)
     return (True, "ok", detail) if ok else (False, "wrong", detail)
 
