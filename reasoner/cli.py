@@ -82,7 +82,7 @@ def train(
 
     if deepspeed is not None:  # a bad DeepSpeed file fails here, before anything is loaded
         from reasoner.distributed import launched_world_size
-        from reasoner.engine import load_deepspeed_config, resolve_deepspeed_config
+        from reasoner.engine.deepspeed_engine import load_deepspeed_config, resolve_deepspeed_config
 
         try:
             resolve_deepspeed_config(load_deepspeed_config(deepspeed), cfg.grpo,

@@ -372,19 +372,11 @@ def validate(cfg: Config) -> None:
                  f"{len(r.names)} rewards.names")
     if d.task is None:
         _require(len(r.names) > 0, "rewards.names must be set when data.task is null")
-    if r.names:
-        import reasoner.tasks  # noqa: F401  (registers the task rewards)
-        from reasoner.verifiers.rewards import REWARD_FUNCS
-
-        for i, n in enumerate(r.names):
-            if ":" in n:
-                try:
-                    resolve_reward(n)
-                except Exception as e:  # noqa: BLE001 - reported with the field name
-                    raise ConfigError(f"rewards.names[{i}]: cannot import {n!r}: {e}") from None
-                continue
-            _require(n in REWARD_FUNCS, f"rewards.names[{i}]: unknown reward {n!r}; available: "
-                     f"{', '.join(sorted(REWARD_FUNCS))} (or module:function)")
+    for i, n in enumerate(r.names):
+        try:
+            resolve_reward(n)
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"rewards.names[{i}]: {e}") from None
     if r.accuracy_reward is not None and r.names:
         _require(r.accuracy_reward in r.names,
                  f"rewards.accuracy_reward {r.accuracy_reward!r} is not in rewards.names")
@@ -442,18 +434,9 @@ def validate(cfg: Config) -> None:
 
 def resolve_reward(name: str) -> Any:
     """A reward function by registered name or 'module:function' import path."""
-    import reasoner.tasks  # noqa: F401  (registers the task rewards)
     from reasoner.verifiers.rewards import get_reward
 
-    if ":" not in name:
-        return get_reward(name)
-    import importlib
-
-    module, _, attr = name.partition(":")
-    fn = getattr(importlib.import_module(module), attr)
-    if not callable(fn):
-        raise TypeError(f"{name} is not callable")
-    return fn
+    return get_reward(name)
 
 
 # ---------------------------------------------------------------------------------------------

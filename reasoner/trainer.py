@@ -42,15 +42,13 @@ from reasoner.checkpoint import (
     remove_partial_checkpoints,
     restore_rng_state,
     rng_file,
-    save_checkpoint,
 )
 from reasoner.config import Config, save_config
-from reasoner.engine import (
-    DeepSpeedEngine,
-    build_engine,
+from reasoner.engine import build_engine
+from reasoner.engine.deepspeed_engine import (
     default_deepspeed_config,
     load_deepspeed_config,
-    prepare_reference,
+    resolve_deepspeed_config,
 )
 from reasoner.metrics import MetricsLogger, Progress, plot_metrics
 
@@ -217,8 +215,6 @@ class GRPOTrainer:
             # from_pretrained while this object lives), never the whole model
             from transformers.integrations import HfDeepSpeedConfig
 
-            from reasoner.engine import resolve_deepspeed_config
-
             zero3_init = HfDeepSpeedConfig(resolve_deepspeed_config(
                 ds_config, g, self.world, self._hidden_size()))
         if model is None:
@@ -256,7 +252,7 @@ class GRPOTrainer:
         self.engine = build_engine(model, g, g.max_steps * g.num_iterations, self.device,
                                    ds_config)
         self.model = self.engine.model
-        self.ref_model = None if ref is None else prepare_reference(ref, self.engine)
+        self.ref_model = None if ref is None else self.engine.prepare_reference(ref)
         self.step = 0
         self._head_gather = contextlib.ExitStack()  # per micro-batch, see _update / _loss_micro
         if self.resume_from is not None:
@@ -340,19 +336,14 @@ class GRPOTrainer:
         return {"data": self.order.state(), "max_steps": self.cfg.grpo.max_steps}
 
     def save(self) -> Path:
-        if not isinstance(self.engine, DeepSpeedEngine):
-            return save_checkpoint(
-                self.out, self.step, model=self.model, tokenizer=self.tokenizer,
-                engine_state=self.engine.state_dict(), trainer_state=self._trainer_state(),
-                save_total_limit=self.cfg.grpo.save_total_limit,
-            )
-        # every rank writes its shard and RNG state into the temp dir; rank 0 renames it last
+        """An atomic checkpoint: every rank writes its part (the engine's, its RNG state) into
+        the temporary directory; rank 0 renames it last."""
         tmp = self.out / f".tmp-checkpoint-{self.step}"
         if self.is_main:
             begin_checkpoint(self.out, self.step)
         distributed.barrier()
         self.engine.save(tmp)
-        torch.save(capture_rng_state(), tmp / rng_file(self.rank))
+        torch.save(capture_rng_state(), tmp / rng_file(self._rng_rank))
         distributed.barrier()
         if self.is_main:
             self.tokenizer.save_pretrained(tmp)
@@ -362,34 +353,15 @@ class GRPOTrainer:
         distributed.barrier()
         return self.out / f"checkpoint-{self.step}"
 
+    @property
+    def _rng_rank(self) -> int | None:
+        return self.rank if self.engine.per_rank_checkpoint else None
+
     def _restore(self, path: Path) -> None:
         if self.is_main:
             remove_partial_checkpoints(self.out)
-        if isinstance(self.engine, DeepSpeedEngine):
-            self.engine.load(path)
-            self._restore_trainer(load_checkpoint(path, rank=self.rank))
-            return
-        from safetensors.torch import load_file
-
-        files = sorted(path.glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"checkpoint {path} has no model weights")
-        state: dict[str, torch.Tensor] = {}
-        for f in files:
-            state.update(load_file(f, device=str(self.device)))
-        if self.cfg.lora.enabled:
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(self.model, state)
-        else:
-            missing, unexpected = self.model.load_state_dict(state, strict=False)
-            tied = {k for k in missing if "lm_head" in k or "embed" in k}
-            if unexpected or set(missing) - tied:
-                raise ValueError(f"checkpoint {path} does not match the model: missing "
-                                 f"{sorted(set(missing) - tied)[:5]}, unexpected {unexpected[:5]}")
-        ck = load_checkpoint(path)
-        self.engine.load_state_dict(ck["engine"])
-        self._restore_trainer(ck)
+        self.engine.load(path)
+        self._restore_trainer(load_checkpoint(path, rank=self._rng_rank))
 
     def _restore_trainer(self, ck: dict[str, Any]) -> None:
         self.step = int(ck["trainer"]["step"])
@@ -609,9 +581,8 @@ class GRPOTrainer:
         # collectives); a rank short of rows repeats a row with zero weight
         slices = self._micro_slices(n_trained)
         n_micro = len(slices)
-        n_micro_all = int(distributed.max_all([float(n_micro)])[0])
-        if isinstance(self.engine, DeepSpeedEngine):
-            n_micro_all = max(n_micro_all, 1)  # DeepSpeed's step wants at least one backward
+        n_micro_all = max(int(distributed.max_all([float(n_micro)])[0]),
+                          self.engine.min_micro_batches)
         pad_micro = n_micro_all - n_micro
         if n_trained == 0 and pad_micro > 0:
             idx = torch.zeros(1, dtype=torch.long, device=keep.device)
@@ -652,10 +623,6 @@ class GRPOTrainer:
 
                     kl = kl_estimate(out.logp.detach().float(), ref[s].float(), g.kl_estimator)
                     sums["kl"] += float(kl[mk].sum())
-            if n_trained == 0 and not isinstance(self.engine, DeepSpeedEngine):
-                # nothing to learn from: a zero-gradient step, as without skipping
-                for p in self.engine.params:
-                    p.grad = torch.zeros_like(p)
             res = self.engine.step(loss_finite=bool(torch.isfinite(total)))
             if not res.applied:
                 m["skipped_updates"] += 1

@@ -1,6 +1,7 @@
 """Atomic checkpoints: complete vs partial, keep-last-K, RNG round trip, engine state."""
 
 import json
+import math
 import random
 
 import numpy as np
@@ -9,16 +10,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from reasoner.checkpoint import (
+    begin_checkpoint,
     capture_rng_state,
+    commit_checkpoint,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     remove_partial_checkpoints,
     restore_rng_state,
-    save_checkpoint,
+    rng_file,
 )
 from reasoner.config import GRPOConfig
-from reasoner.engine import build_engine, lr_factor
+from reasoner.engine import build_engine, build_optimizer, build_scheduler, lr_factor
 
 
 class TinyModel(torch.nn.Module):
@@ -36,6 +39,14 @@ def _engine(model):
     return build_engine(model, cfg, 10, torch.device("cpu"))
 
 
+def save_checkpoint(root, step, eng, trainer_state, save_total_limit=None):
+    """What the trainer does in one process: the engine's part, the RNG, then the commit."""
+    tmp = begin_checkpoint(root, step)
+    eng.save(tmp)
+    torch.save(capture_rng_state(), tmp / rng_file(None))
+    return commit_checkpoint(root, step, tmp, trainer_state, save_total_limit)
+
+
 def test_save_load_round_trip_and_keep_last_k(tmp_path):
     torch.manual_seed(0)
     model = TinyModel()
@@ -43,8 +54,7 @@ def test_save_load_round_trip_and_keep_last_k(tmp_path):
     for step in range(1, 5):
         model.lin(torch.randn(4, 3)).sum().backward()
         eng.step()
-        save_checkpoint(tmp_path, step, model=model, tokenizer=None,
-                        engine_state=eng.state_dict(), trainer_state={"data": {"epoch": 0, "index": step}},
+        save_checkpoint(tmp_path, step, eng, {"data": {"epoch": 0, "index": step}},
                         save_total_limit=2)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 4]
     ck = latest_checkpoint(tmp_path)
@@ -53,11 +63,12 @@ def test_save_load_round_trip_and_keep_last_k(tmp_path):
     assert state["trainer"] == {"step": 4, "data": {"epoch": 0, "index": 4}}
     w = load_file(ck / "model.safetensors")
     assert torch.equal(w["lin.weight"], model.lin.weight.detach())
-    # a fresh engine restored from the checkpoint continues exactly like the original
+    # a fresh engine restored from the checkpoint (weights, optimizer, schedule) continues
+    # exactly like the original
     model2 = TinyModel()
-    model2.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})
     eng2 = _engine(model2)
-    eng2.load_state_dict(state["engine"])
+    eng2.load(ck)
+    assert torch.equal(model2.lin.weight, model.lin.weight)
     assert eng2.scheduler.get_last_lr() == eng.scheduler.get_last_lr()
     x = torch.randn(4, 3)
     for m, e in ((model, eng), (model2, eng2)):
@@ -67,8 +78,7 @@ def test_save_load_round_trip_and_keep_last_k(tmp_path):
 
 
 def test_partial_checkpoints_are_ignored_and_cleaned(tmp_path):
-    model = TinyModel()
-    save_checkpoint(tmp_path, 2, model=model, tokenizer=None, engine_state={}, trainer_state={})
+    save_checkpoint(tmp_path, 2, _engine(TinyModel()), {})
     (tmp_path / ".tmp-checkpoint-4").mkdir()  # a run killed while writing
     bad = tmp_path / "checkpoint-6"  # a directory without trainer_state.json is not complete
     bad.mkdir()
@@ -113,9 +123,49 @@ def test_deepspeed_config_file_errors_name_the_file(tmp_path):
 
 
 def test_lr_schedules():
+    # Hugging Face's schedules (what TRL's lr_scheduler_type / warmup_steps mean): warmup
+    # step / warmup from 0, then decay over the remaining steps
     assert [lr_factor(s, "linear", 2, 6) for s in range(7)] == pytest.approx(
-        [1 / 3, 2 / 3, 1.0, 0.75, 0.5, 0.25, 0.0])
+        [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0])
     assert lr_factor(0, "constant", 5, 10) == 1.0
-    assert lr_factor(0, "constant_with_warmup", 1, 10) == 0.5
-    assert lr_factor(9, "constant_with_warmup", 1, 10) == 1.0
+    assert lr_factor(0, "constant_with_warmup", 2, 10) == 0.0
+    assert lr_factor(1, "constant_with_warmup", 2, 10) == 0.5
+    assert lr_factor(9, "constant_with_warmup", 2, 10) == 1.0
     assert lr_factor(5, "cosine", 0, 10) == pytest.approx(0.5)
+    assert lr_factor(3, "cosine", 2, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi / 8)))
+    with pytest.raises(ValueError, match="unknown lr_scheduler_type 'step'"):
+        lr_factor(3, "step", 0, 10)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine", "constant", "constant_with_warmup"])
+def test_schedules_equal_hugging_faces(kind):
+    from transformers import get_scheduler
+
+    cfg = GRPOConfig(learning_rate=0.1, warmup_steps=3, lr_scheduler_type=kind)
+    ours = build_scheduler(build_optimizer(TinyModel().parameters(), cfg), cfg, 12)
+    hf = get_scheduler(kind, torch.optim.SGD(TinyModel().parameters(), lr=0.1),
+                       num_warmup_steps=3, num_training_steps=12)
+    for _ in range(12):
+        assert ours.get_last_lr() == pytest.approx(hf.get_last_lr(), abs=1e-12)
+        ours.optimizer.step()
+        ours.step()
+        hf.optimizer.step()
+        hf.step()
+
+
+def test_one_optimizer_builder_for_grpo_and_sft():
+    """The GRPO engine and SFT build their AdamW and schedule through the same functions."""
+    import inspect
+
+    import reasoner.engine.deepspeed_engine as ds
+    import reasoner.engine.torch_engine as te
+    import reasoner.sft as sft
+
+    for mod in (te, ds, sft):
+        src = inspect.getsource(mod)
+        assert "torch.optim.AdamW(" not in src and "LambdaLR(" not in src, mod.__name__
+    cfg = GRPOConfig(learning_rate=0.1, adam_beta1=0.8, adam_beta2=0.9, adam_epsilon=1e-6,
+                     weight_decay=0.01)
+    opt = build_optimizer(TinyModel().parameters(), cfg)
+    g = opt.param_groups[0]
+    assert (g["lr"], g["betas"], g["eps"], g["weight_decay"]) == (0.1, (0.8, 0.9), 1e-6, 0.01)

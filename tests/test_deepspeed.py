@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 pytest.importorskip("deepspeed")
 
 from reasoner.config import GRPOConfig  # noqa: E402
-from reasoner.engine import resolve_deepspeed_config  # noqa: E402
+from reasoner.engine.deepspeed_engine import resolve_deepspeed_config  # noqa: E402
 from reasoner.metrics import read_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,8 +2,12 @@
 
 They work as ``reward_funcs`` in TRL's GRPOTrainer unchanged, and the trainer here takes TRL's
 functions the same way. ``completions`` are strings, or conversational lists of messages
-(``[{"role": "assistant", "content": ...}]``), as TRL passes them. ``None`` means the record can't
-be judged (missing or unparseable gold answer, no tests): the trainer skips that sample.
+(``[{"role": "assistant", "content": ...}]``), as TRL passes them. ``None`` means, as in TRL, that
+the function does not apply to the record (missing or unparseable gold answer, no tests).
+
+Reward functions are found by name in `REWARDS` (the one registry helper, `reasoner.registry`):
+the built-ins below and the procedural tasks' own rewards, other packages' through the
+entry-point group ``reasoner.rewards``, or any ``module:function`` path.
 
 The math and code functions keep one verifier (a worker pool) per process, started on first use
 and closed at exit.
@@ -15,6 +19,7 @@ import atexit
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from reasoner.registry import Registry
 from reasoner.verifiers import registry
 from reasoner.verifiers.base import Verdict
 from reasoner.verifiers.format import soft_format_ok, strict_format_ok
@@ -100,20 +105,24 @@ def format_reward_soft(prompts: list[Any], completions: list[Any], **columns: An
     return [1.0 if soft_format_ok(completion_text(c)) else 0.0 for c in completions]
 
 
-REWARD_FUNCS: dict[str, RewardFunc] = {
-    "math_accuracy": math_accuracy_reward,
-    "code_pass_rate": code_pass_rate_reward,
-    "format_strict": format_reward_strict,
-    "format_soft": format_reward_soft,
-}
+REWARDS: Registry[RewardFunc] = Registry("reward function", "reasoner.rewards", {
+    "math_accuracy": "reasoner.verifiers.rewards:math_accuracy_reward",
+    "code_pass_rate": "reasoner.verifiers.rewards:code_pass_rate_reward",
+    "format_strict": "reasoner.verifiers.rewards:format_reward_strict",
+    "format_soft": "reasoner.verifiers.rewards:format_reward_soft",
+    "integer_exact": "reasoner.tasks.arithmetic:integer_exact_reward",
+    "countdown": "reasoner.tasks.countdown:countdown_reward",
+})
 
 
 def register_reward(name: str, func: RewardFunc) -> None:
-    REWARD_FUNCS[name] = func
+    """Register `func` under `name` so the config can name it (``rewards.names``)."""
+    REWARDS.register(name, func)
 
 
 def get_reward(name: str) -> RewardFunc:
-    try:
-        return REWARD_FUNCS[name]
-    except KeyError:
-        raise KeyError(f"unknown reward function {name!r}; available: {', '.join(sorted(REWARD_FUNCS))}") from None
+    """A reward function by registered name, entry point, or ``module:function`` path."""
+    fn = REWARDS.get(name)
+    if not callable(fn):
+        raise TypeError(f"reward function {name!r} is not callable")
+    return fn
