@@ -27,7 +27,7 @@ class DeepSpeedSettings(EngineSettings, Protocol):
 
 # ------------------------------------------------------------------------------------ DeepSpeed
 
-# Keys of a DeepSpeed config that may say "auto": filled from the GRPO config (as the HF Trainer
+# Keys of a DeepSpeed config that may say "auto": filled from the train section (as the HF Trainer
 # does), so the hyperparameters have one home.
 _OPTIMIZER_AUTO = ("lr", "betas", "eps", "weight_decay")
 
@@ -76,13 +76,13 @@ def resolve_deepspeed_config(ds: dict[str, Any], cfg: DeepSpeedSettings, world: 
                              f'set it to "auto" or to the same value')
 
     mb, ga = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-    fill(ds, "train_micro_batch_size_per_gpu", mb, "grpo.per_device_train_batch_size")
-    fill(ds, "gradient_accumulation_steps", ga, "grpo.gradient_accumulation_steps")
+    fill(ds, "train_micro_batch_size_per_gpu", mb, "train.per_device_train_batch_size")
+    fill(ds, "gradient_accumulation_steps", ga, "train.gradient_accumulation_steps")
     fill(ds, "train_batch_size", mb * ga * world,
          "per_device_train_batch_size * gradient_accumulation_steps * world size")
-    fill(ds, "gradient_clipping", float(max(cfg.max_grad_norm, 0.0)), "grpo.max_grad_norm")
+    fill(ds, "gradient_clipping", float(max(cfg.max_grad_norm, 0.0)), "train.max_grad_norm")
     bf16 = ds.setdefault("bf16", {})
-    fill(bf16, "enabled", bool(cfg.bf16), "grpo.bf16")
+    fill(bf16, "enabled", bool(cfg.bf16), "train.bf16")
     if ds.get("fp16", {}).get("enabled") in (True, "auto"):
         raise ValueError("deepspeed config fp16: fp16 training is not supported (use bf16)")
     # the trainer decides how many micro-batches make a step (rows with no gradient are skipped),
@@ -97,10 +97,10 @@ def resolve_deepspeed_config(ds: dict[str, Any], cfg: DeepSpeedSettings, world: 
         values = {"lr": cfg.learning_rate, "betas": [cfg.adam_beta1, cfg.adam_beta2],
                   "eps": cfg.adam_epsilon, "weight_decay": cfg.weight_decay}
         for key in _OPTIMIZER_AUTO:
-            fill(params, key, values[key], f"grpo ({key})")
+            fill(params, key, values[key], f"train ({key})")
     if "scheduler" in ds:
         raise ValueError("deepspeed config 'scheduler': remove it; the schedule comes from "
-                         "grpo.lr_scheduler_type / warmup_ratio / warmup_steps")
+                         "train.lr_scheduler_type / warmup_ratio / warmup_steps")
     zero = ds.setdefault("zero_optimization", {})
     zero.setdefault("stage", 0)
     h = hidden_size

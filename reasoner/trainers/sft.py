@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from reasoner.config import GRPOConfig
+from reasoner.config import TrainConfig
 from reasoner.data import render_prompt
 from reasoner.engine import TorchEngine
 
@@ -104,9 +104,11 @@ def run_sft(
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     gen = torch.Generator().manual_seed(seed)
-    settings = GRPOConfig(learning_rate=lr, adam_beta1=0.9, adam_beta2=0.95,
-                          weight_decay=weight_decay, lr_scheduler_type="linear",
-                          warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm)
+    settings = TrainConfig(learning_rate=lr, adam_beta1=0.9, adam_beta2=0.95,
+                           weight_decay=weight_decay, lr_scheduler_type="linear",
+                           warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm,
+                           max_steps=max_steps, per_device_train_batch_size=batch_size,
+                           seed=seed)
     engine = TorchEngine(model, settings, max_steps, device)
     model.train()
     losses: list[float] = []
