@@ -130,8 +130,14 @@ class AlgoConfig:
     kl_estimator: str = _f("k3", "KL estimator: k1 | k2 | k3.")
     kl_in_reward: bool = _f(False, "Subtract beta * sequence KL from the reward instead of adding "
                             "beta * KL to the loss.")
+    use_bias_correction_kl: bool = _f(True, "TRL's option (and default): multiply the per-token "
+                                      "KL term of the loss by the importance ratio, so its "
+                                      "gradient is the unbiased gradient of KL(policy || ref).")
     epsilon: float = _f(0.2, "Lower clip range: ratio >= 1 - epsilon.")
     epsilon_high: Optional[float] = _f(None, "Upper clip range (DAPO clip-higher); null = epsilon.")
+    delta: Optional[float] = _f(None, "TRL's two-sided clip (INTELLECT-2): the ratio in the "
+                                "unclipped term is capped at delta whatever the sign of the "
+                                "advantage; must be > 1 + epsilon_high; null = off.")
     dual_clip: Optional[float] = _f(None, "Dual-clip PPO bound c > 1: for negative advantages "
                                     "the loss is at most -c * A; null = off.")
     num_iterations: int = _f(1, "Policy updates per rollout batch (mu); > 1 uses old log-probs.")
@@ -513,6 +519,10 @@ def validate(cfg: Config) -> None:
     _require(0 < a.epsilon < 1, f"algo.epsilon must be in (0, 1), got {a.epsilon}")
     _require(a.epsilon_high is None or a.epsilon_high > 0,
              f"algo.epsilon_high must be > 0, got {a.epsilon_high}")
+    eps_high = a.epsilon if a.epsilon_high is None else a.epsilon_high
+    _require(a.delta is None or a.delta > 1 + eps_high,
+             f"algo.delta (TRL's two-sided ratio cap) must be > 1 + epsilon_high = "
+             f"{1 + eps_high:g}, got {a.delta}")
     _require(a.dual_clip is None or a.dual_clip > 1,
              f"algo.dual_clip must be > 1, got {a.dual_clip}")
     _choice(a.loss_type, tuple(LOSS_TYPES), "algo.loss_type")

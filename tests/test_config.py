@@ -88,6 +88,8 @@ def test_a_file_with_the_old_grpo_section_reads_the_same():
         ("algo.beta=-1", "algo.beta must be >= 0"),
         ("algo.epsilon=1.5", "algo.epsilon must be in (0, 1)"),
         ("algo.dual_clip=0.5", "algo.dual_clip must be > 1"),
+        ("algo.delta=1.1", "algo.delta (TRL's two-sided ratio cap) must be > 1 + epsilon_high = "
+                           "1.2, got 1.1"),
         ("algo.loss_type=ppo", "algo.loss_type must be one of grpo, dapo, dr_grpo, bnpo"),
         ("algo.scale_rewards=std", "algo.scale_rewards must be one of"),
         ("algo.kl_estimator=k4", "algo.kl_estimator must be one of k1, k2, k3"),
@@ -129,6 +131,12 @@ def test_bad_values_are_rejected_naming_the_field(override, message):
     with pytest.raises(ConfigError) as e:
         load_config(TINY, [override])
     assert message in str(e.value)
+
+
+def test_delta_must_exceed_one_plus_epsilon_high():
+    with pytest.raises(ConfigError, match="must be > 1 \\+ epsilon_high = 1.28, got 1.25"):
+        load_config(TINY, ["algo.epsilon_high=0.28", "algo.delta=1.25"])
+    assert load_config(TINY, ["algo.epsilon_high=0.28", "algo.delta=1.5"]).algo.delta == 1.5
 
 
 def test_reward_weights_length_must_match():

@@ -44,13 +44,16 @@ def kl_coef_in_loss(cfg: Any) -> float:
 
 
 def clipped(inp: PolicyLossInput, cfg: Any) -> GRPOTokenOutput:
-    """The clipped importance-ratio surrogate of PPO / GRPO (TRL's GRPO loss):
-    -min(r A, clip(r, 1 - epsilon, 1 + epsilon_high) A), dual-clip PPO's bound for A < 0
-    (``algo.dual_clip``), plus beta * the per-token KL estimate (``algo.kl_estimator``)."""
+    """The clipped importance-ratio surrogate of PPO / GRPO, TRL's GRPO loss:
+    -min(min(r, delta) A, clip(r, 1 - epsilon, 1 + epsilon_high) A) (``algo.delta``: TRL's
+    two-sided cap), dual-clip PPO's bound -c A for A < 0 (``algo.dual_clip``), plus beta times the
+    per-token KL estimate (``algo.kl_estimator``), multiplied by r when
+    ``algo.use_bias_correction_kl`` (TRL 1.16)."""
     import reasoner_kernels as rk
 
     kw = dict(temperature=inp.temperature, eps_low=cfg.epsilon, eps_high=cfg.epsilon_high,
-              delta=cfg.dual_clip, beta=kl_coef_in_loss(cfg), kl_estimator=cfg.kl_estimator,
+              delta=cfg.delta, dual_clip=cfg.dual_clip, beta=kl_coef_in_loss(cfg),
+              kl_estimator=cfg.kl_estimator, use_bias_correction_kl=cfg.use_bias_correction_kl,
               compute_entropy=True, backend=inp.backend)
     if inp.logits is not None:
         return rk.grpo_loss(inp.logits, inp.ids, inp.old_logp, inp.ref_logp, inp.advantages,

@@ -105,13 +105,14 @@ def policy_update(engine: Engine, inp: UpdateInputs, s: UpdateSettings,
     ref = None if inp.ref_logp is None else inp.ref_logp[idx][:, :w]
     slices += [slice(0, 1)] * pad_micro
     zero_weight = [False] * n_micro + [True] * pad_micro
-    m = {"loss": 0.0, "clip/low": 0.0, "clip/high": 0.0, "clip/dual": 0.0, "kl": 0.0,
+    m = {"loss": 0.0, "clip/low": 0.0, "clip/high": 0.0, "clip/dual": 0.0, "clip/delta": 0.0,
+         "kl": 0.0,
          "entropy": 0.0, "grad_norm": 0.0, "skipped_updates": 0.0,
          "update/trained_rows_frac": n_trained_all / max(n_all_rows, 1.0)}
     engine.model.train()
     for it in range(s.num_iterations):
         total = torch.zeros((), dtype=torch.float64)
-        sums = dict.fromkeys(("low", "high", "dual", "kl", "ent"), 0.0)
+        sums = dict.fromkeys(("low", "high", "dual", "delta", "kl", "ent"), 0.0)
         for sl, dummy in zip(slices, zero_weight):
             engine.begin_micro_batch()
             with contextlib.ExitStack() as stack:
@@ -132,6 +133,7 @@ def policy_update(engine: Engine, inp: UpdateInputs, s: UpdateSettings,
             sums["low"] += float(out.clipped_low[mk].sum())
             sums["high"] += float(out.clipped_high[mk].sum())
             sums["dual"] += float(out.clipped_dual[mk].sum())
+            sums["delta"] += float(out.clipped_delta[mk].sum())
             if out.entropy is not None:
                 sums["ent"] += float(out.entropy[mk].float().sum())
             if ref is not None:
@@ -143,11 +145,13 @@ def policy_update(engine: Engine, inp: UpdateInputs, s: UpdateSettings,
         if not res.applied:
             m["skipped_updates"] += 1
         if it == 0:  # metrics of the first (on-policy) pass, summed over ranks
-            tot, low, high, dual, kl, ent = distributed.sum_all(
-                [float(total), sums["low"], sums["high"], sums["dual"], sums["kl"], sums["ent"]])
+            tot, low, high, dual, dlt, kl, ent = distributed.sum_all(
+                [float(total), sums["low"], sums["high"], sums["dual"], sums["delta"], sums["kl"],
+                 sums["ent"]])
             d, dk = max(n_tok, 1.0), max(n_kept_tok, 1.0)
             m.update({"loss": tot, "clip/low": low / d, "clip/high": high / d,
-                      "clip/dual": dual / d, "kl": kl / dk, "entropy": ent / dk,
+                      "clip/dual": dual / d, "clip/delta": dlt / d, "kl": kl / dk,
+                      "entropy": ent / dk,
                       "grad_norm": res.grad_norm, "lr": res.lr})
     engine.model.eval()
     return m

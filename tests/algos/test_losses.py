@@ -25,25 +25,30 @@ def _setup(seed=0, n=6, c=5, v=11):
 
 def loss(logits, ids, old, ref, adv, mask, *, backend="torch", **algo):
     cfg = AlgoConfig(**{"epsilon": 0.2, "epsilon_high": 0.28, "dual_clip": 3.0, "beta": 0.04,
-                        **algo})
+                        "use_bias_correction_kl": False, **algo})
     return get_policy_loss("clipped")(
         PolicyLossInput(ids, adv, mask, old, ref, T, backend, logits=logits), cfg)
 
 
+@pytest.mark.parametrize("bias_correction", [False, True])
 @pytest.mark.parametrize("est", ["k1", "k2", "k3"])
-def test_kl_estimators_values_and_gradient(est):
+def test_kl_estimators_values_and_gradient(est, bias_correction):
     logits, ids, mask, _, ref, _ = _setup(1)
     x = logits.clone().requires_grad_(True)
     zero_adv = torch.zeros(6, 1, dtype=D)
-    out = loss(x, ids, None, ref, zero_adv, mask, beta=0.5, kl_estimator=est)
+    out = loss(x, ids, None, ref, zero_adv, mask, beta=0.5, kl_estimator=est,
+               use_bias_correction_kl=bias_correction)
     logp = selective_logp(logits, ids, T)
     d = ref - logp
-    want = {"k1": -d, "k2": 0.5 * d * d, "k3": torch.exp(d) - d - 1}[est] * mask
-    torch.testing.assert_close(out.kl, want, rtol=0, atol=1e-12)
+    kl = {"k1": -d, "k2": 0.5 * d * d, "k3": torch.exp(d) - d - 1}[est]
+    want = kl * mask
+    torch.testing.assert_close(out.kl, want, rtol=0, atol=1e-12)  # on-policy: ratio 1
     torch.testing.assert_close(out.loss, 0.5 * want, rtol=0, atol=1e-12)  # A = 0: only KL
     out.loss.sum().backward()
-    # d loss / d logp per token, by hand
-    dl = {"k1": torch.ones_like(d), "k2": -d, "k3": 1 - torch.exp(d)}[est] * 0.5 * mask
+    # d loss / d logp per token, by hand; the bias correction's ratio r = exp(logp - old) is 1
+    # on-policy but carries a gradient: d(kl * r) / d logp = d kl / d logp + kl
+    dkl = {"k1": torch.ones_like(d), "k2": -d, "k3": 1 - torch.exp(d)}[est]
+    dl = (dkl + (kl if bias_correction else 0.0)) * 0.5 * mask
     y = logits.clone().requires_grad_(True)
     (selective_logp(y, ids, T) * dl).sum().backward()
     torch.testing.assert_close(x.grad, y.grad, rtol=0, atol=1e-12)
@@ -117,10 +122,12 @@ def test_on_cpu_auto_is_the_kernels_reference_exactly():
     import reasoner_kernels
 
     logits, ids, mask, adv, ref, old = _setup(5)
-    out = loss(logits, ids, old, ref, adv[:, None], mask, backend="auto")
+    out = loss(logits, ids, old, ref, adv[:, None], mask, backend="auto", delta=1.5,
+               use_bias_correction_kl=True)
     want = reasoner_kernels.grpo_loss_reference(
         logits, ids, old, ref, adv[:, None], mask, temperature=T, eps_low=0.2, eps_high=0.28,
-        delta=3.0, beta=0.04, kl_estimator="k3", compute_entropy=True)
+        delta=1.5, dual_clip=3.0, beta=0.04, kl_estimator="k3", use_bias_correction_kl=True,
+        compute_entropy=True)
     assert torch.equal(out.loss, want.loss) and torch.equal(out.kl, want.kl)
     assert torch.equal(out.entropy, want.entropy)
 
@@ -143,32 +150,68 @@ def test_fused_linear_input_gives_the_logits_inputs_loss():
         get_policy_loss("clipped")(PolicyLossInput(ids, adv, mask, None, None, T, "torch"), cfg)
 
 
-def trl_per_token_loss(logp, old, ref, adv, *, eps_low, eps_high, beta):
+def trl_per_token_loss(logp, old, ref, adv, *, eps_low, eps_high, beta, delta=None,
+                       use_bias_correction_kl=True):
     """TRL 1.16 GRPOTrainer._compute_loss's per-token loss (loss types grpo / bnpo / dr_grpo /
-    dapo, token-level importance sampling, use_bias_correction_kl=False, delta=None), float64."""
-    coef_1 = torch.exp(logp - old)
-    coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
-    per_token_loss = -torch.min(coef_1 * adv, coef_2 * adv)
+    dapo, importance_sampling_level="token"), written out in float64."""
+    log_ratio = logp - old
+    coef_1 = torch.exp(log_ratio)
     if beta != 0.0:
         per_token_kl = torch.exp(ref - logp) - (ref - logp) - 1
+        if use_bias_correction_kl:
+            per_token_kl = per_token_kl * coef_1
+    coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
+    if delta is not None:  # two-sided clipping
+        coef_1 = torch.clamp(coef_1, max=delta)
+    per_token_loss1 = coef_1 * adv
+    per_token_loss2 = coef_2 * adv
+    per_token_loss = -torch.min(per_token_loss1, per_token_loss2)
+    if beta != 0.0:
         per_token_loss = per_token_loss + beta * per_token_kl
     return per_token_loss
 
 
+@pytest.mark.parametrize("bias_correction", [False, True])
+@pytest.mark.parametrize("delta", [None, 1.5])
 @pytest.mark.parametrize("beta", [0.0, 0.04])
 @pytest.mark.parametrize("eps_high", [0.2, 0.28])
-def test_clipped_loss_and_gradient_equal_trls_formula(beta, eps_high):
+def test_clipped_loss_and_gradient_equal_trls_formula(beta, eps_high, delta, bias_correction):
     logits, ids, mask, adv, ref, old = _setup(8)
+    old = old - 0.6 * (torch.arange(5, dtype=D) % 2)  # ratios well above delta and the clip
     x = logits.clone().requires_grad_(True)
     out = loss(x, ids, old, ref, adv[:, None], mask, beta=beta, epsilon_high=eps_high,
-               dual_clip=None)
+               dual_clip=None, delta=delta, use_bias_correction_kl=bias_correction)
     (out.loss * mask).sum().backward()
     y = logits.clone().requires_grad_(True)
-    want = trl_per_token_loss(selective_logp(y, ids, T), old, ref, adv[:, None], eps_low=0.2,
-                              eps_high=eps_high, beta=beta) * mask
-    want.sum().backward()
-    torch.testing.assert_close(out.loss, want.detach(), rtol=0, atol=1e-12)
+    logp = selective_logp(y, ids, T)
+    want = trl_per_token_loss(logp, old, ref, adv[:, None], eps_low=0.2, eps_high=eps_high,
+                              beta=beta, delta=delta, use_bias_correction_kl=bias_correction)
+    (want * mask).sum().backward()
+    torch.testing.assert_close(out.loss, (want * mask).detach(), rtol=0, atol=1e-12)
     torch.testing.assert_close(x.grad, y.grad, rtol=0, atol=1e-12)
+    if delta is not None:
+        # for A > 0 the clip binds before delta; for A < 0 the capped term is the min
+        capped = (torch.exp(logp - old) > delta) & (adv[:, None] < 0) & mask.bool()
+        assert capped.any() and torch.equal(out.clipped_delta, capped)
+
+
+def test_delta_caps_the_ratio_whatever_the_sign_of_the_advantage():
+    """TRL's delta (INTELLECT-2) caps the ratio of the unclipped term whatever the sign of A: for
+    A > 0 the clip at 1 + epsilon_high binds first, for A < 0 the loss is at most -delta * A
+    where it was -r * A. The old dual clip (its own bound, A < 0 only) is algo.dual_clip."""
+    logits, ids, _, _, _, _ = _setup(3, n=2, c=1)
+    mask = torch.ones(2, 1, dtype=torch.long)
+    old = selective_logp(logits, ids, T) - 2.0  # ratio e^2 = 7.4 on both rows
+    adv = torch.tensor([[1.0], [-1.0]], dtype=D)
+    capped = loss(logits, ids, old, None, adv, mask, beta=0.0, dual_clip=None, delta=1.5,
+                  epsilon_high=0.2)
+    dual = loss(logits, ids, old, None, adv, mask, beta=0.0, dual_clip=3.0, epsilon_high=0.2)
+    # A > 0: -min(min(r, delta) A, clip(r) A) = -1.2 either way (clip binds first); A < 0:
+    # -min(1.5 * -1, 1.2 * -1) = 1.5 with delta, the dual bound 3 * 1 with dual clip
+    assert capped.loss[:, 0].tolist() == pytest.approx([-1.2, 1.5])
+    assert dual.loss[:, 0].tolist() == pytest.approx([-1.2, 3.0])
+    assert capped.clipped_delta[:, 0].tolist() == [False, True]
+    assert dual.clipped_dual[:, 0].tolist() == [False, True]
 
 
 def test_policy_losses_are_registered_by_name():

@@ -1,6 +1,7 @@
 """The training loop on configs/tiny.yaml: metrics, checkpoints, final policy, exact kill -9 resume."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -107,6 +108,8 @@ def test_loss_types_scale_modes_and_skipped_samples_train(tmp_path):
         ["algo.loss_type=bnpo", "algo.overlong_buffer_len=4", "algo.epsilon_high=0.28"],
         ["algo.loss_type=dr_grpo", "algo.scale_rewards=none", "algo.dual_clip=3.0"],
         ["algo.loss_type=dapo", "algo.beta=0.1", "algo.kl_in_reward=true", "algo.kl_estimator=k1"],
+        ["algo.beta=0.1", "algo.num_iterations=2", "algo.delta=1.5",
+         "algo.use_bias_correction_kl=true"],
     ]
     for i, extra in enumerate(combos):
         cfg = _cfg(tmp_path / f"r{i}", "train.max_steps=1", "train.save_steps=0",
@@ -290,3 +293,73 @@ def test_max_prompt_length_leaves_long_rows_out_before_training(tmp_path, capsys
     trainer.train()  # and it trains on what is left
     with pytest.raises(ValueError, match="every prompt is longer than rollout.max_prompt_length=20"):
         GRPOTrainer(_cfg(tmp_path / "b", "rollout.max_prompt_length=20"), rows=long, progress=False)
+
+
+def _count_engine_calls(t):
+    calls = {"backward": 0, "step": 0}
+    backward, step = t.engine.backward, t.engine.step
+
+    def counting_backward(loss):
+        calls["backward"] += 1
+        return backward(loss)
+
+    def counting_step(**kw):
+        calls["step"] += 1
+        return step(**kw)
+
+    t.engine.backward, t.engine.step = counting_backward, counting_step
+    return calls
+
+
+def test_gradient_accumulation_steps_means_micro_batches_per_optimizer_step(tmp_path):
+    """TRL's meaning: gradient_accumulation_steps micro-batches of per_device_train_batch_size
+    completions make one optimizer step; the rollout batch is their product. With the dapo
+    loss the split does not change the update: 4 x 2, 8 x 1 and 2 x 4 end at the same weights."""
+    weights = {}
+    for mb, ga in ((4, 2), (8, 1), (2, 4)):
+        cfg = _cfg(tmp_path / f"mb{mb}", f"train.per_device_train_batch_size={mb}",
+                   f"train.gradient_accumulation_steps={ga}", "algo.skip_zero_advantage=false",
+                   "train.max_steps=1", "train.save_steps=0", "train.report_to_tensorboard=false")
+        t = GRPOTrainer(cfg, progress=False)
+        calls = _count_engine_calls(t)
+        out = t.train_step()
+        assert len(out.batch) == 8 and calls == {"backward": ga, "step": 1}
+        weights[mb] = {k: v.clone() for k, v in t.model.state_dict().items()}
+    for mb in (8, 2):
+        for k in weights[4]:
+            torch.testing.assert_close(weights[mb][k], weights[4][k], rtol=1e-4, atol=2e-5)
+
+
+def test_none_from_one_reward_function_leaves_the_sample_to_the_others(tmp_path):
+    """TRL's multi-task recipe: each function returns None on the other task's samples, and every
+    sample trains on the function that applies to it."""
+    def even(prompts, completions, answer, **cols):
+        return [float(len(c) % 3 == 0) if int(a) % 2 == 0 else None
+                for c, a in zip(completions, answer)]
+
+    def odd(prompts, completions, answer, **cols):
+        return [float("1" in c) if int(a) % 2 else None for c, a in zip(completions, answer)]
+
+    cfg = _cfg(tmp_path / "mt", "train.max_steps=1", "train.save_steps=0",
+               "train.report_to_tensorboard=false")
+    t = GRPOTrainer(cfg, reward_funcs=[WeightedReward("even", even), WeightedReward("odd", odd)],
+                    progress=False)
+    out = t.train_step()
+    assert out.metrics["skipped_samples"] == 0 and out.rewards.valid.all()
+    want = [e if e is not None else o for e, o in zip(*out.batch.per_func)]
+    assert out.rewards.total.tolist() == want
+    assert out.metrics["update/trained_rows_frac"] > 0
+
+
+def test_a_non_finite_reward_drops_that_sample_not_the_step(tmp_path):
+    def flaky(prompts, completions, **cols):
+        return [float("nan") if i == 0 else float(i % 2) for i in range(len(completions))]
+
+    cfg = _cfg(tmp_path / "nf", "train.max_steps=1", "train.save_steps=0",
+               "train.report_to_tensorboard=false")
+    t = GRPOTrainer(cfg, reward_funcs=[WeightedReward("flaky", flaky)], progress=False)
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    m = t.train_step().metrics
+    assert m["skipped_samples"] == m["skipped_samples/non_finite"] == 1
+    assert m["skipped_updates"] == 0 and math.isfinite(m["loss"]) and m["grad_norm"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in t.model.state_dict().items())
