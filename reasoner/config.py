@@ -71,8 +71,9 @@ class LoraConfig:
 
 @dataclass
 class DataConfig:
-    task: Optional[str] = _f("arithmetic", "Procedural task by name (arithmetic, countdown, or "
-                             "a registered one); null to read dataset_path instead.")
+    task: Optional[str] = _f("arithmetic", "Procedural task by name (arithmetic, countdown, a "
+                             "registered one, or 'module:Class'); null to read dataset_path "
+                             "instead.")
     task_options: dict[str, Any] = _f({}, "Keyword options passed to the task (difficulty etc.).")
     num_train_rows: int = _f(10000, "Rows generated from the task for training.")
     dataset_path: Optional[str] = _f(None, "jsonl / parquet / HF datasets directory on disk "
@@ -148,8 +149,8 @@ class AlgoConfig:
                         "see reasoner/algos/aggregation.py.")
     scale_rewards: str = _f("group", "Advantage scaling: group std | batch std | none.")
     skip_zero_advantage: bool = _f(True, "With no KL term in the loss, leave rows whose advantage "
-                                   "is 0 (flat groups, dropped samples) out of the update: their "
-                                   "gradient is exactly 0; the token normalisers still count them.")
+                                   "is 0 (flat groups) out of the forward and backward: their "
+                                   "gradient is exactly 0; the loss normalisers still count them.")
     mask_truncated_completions: bool = _f(False, "Exclude completions that hit "
                                           "max_completion_length from the loss.")
     overlong_buffer_len: Optional[int] = _f(None, "DAPO soft overlong penalty: buffer length in "
@@ -162,7 +163,8 @@ class TrainConfig:
     """The run and its optimisation, shared by every trainer (TRL's TrainingArguments names)."""
 
     output_dir: str = _f("runs/grpo", "Where metrics, checkpoints and final/ are written.")
-    max_steps: int = _f(100, "Training steps (one rollout batch each).")
+    max_steps: int = _f(100, "Training steps: one rollout batch and algo.num_iterations "
+                        "optimizer steps each (TRL counts optimizer steps).")
     seed: int = _f(0, "Seed of everything: data order, sampling, dropout.")
     device: str = _f("auto", "auto | cpu | cuda.")
     per_device_train_batch_size: int = _f(16, "Completions per micro-batch (one forward and "

@@ -130,7 +130,9 @@ class BaseTrainer(ABC):
     """Setup, the loop, checkpoints and logging; subclasses add the learning."""
 
     def __init__(self, cfg: Config, *, resume: bool = False, deepspeed_config: str | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, **data: Any) -> None:
+        """`data`: keyword arguments for `setup_data` (e.g. rows / reward functions that replace
+        the config's)."""
         self.cfg = cfg
         t = cfg.train
         # several processes: a launcher (torchrun / deepspeed) started us, or --deepspeed given
@@ -154,7 +156,7 @@ class BaseTrainer(ABC):
             cfg, out_dir=self.out, device=self.device, is_main=self.is_main,
             with_reference=self.needs_reference(), zero3_config=self._zero3_config(ds_config))
         self.tokenizer = models.tokenizer
-        self.setup_data(models)
+        self.setup_data(models, **data)
         self.engine: Engine = build_engine(
             models.policy, t, t.max_steps * self.optimizer_steps_per_step(), self.device,
             ds_config)
@@ -170,8 +172,9 @@ class BaseTrainer(ABC):
     # ------------------------------------------------------------------ what a trainer adds
 
     @abstractmethod
-    def setup_data(self, models: StartingModels) -> None:
-        """Load what the trainer learns from (rows, reward functions, ...)."""
+    def setup_data(self, models: StartingModels, **data: Any) -> None:
+        """Load what the trainer learns from (rows, reward functions, ...), before the engine
+        is built and a checkpoint restored."""
 
     @abstractmethod
     def train_step(self) -> StepOutput:

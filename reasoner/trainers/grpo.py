@@ -73,11 +73,10 @@ class GRPOTrainer(BaseTrainer):
 
     def __init__(self, cfg: Config, *, rows: list[dict[str, Any]] | None = None,
                  reward_funcs: list[WeightedReward] | None = None, **kw: Any) -> None:
-        self._given_rows, self._given_rewards = rows, reward_funcs
         a = cfg.algo
         self.adv_estimator = get_adv_estimator(a.adv_estimator or self.default_adv_estimator)
         self.policy_loss = get_policy_loss(a.policy_loss or self.default_policy_loss)
-        super().__init__(cfg, **kw)
+        super().__init__(cfg, rows=rows, reward_funcs=reward_funcs, **kw)
 
     # ------------------------------------------------------------------ setup
 
@@ -87,19 +86,22 @@ class GRPOTrainer(BaseTrainer):
     def optimizer_steps_per_step(self) -> int:
         return self.cfg.algo.num_iterations
 
-    def setup_data(self, models: StartingModels) -> None:
+    def setup_data(self, models: StartingModels, *, rows: list[dict[str, Any]] | None = None,
+                   reward_funcs: list[WeightedReward] | None = None) -> None:
+        """The rows (the config's, or `rows`), the prompt template, the reward functions (the
+        config's, the task's, or `reward_funcs`) and the accuracy reward."""
         cfg = self.cfg
-        data = load_training_data(cfg.data, self._given_rows)
+        data = load_training_data(cfg.data, rows)
         self.task, self.template = data.task, data.template
-        rows = data.rows
-        if not rows:
+        kept = data.rows
+        if not kept:
             raise ValueError("no training rows")
         if cfg.rollout.max_prompt_length is not None:
-            rows = self._drop_long_prompts(rows, cfg.rollout.max_prompt_length)
-        self.rows = rows
+            kept = self._drop_long_prompts(kept, cfg.rollout.max_prompt_length)
+        self.rows = kept
         r = cfg.rewards
-        if self._given_rewards is not None:
-            self.reward_funcs = list(self._given_rewards)
+        if reward_funcs is not None:
+            self.reward_funcs = list(reward_funcs)
         elif r.names:
             self.reward_funcs = resolve_rewards(r.names, r.reward_weights)
         elif self.task is not None:
@@ -110,7 +112,7 @@ class GRPOTrainer(BaseTrainer):
         if not self.reward_funcs:
             raise ValueError("no reward functions")
         names = [f.name for f in self.reward_funcs]
-        task_rewards = self.task is not None and not r.names and self._given_rewards is None
+        task_rewards = self.task is not None and not r.names and reward_funcs is None
         self.accuracy_reward = r.accuracy_reward or (
             self.task.accuracy_reward if task_rewards else names[0])
         self.order = DataOrder(len(self.rows), cfg.train.seed)
@@ -345,8 +347,8 @@ class GRPOTrainer(BaseTrainer):
                  if v is not None and math.isfinite(v)]
             m["accuracy"] = sum(1.0 for v in x if v >= 1.0) / len(x) if x else float("nan")
         m["skipped_samples"] = float((~v_all).sum())
-        m["skipped_samples/unscorable"] = float(gathered(comb.unscorable).sum())
-        m["skipped_samples/non_finite"] = float(gathered(comb.non_finite).sum())
+        m["skipped_samples/unscorable"], m["skipped_samples/non_finite"] = distributed.sum_all(
+            [float(comb.unscorable.sum()), float(comb.non_finite.sum())])
         g = self.cfg.rollout.num_generations
         m["frac_zero_std_groups"] = float(group_stats(r_all, v_all, g).zero_std.float().mean())
         m["advantage/abs_mean"] = float(gathered(adv).abs().mean())
