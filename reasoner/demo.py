@@ -135,7 +135,7 @@ def run_demo(output_dir: str | Path, *, config_path: str | Path | None = None,
 
     # warm start: the configured model, fine-tuned on worked solutions, saved; GRPO starts
     # from that directory (its KL reference, if any, is the warm-started policy)
-    data = load_training_data(cfg.data)
+    data = load_training_data(cfg.data, rows=[])  # the task and template (the trainer makes rows)
     task, template = data.task, data.template
     sft_rows = task.rows("train", demo["sft_rows"], cfg.data.data_seed + 1)
     sft_rows = corrupt_answers(sft_rows, demo.get("sft_wrong_answer_frac", 0.0), cfg.train.seed)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -49,16 +50,14 @@ from reasoner.verifiers.rewards import (
 PHASES = ("generation", "reward", "logprobs", "update")
 
 
+@dataclass(kw_only=True)
 class GRPOStep(StepOutput):
     """A GRPO step's metrics and samples, and what it trained on (for inspection)."""
 
-    def __init__(self, metrics: dict[str, Any], samples: list[dict[str, Any]], batch: Batch,
-                 rewards: CombinedRewards, shaped: torch.Tensor, advantages: torch.Tensor) -> None:
-        super().__init__(metrics, samples)
-        self.batch = batch  # this rank's rollout batch
-        self.rewards = rewards  # the functions' combined rewards (before shaping)
-        self.shaped = shaped  # [N] the rewards the advantages were computed from
-        self.advantages = advantages  # [N] float64 (0 for dropped samples)
+    batch: Batch  # this rank's rollout batch
+    rewards: CombinedRewards  # the reward functions' combined rewards (before shaping)
+    shaped: torch.Tensor  # [N] the rewards the advantages were computed from
+    advantages: torch.Tensor  # [N] float64 (0 for dropped samples)
 
 
 class GRPOTrainer(BaseTrainer):
@@ -324,7 +323,8 @@ class GRPOTrainer(BaseTrainer):
         m = self._metrics(b, comb, r_all, v_all, adv, lengths, seq_kl, timer, dt)
         m.update(upd)
         m.update(ds_stats)
-        return GRPOStep(m, self._samples(b, rewards, adv), b, comb, rewards, adv)
+        return GRPOStep(metrics=m, samples=self._samples(b, rewards, adv), batch=b, rewards=comb,
+                        shaped=rewards, advantages=adv)
 
     def _metrics(self, b: Batch, comb: CombinedRewards, r_all: torch.Tensor,
                  v_all: torch.Tensor, adv: torch.Tensor, lengths: torch.Tensor,

@@ -363,3 +363,30 @@ def test_a_non_finite_reward_drops_that_sample_not_the_step(tmp_path):
     assert m["skipped_samples"] == m["skipped_samples/non_finite"] == 1
     assert m["skipped_updates"] == 0 and math.isfinite(m["loss"]) and m["grad_norm"] > 0
     assert any(not torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+
+
+def test_lean_forward_off_runs_the_models_own_forward_everywhere(tmp_path, monkeypatch):
+    """model.lean_forward: auto takes the lean Qwen2/Llama path for decoding, scoring and the
+    update; off never does, and the step's numbers are the same up to rounding."""
+    import reasoner.models.forward as forward
+    import reasoner.rollout.decode as decode
+
+    calls = {"lean": 0}
+    for mod, name in ((forward, "lean_forward"), (decode, "lean_forward"), (decode, "lean_step")):
+        real = getattr(mod, name)
+
+        def spy(*a, _real=real, **k):
+            calls["lean"] += 1
+            return _real(*a, **k)
+
+        monkeypatch.setattr(mod, name, spy)
+    metrics = {}
+    for mode in ("auto", "off"):
+        calls["lean"] = 0
+        cfg = _cfg(tmp_path / mode, f"model.lean_forward={mode}", "algo.beta=0.04",
+                   "algo.num_iterations=2", "train.max_steps=1", "train.save_steps=0",
+                   "train.report_to_tensorboard=false")
+        metrics[mode] = GRPOTrainer(cfg, progress=False).train_step().metrics
+        assert (calls["lean"] > 0) == (mode == "auto"), mode
+    for key in ("reward/mean", "completion_length/mean", "loss", "kl", "entropy", "grad_norm"):
+        assert metrics["off"][key] == pytest.approx(metrics["auto"][key], rel=1e-3, abs=1e-6), key
