@@ -17,8 +17,8 @@ import torch
 from benchmarks.common import write_results
 from reasoner.evaluate import evaluate
 from reasoner.models import build_tiny_model, count_parameters, load_model_and_tokenizer
-from reasoner.sft import run_sft
 from reasoner.tasks import get_task
+from reasoner.trainers.sft import run_sft
 
 
 def main() -> None:

@@ -54,34 +54,34 @@ the loss code. There was no separate old-logprob pass (num_iterations = 1) and n
    measured generation 0.102 -> 0.075.
 2. Prefill each distinct prompt once (a group repeats it G times) and gather the cache to the
    G rows. Predicted -0.009 (prefill 0.011 -> ~0.002); measured 0.072 -> 0.063.
-3. Decode steps without the HF module machinery for plain Qwen2/Llama (`_fast_step`: the same
+3. Decode steps without the HF module machinery for plain Qwen2/Llama (`lean_step`: the same
    ops on preallocated KV buffers, GQA inside SDPA instead of repeating K/V). Predicted -0.02;
    measured 0.063 -> 0.055 (the decode is mostly matmul time already). Greedy output equals HF
-   generate token for token (tests/test_rollout.py).
+   generate token for token (tests/rollout/test_generate.py).
 4. Update: run each group's prompt once (`forward_logits(share_prompts=True)`: unique prompts
    with a KV cache, gathered differentiably to the G rows) and never feed the last completion
    token (it predicts nothing). Predicted -0.025 (1728 -> 1336 token columns, ~23 % of the
    FLOPs); measured update 0.15 -> 0.12-0.13. Same weights after training up to float rounding
-   (tests/test_trainer.py::test_shared_prompt_forward_gives_the_same_training).
+   (tests/trainers/test_grpo_trainer.py::test_shared_prompt_forward_gives_the_same_training).
 
 5. Update: rows split into two length buckets (each fed only up to its longest completion) when
    that cuts the fed completion columns by >= 10 %. Predicted ~-0.007 net of the extra forward's
    overhead; measured update 0.130 -> 0.121 (A/B over 6 alternating steps).
 
-6. Update: a lean forward for plain Qwen2/Llama models (`reasoner.rollout._fast_forward`, the
+6. Update: a lean forward for plain Qwen2/Llama models (`reasoner.models.lean.lean_forward`, the
    same layer code as the decode step): the prompts and both length buckets are packed into ONE
    token matrix, so each projection, norm and MLP runs once per layer (was: three HF forwards,
    one per block), attention runs per block; RMSNorm is one autograd node with a hand-written
    backward (was six), RoPE is `roll` with rotate_half's sign folded into sin, blocks are cut
    with `split` (one cat in the backward, not a zero-filled tensor per slice). Same logits and
-   gradients as the HF forward to 1e-10 in float64 (tests/test_fast_forward.py). It falls back
+   gradients as the HF forward to 1e-10 in float64 (tests/models/test_lean.py). It falls back
    to the model's own forward for peft, ZeRO-3 shards not gathered, hooks on skipped modules,
-   gradient checkpointing or dropout while training, sliding windows (`_fast_decoder`).
+   gradient checkpointing or dropout while training, sliding windows (`lean_decoder`).
    Predicted -0.015 (per-op overhead: 1066 -> 451 top-level forward ops); measured forward +
    loss + backward 0.097 -> 0.082 (same process, HF vs lean interleaved, medians of 30); the
    step's update phase 0.108 -> 0.094 (benchmark at HEAD vs this tree, back to back).
 7. AdamW with `fused=True` (one kernel per parameter instead of ~10 ops each): optimizer step
-   2.9 -> 1.0 ms. Resume stays bit-exact (tests/test_trainer.py).
+   2.9 -> 1.0 ms. Resume stays bit-exact (tests/trainers/test_grpo_trainer.py).
 8. Generation: the prefill runs the lean forward too; the decode step's attention (one query per
    row) is two small matmuls with an additive mask instead of SDPA's CPU kernel. Measured
    0.056 -> 0.052 s per 64-completion batch (old and new module interleaved, medians of 10).
@@ -131,7 +131,7 @@ def _problem(args: argparse.Namespace, workdir: Path) -> tuple[str, list[dict[st
     model_dir = args.model
     if model_dir is None:  # the demo's warm start, so rewards are mixed as in a real run
         from reasoner.models import load_model_and_tokenizer
-        from reasoner.sft import run_sft
+        from reasoner.trainers.sft import run_sft
 
         path = build_tiny_model(workdir / "tiny", hidden_size=args.hidden_size,
                                 num_layers=args.num_layers, num_heads=4, num_kv_heads=2,
@@ -152,28 +152,30 @@ def _problem(args: argparse.Namespace, workdir: Path) -> tuple[str, list[dict[st
 def run_ours(args: argparse.Namespace, model_dir: str, rows: list[dict[str, Any]],
              workdir: Path) -> dict[str, Any]:
     from reasoner.config import config_from_dict
-    from reasoner.trainer import GRPOTrainer
+    from reasoner.trainers.grpo import GRPOTrainer
 
     cfg = config_from_dict({
         "model": {"path": model_dir},
         "data": {"task": "arithmetic", "task_options": {"ops": ["+"], "digits": [1, 2]},
                  "num_train_rows": 2000, "template": "r1_short"},
-        "grpo": {"output_dir": str(workdir / "ours"), "max_steps": args.warmup + args.steps,
-                 "device": "cpu", "num_generations": args.num_generations,
-                 "per_device_train_batch_size": args.batch, "gradient_accumulation_steps": 1,
-                 "max_completion_length": args.max_completion_length, "temperature": 1.0,
-                 "learning_rate": 1e-4, "beta": 0.0, "loss_type": "dapo", "save_steps": 0,
-                 "log_completions_steps": 0, "report_to_tensorboard": False},
+        "rollout": {"num_generations": args.num_generations,
+                    "max_completion_length": args.max_completion_length, "temperature": 1.0},
+        "algo": {"beta": 0.0, "loss_type": "dapo"},
+        "train": {"output_dir": str(workdir / "ours"), "max_steps": args.warmup + args.steps,
+                  "device": "cpu", "per_device_train_batch_size": args.batch,
+                  "gradient_accumulation_steps": 1, "learning_rate": 1e-4, "save_steps": 0,
+                  "log_completions_steps": 0, "report_to_tensorboard": False},
     })
     trainer = GRPOTrainer(cfg, progress=False)
     times, comp_tokens, all_tokens, lengths, flat = [], 0, 0, [], []
     phases = dict.fromkeys(("generation", "reward", "logprobs", "update"), 0.0)
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
-        m = trainer.train_step()
+        out = trainer.train_step()
         dt = time.perf_counter() - t0
+        m = out.metrics
         if i >= args.warmup:
-            b = trainer._last_batch[0]
+            b = out.batch
             times.append(dt)
             comp_tokens += int(b.completion_mask.sum())
             all_tokens += int(b.completion_mask.sum() + b.prompt_mask.sum())

@@ -16,6 +16,7 @@ import torch
 from .reference import (
     KL_ESTIMATORS,
     GRPOTokenOutput,
+    check_clip_args,
     fused_linear_grpo_loss_reference,
     grpo_loss_reference,
     selective_logp,
@@ -66,16 +67,17 @@ def _loss_config(
     eps_low: float,
     eps_high: float | None,
     delta: float | None,
+    dual_clip: float | None,
     beta: float,
     kl_estimator: str,
+    use_bias_correction_kl: bool,
     ref_logp: torch.Tensor | None,
 ) -> dict:
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if eps_low < 0 or (eps_high is not None and eps_high < 0):
         raise ValueError(f"eps_low / eps_high must be >= 0, got {eps_low} / {eps_high}")
-    if delta is not None and delta <= 1.0:
-        raise ValueError(f"dual-clip delta must be > 1, got {delta}")
+    check_clip_args(delta, dual_clip)
     if kl_estimator not in KL_ESTIMATORS:
         raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
     if beta != 0.0 and ref_logp is None:
@@ -85,8 +87,10 @@ def _loss_config(
         eps_low=float(eps_low),
         eps_high=float(eps_low if eps_high is None else eps_high),
         delta=None if delta is None else float(delta),
+        dual_clip=None if dual_clip is None else float(dual_clip),
         beta=float(beta),
         kl_estimator=kl_estimator,
+        use_bias_correction_kl=bool(use_bias_correction_kl),
     )
 
 
@@ -141,13 +145,15 @@ def _unflatten(loss, logp, kl, flags, entropy, token_shape, has_ref: bool, with_
     def r(t):
         return t.reshape(token_shape)
 
+    # flags: bool [N, 4] (clipped_low, clipped_high, clipped_dual, clipped_delta)
     return GRPOTokenOutput(
         loss=r(loss),
         logp=r(logp),
         kl=r(kl) if has_ref else None,
-        clipped_low=r(flags[0]),
-        clipped_high=r(flags[1]),
-        clipped_dual=r(flags[2]),
+        clipped_low=r(flags[:, 0]),
+        clipped_high=r(flags[:, 1]),
+        clipped_dual=r(flags[:, 2]),
+        clipped_delta=r(flags[:, 3]),
         entropy=r(entropy) if with_entropy else None,
     )
 
@@ -174,8 +180,10 @@ def grpo_loss(
     eps_low: float = 0.2,
     eps_high: float | None = None,
     delta: float | None = None,
+    dual_clip: float | None = None,
     beta: float = 0.0,
     kl_estimator: str = "k3",
+    use_bias_correction_kl: bool = False,
     compute_entropy: bool = False,
     inplace_backward: bool = False,
     backend: str = "auto",
@@ -186,7 +194,10 @@ def grpo_loss(
     loss, logp and kl are differentiable w.r.t. logits; entropy and the flags are not.
     With inplace_backward=True the backward writes dlogits into the logits buffer (Triton only).
     """
-    kw = _loss_config(temperature, eps_low, eps_high, delta, beta, kl_estimator, ref_logp)
+    kw = _loss_config(
+        temperature, eps_low, eps_high, delta, dual_clip, beta, kl_estimator,
+        use_bias_correction_kl, ref_logp,
+    )
     if not use_triton(backend, logits):
         return grpo_loss_reference(
             logits, ids, old_logp, ref_logp, advantages, mask, compute_entropy=compute_entropy, **kw
@@ -272,8 +283,10 @@ def fused_linear_grpo_loss(
     eps_low: float = 0.2,
     eps_high: float | None = None,
     delta: float | None = None,
+    dual_clip: float | None = None,
     beta: float = 0.0,
     kl_estimator: str = "k3",
+    use_bias_correction_kl: bool = False,
     compute_entropy: bool = False,
     chunk_size: int | None = None,
     backend: str = "auto",
@@ -285,7 +298,10 @@ def fused_linear_grpo_loss(
     `chunk_size` rows at a time. The weight is read from the argument on every call (never
     cached), so a ZeRO-3-gathered weight works; see kernels/README.md.
     """
-    kw = _loss_config(temperature, eps_low, eps_high, delta, beta, kl_estimator, ref_logp)
+    kw = _loss_config(
+        temperature, eps_low, eps_high, delta, dual_clip, beta, kl_estimator,
+        use_bias_correction_kl, ref_logp,
+    )
     _check_linear(hidden, weight, bias)
     if not use_triton(backend, hidden):
         return fused_linear_grpo_loss_reference(

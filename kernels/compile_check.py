@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 DATA_PTRS = {"logits_ptr", "dlogits_ptr", "h_ptr", "w_ptr", "b_ptr", "dl_ptr", "a_ptr"}
 TYPED_PTRS = {"ids_ptr": "*i64", "mask_ptr": "*i8", "flags_ptr": "*i8", "c_ptr": "*fp32"}
-FLOATS = {"temperature", "lo", "hi", "delta", "beta"}
+FLOATS = {"temperature", "lo", "hi", "delta", "dual", "beta"}
 
 
 @dataclass
@@ -58,12 +58,14 @@ def kernel_variants(dtype: str) -> list[tuple[str, object, dict, dict]]:
     out = []
     for kl in (1, 2, 3):
         for ent in (False, True):
-            loss = dict(LOSS=True, HAS_OLD=kl != 1, HAS_DELTA=kl == 3, HAS_REF=kl != 2, KL=kl)
+            loss = dict(LOSS=True, HAS_OLD=kl != 1, HAS_DELTA=kl == 3, HAS_DUAL=kl != 2,
+                        HAS_REF=kl != 2, KL=kl, BIAS_KL=kl == 3)
             out.append((f"logits_fwd[k{kl}, entropy={ent}]", lg._logits_fwd_kernel,
                         dict(**loss, ENTROPY=ent, CLAMP=20.0, BLOCK_V=4096), dict(num_warps=16)))
     out.append(("logits_fwd[logprobs only]", lg._logits_fwd_kernel,
-                dict(LOSS=False, HAS_OLD=False, HAS_DELTA=False, HAS_REF=False, KL=3,
-                     ENTROPY=True, CLAMP=20.0, BLOCK_V=4096), dict(num_warps=16)))
+                dict(LOSS=False, HAS_OLD=False, HAS_DELTA=False, HAS_DUAL=False, HAS_REF=False,
+                     KL=3, BIAS_KL=False, ENTROPY=True, CLAMP=20.0, BLOCK_V=4096),
+                dict(num_warps=16)))
     out.append(("logits_bwd", lg._logits_bwd_kernel, dict(BLOCK_V=4096), dict(num_warps=16)))
     tiles = dict(BLOCK_N=64, BLOCK_V=128, BLOCK_K=64)
     for bias, ent in ((True, True), (False, False)):
@@ -72,11 +74,12 @@ def kernel_variants(dtype: str) -> list[tuple[str, object, dict, dict]]:
                     dict(num_warps=8, num_stages=stages)))
     for kl in (1, 2, 3):
         out.append((f"fl_epilogue[k{kl}]", fl._fl_epilogue_kernel,
-                    dict(LOSS=True, HAS_OLD=True, HAS_DELTA=kl == 1, HAS_REF=True, KL=kl,
-                         ENTROPY=kl == 3, CLAMP=20.0, BLOCK_N=256), {}))
+                    dict(LOSS=True, HAS_OLD=True, HAS_DELTA=kl == 1, HAS_DUAL=kl != 2,
+                         HAS_REF=True, KL=kl, BIAS_KL=kl != 1, ENTROPY=kl == 3, CLAMP=20.0,
+                         BLOCK_N=256), {}))
     out.append(("fl_epilogue[logprobs only]", fl._fl_epilogue_kernel,
-                dict(LOSS=False, HAS_OLD=False, HAS_DELTA=False, HAS_REF=False, KL=3,
-                     ENTROPY=False, CLAMP=20.0, BLOCK_N=256), {}))
+                dict(LOSS=False, HAS_OLD=False, HAS_DELTA=False, HAS_DUAL=False, HAS_REF=False,
+                     KL=3, BIAS_KL=False, ENTROPY=False, CLAMP=20.0, BLOCK_N=256), {}))
     out.append(("fl_dlogits", fl._fl_dlogits_kernel, dict(HAS_BIAS=True, **dot, **tiles),
                 dict(num_warps=8, num_stages=stages)))
     bk = 32 if dtype == "fp32" else 64

@@ -28,8 +28,15 @@ import torch
 import triton
 import triton.language as tl
 
-from .reference import LOG_RATIO_CLAMP
-from .triton_logits import KL_CODE, MAX_ROWS, RawOutputs, clip_bounds, combine_coef, token_loss
+from .triton_logits import (
+    MAX_ROWS,
+    RawOutputs,
+    clip_bounds,
+    combine_coef,
+    loss_constexprs,
+    store_flags,
+    token_loss,
+)
 
 DEFAULT_BLOCKS = (64, 128, 64)  # BLOCK_N (tokens), BLOCK_V (vocabulary), BLOCK_K (hidden)
 GEMM_BLOCKS = (128, 128, 64)  # BLOCK_M, BLOCK_N, BLOCK_K of the backward dhidden / dweight GEMMs
@@ -99,7 +106,6 @@ def _fl_fwd_kernel(
     stride_wk,
     v_per_split,
     num_splits,
-    stride_stat,
     temperature,
     HAS_BIAS: tl.constexpr,
     ENTROPY: tl.constexpr,
@@ -140,12 +146,12 @@ def _fl_fwd_kernel(
         s = s * alpha + tl.sum(e, axis=1)
         m = m_new
         tgt += tl.sum(tl.where(v_offs[None, :] == tok[:, None], x, 0.0), axis=1)
-    sn = stride_stat  # part is [4, num_splits, N]: stat, split, token
-    p = part_ptr + split.to(tl.int64) * N + n64
+    # part is fp32 [num_splits, N, 4] (m, s, w, target logit); int64 offsets throughout
+    p = part_ptr + (split.to(tl.int64) * N + n64) * 4
     tl.store(p, m, mask=n_mask)
-    tl.store(p + sn, s, mask=n_mask)
-    tl.store(p + 2 * sn, w, mask=n_mask)
-    tl.store(p + 3 * sn, tgt, mask=n_mask)
+    tl.store(p + 1, s, mask=n_mask)
+    tl.store(p + 2, w, mask=n_mask)
+    tl.store(p + 3, tgt, mask=n_mask)
 
 
 @triton.jit
@@ -165,43 +171,45 @@ def _fl_epilogue_kernel(
     dkl_ptr,
     N,
     num_splits,
-    stride_stat,
     lo,
     hi,
     delta,
+    dual,
     beta,
     LOSS: tl.constexpr,
     HAS_OLD: tl.constexpr,
     HAS_DELTA: tl.constexpr,
+    HAS_DUAL: tl.constexpr,
     HAS_REF: tl.constexpr,
     KL: tl.constexpr,
+    BIAS_KL: tl.constexpr,
     ENTROPY: tl.constexpr,
     CLAMP: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     nm = n < N
-    sn = stride_stat
     mx = tl.full((BLOCK_N,), float("-inf"), tl.float32)
-    p = part_ptr + n
+    split = tl.full((), 0, tl.int64)  # int64, so split * N cannot overflow
     for _ in range(0, num_splits):
-        mx = tl.maximum(mx, tl.load(p, mask=nm, other=float("-inf")))
-        p += N
+        mx = tl.maximum(mx, tl.load(part_ptr + (split * N + n) * 4, mask=nm, other=float("-inf")))
+        split += 1
     mx = tl.where(mx == float("-inf"), 0.0, mx)
     s = tl.zeros((BLOCK_N,), tl.float32)
     w = tl.zeros((BLOCK_N,), tl.float32)
     tgt = tl.zeros((BLOCK_N,), tl.float32)
-    p = part_ptr + n
+    split = tl.full((), 0, tl.int64)
     for _ in range(0, num_splits):
+        p = part_ptr + (split * N + n) * 4
         mi = tl.load(p, mask=nm, other=float("-inf"))
-        si = tl.load(p + sn, mask=nm, other=0.0)
+        si = tl.load(p + 1, mask=nm, other=0.0)
         a = tl.exp(mi - mx)
         s += si * a
         if ENTROPY:
-            wi = tl.load(p + 2 * sn, mask=nm, other=0.0)
+            wi = tl.load(p + 2, mask=nm, other=0.0)
             w += a * (wi + (tl.where(si > 0.0, mi, mx) - mx) * si)
-        tgt += tl.load(p + 3 * sn, mask=nm, other=0.0)
-        p += N
+        tgt += tl.load(p + 3, mask=nm, other=0.0)
+        split += 1
     s = tl.where(nm, s, 1.0)  # lanes past N: keep them finite
     log_s = tl.log(s)
     lse = mx + log_s
@@ -221,16 +229,15 @@ def _fl_epilogue_kernel(
             ref = tl.load(ref_ptr + n, mask=nm, other=0.0)
         else:
             ref = logp
-        loss, kl, c_lo, c_hi, c_dual, dloss, dkl = token_loss(
-            logp, old, ref, adv, valid, lo, hi, delta, beta, HAS_DELTA, HAS_REF, KL, CLAMP
+        loss, kl, c_lo, c_hi, c_dual, c_delta, dloss, dkl = token_loss(
+            logp, old, ref, adv, valid, lo, hi, delta, dual, beta, HAS_DELTA, HAS_DUAL, HAS_REF,
+            KL, BIAS_KL, CLAMP,
         )
         tl.store(loss_ptr + n, loss, mask=nm)
         tl.store(kl_ptr + n, kl, mask=nm)
         tl.store(dloss_ptr + n, dloss, mask=nm)
         tl.store(dkl_ptr + n, dkl, mask=nm)
-        tl.store(flags_ptr + n, c_lo.to(tl.int8), mask=nm)
-        tl.store(flags_ptr + N + n, c_hi.to(tl.int8), mask=nm)
-        tl.store(flags_ptr + 2 * N + n, c_dual.to(tl.int8), mask=nm)
+        store_flags(flags_ptr, n, c_lo, c_hi, c_dual, c_delta, nm)
 
 
 @triton.jit
@@ -341,8 +348,10 @@ class FusedLinearConfig:
     eps_low: float = 0.2
     eps_high: float = 0.2
     delta: float | None = None
+    dual_clip: float | None = None
     beta: float = 0.0
     kl_estimator: str = "k3"
+    use_bias_correction_kl: bool = False
     compute_entropy: bool = False
     chunk_size: int | None = None  # backward rows per dlogits chunk (default: ~1 GiB chunk)
     blocks: tuple[int, int, int] | None = None  # (BLOCK_N, BLOCK_V, BLOCK_K) override
@@ -404,7 +413,7 @@ def fused_linear_forward(
     ent = torch.empty(N, **f32) if cfg.compute_entropy else logp
     out = RawOutputs(logp, lse, ent if cfg.compute_entropy else None)
     n_flags = N if with_loss else 1
-    flags = torch.empty(3, n_flags, device=hidden.device, dtype=torch.int8)
+    flags = torch.empty(n_flags, 4, device=hidden.device, dtype=torch.int8)
     if with_loss:
         out.loss, out.kl, out.dloss, out.dkl = (torch.empty(N, **f32) for _ in range(4))
     if N == 0:
@@ -413,7 +422,7 @@ def fused_linear_forward(
     splits = _num_splits(N, V, bn, bv, hidden, cfg.num_splits)
     v_per_split = triton.cdiv(triton.cdiv(V, splits), bv) * bv
     splits = triton.cdiv(V, v_per_split)
-    part = torch.empty(4, splits, N, **f32)
+    part = torch.empty(splits, N, 4, **f32)
     grid = (splits * triton.cdiv(N, bn),)
     _fl_fwd_kernel[grid](
         hidden,
@@ -430,7 +439,6 @@ def fused_linear_forward(
         weight.stride(1),
         v_per_split,
         splits,
-        splits * N,
         float(cfg.temperature),
         HAS_BIAS=bias is not None,
         ENTROPY=cfg.compute_entropy,
@@ -441,7 +449,6 @@ def fused_linear_forward(
         BLOCK_K=bk,
         **_launch_kw(hidden),
     )
-    lo, hi, delta = clip_bounds(cfg)
     dummy = logp
     block = 256
     _fl_epilogue_kernel[(triton.cdiv(N, block),)](
@@ -460,18 +467,11 @@ def fused_linear_forward(
         out.dkl if with_loss else dummy,
         N,
         splits,
-        splits * N,
-        lo,
-        hi,
-        delta,
+        *clip_bounds(cfg),
         float(cfg.beta),
         LOSS=with_loss,
-        HAS_OLD=old_logp is not None,
-        HAS_DELTA=cfg.delta is not None,
-        HAS_REF=ref_logp is not None,
-        KL=KL_CODE[cfg.kl_estimator],
+        **loss_constexprs(cfg, old_logp is not None, ref_logp is not None),
         ENTROPY=cfg.compute_entropy,
-        CLAMP=LOG_RATIO_CLAMP,
         BLOCK_N=block,
     )
     out.flags = flags.view(torch.bool) if with_loss else None

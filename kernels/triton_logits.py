@@ -39,30 +39,46 @@ def token_loss(
     lo,
     hi,
     delta,
+    dual,
     beta,
     HAS_DELTA: tl.constexpr,
+    HAS_DUAL: tl.constexpr,
     HAS_REF: tl.constexpr,
     KL: tl.constexpr,
+    BIAS_KL: tl.constexpr,
     CLAMP: tl.constexpr,
 ):
     """The clipped-ratio + KL loss of one token (or a vector of tokens) from its log-prob.
 
-    Returns (loss, kl, clipped_low, clipped_high, clipped_dual, dloss/dlogp, dkl/dlogp), all
-    zeroed where `valid` is false. The derivatives follow
-    torch's conventions for clamp (gradient passes at the bounds) and minimum.
+    Returns (loss, kl, clipped_low, clipped_high, clipped_dual, clipped_delta, dloss/dlogp,
+    dkl/dlogp), all zeroed where `valid` is false. The derivatives are those torch autograd gives
+    the reference: a clamp passes the gradient at its bounds, and a tie in a min splits it.
     """
     x = logp - old
     log_ratio = tl.minimum(tl.maximum(x, -CLAMP), CLAMP)
     ratio = tl.exp(log_ratio)
-    clipped_ratio = tl.minimum(tl.maximum(ratio, lo), hi)
-    pg = -tl.minimum(ratio * adv, clipped_ratio * adv)
-    clip_lo = (ratio < lo) & (adv < 0)
-    clip_hi = (ratio > hi) & (adv > 0)
-    # d(-ratio * A)/dlogp = -A * ratio, unless the clipped branch was taken or the clamp binds.
-    dpg = tl.where(clip_lo | clip_hi, 0.0, -adv * ratio)
-    dpg = tl.where((x >= -CLAMP) & (x <= CLAMP), dpg, 0.0)
+    dratio = tl.where((x >= -CLAMP) & (x <= CLAMP), ratio, 0.0)  # d ratio / d logp
+    clipped = tl.minimum(tl.maximum(ratio, lo), hi)
+    dclipped = tl.where((ratio >= lo) & (ratio <= hi), dratio, 0.0)
+    if HAS_DELTA:  # TRL's two-sided clip: the unclipped term's ratio is capped at delta
+        capped = tl.minimum(ratio, delta)
+        dcapped = tl.where(ratio <= delta, dratio, 0.0)
+    else:
+        capped = ratio
+        dcapped = dratio
+    t1 = capped * adv
+    t2 = clipped * adv
+    pg = -tl.minimum(t1, t2)
+    dpg = -tl.where(t1 < t2, adv * dcapped, tl.where(t1 > t2, adv * dclipped,
+                                                     0.5 * adv * (dcapped + dclipped)))
+    clip_lo = (capped < lo) & (adv < 0)
+    clip_hi = (capped > hi) & (adv > 0)
     if HAS_DELTA:
-        bound = -delta * adv
+        capped_flag = (ratio > delta) & (t1 < t2)
+    else:
+        capped_flag = tl.full(pg.shape, 0, tl.int1)
+    if HAS_DUAL:
+        bound = -dual * adv
         take = (adv < 0) & (pg > bound)
         pg = tl.where(take, bound, pg)
         dpg = tl.where(take, 0.0, dpg)
@@ -84,13 +100,27 @@ def token_loss(
             kl = ed - d - 1.0
             dkl = 1.0 - ed
         dkl = tl.where((y >= -CLAMP) & (y <= CLAMP), dkl, 0.0)
+        if BIAS_KL:  # TRL's use_bias_correction_kl: kl * ratio, the ratio with its gradient
+            dkl = dkl * ratio + kl * dratio
+            kl = kl * ratio
     loss = pg + beta * kl
     dloss = dpg + beta * dkl
     loss = tl.where(valid, loss, 0.0)
     kl = tl.where(valid, kl, 0.0)
     dloss = tl.where(valid, dloss, 0.0)
     dkl = tl.where(valid, dkl, 0.0)
-    return loss, kl, clip_lo & valid, clip_hi & valid, take & valid, dloss, dkl
+    return (loss, kl, clip_lo & valid, clip_hi & valid, take & valid, capped_flag & valid,
+            dloss, dkl)
+
+
+@triton.jit
+def store_flags(flags_ptr, tok, c_lo, c_hi, c_dual, c_delta, m):
+    """flags is int8 [N, 4] (low, high, dual, delta): int64 token offsets, no N * k products."""
+    p = flags_ptr + tok * 4
+    tl.store(p, c_lo.to(tl.int8), mask=m)
+    tl.store(p + 1, c_hi.to(tl.int8), mask=m)
+    tl.store(p + 2, c_dual.to(tl.int8), mask=m)
+    tl.store(p + 3, c_delta.to(tl.int8), mask=m)
 
 
 @triton.jit
@@ -118,12 +148,15 @@ def _logits_fwd_kernel(
     lo,
     hi,
     delta,
+    dual,
     beta,
     LOSS: tl.constexpr,
     HAS_OLD: tl.constexpr,
     HAS_DELTA: tl.constexpr,
+    HAS_DUAL: tl.constexpr,
     HAS_REF: tl.constexpr,
     KL: tl.constexpr,
+    BIAS_KL: tl.constexpr,
     ENTROPY: tl.constexpr,
     CLAMP: tl.constexpr,
     BLOCK_V: tl.constexpr,
@@ -170,16 +203,15 @@ def _logits_fwd_kernel(
             ref = tl.load(ref_ptr + row).to(tl.float32)
         else:
             ref = logp
-        loss, kl, c_lo, c_hi, c_dual, dloss, dkl = token_loss(
-            logp, old, ref, adv, valid, lo, hi, delta, beta, HAS_DELTA, HAS_REF, KL, CLAMP
+        loss, kl, c_lo, c_hi, c_dual, c_delta, dloss, dkl = token_loss(
+            logp, old, ref, adv, valid, lo, hi, delta, dual, beta, HAS_DELTA, HAS_DUAL, HAS_REF,
+            KL, BIAS_KL, CLAMP,
         )
         tl.store(loss_ptr + row, loss)
         tl.store(kl_ptr + row, kl)
         tl.store(dloss_ptr + row, dloss)
         tl.store(dkl_ptr + row, dkl)
-        tl.store(flags_ptr + row, c_lo.to(tl.int8))
-        tl.store(flags_ptr + N + row, c_hi.to(tl.int8))
-        tl.store(flags_ptr + 2 * N + row, c_dual.to(tl.int8))
+        store_flags(flags_ptr, row, c_lo, c_hi, c_dual, c_delta, True)
 
 
 @triton.jit
@@ -229,8 +261,10 @@ class LossConfig:
     eps_low: float = 0.2
     eps_high: float = 0.2
     delta: float | None = None
+    dual_clip: float | None = None
     beta: float = 0.0
     kl_estimator: str = "k3"
+    use_bias_correction_kl: bool = False
     compute_entropy: bool = False
     inplace_backward: bool = False
     block_v: int | None = None  # override of the launch heuristic (tests)
@@ -245,7 +279,7 @@ class RawOutputs:
     entropy: torch.Tensor | None
     loss: torch.Tensor | None = None
     kl: torch.Tensor | None = None
-    flags: torch.Tensor | None = None  # bool [3, N]: clipped_low, clipped_high, clipped_dual
+    flags: torch.Tensor | None = None  # bool [N, 4]: clipped_low, _high, _dual, _delta
     dloss: torch.Tensor | None = None
     dkl: torch.Tensor | None = None
 
@@ -271,9 +305,24 @@ def row_layout(logits: torch.Tensor) -> tuple[int, int, int, int]:
     raise ValueError(f"logits must be [N, V] or [B, T, V], got shape {tuple(logits.shape)}")
 
 
-def clip_bounds(cfg: LossConfig) -> tuple[float, float, float]:
-    delta = 0.0 if cfg.delta is None else float(cfg.delta)  # unused without HAS_DELTA
-    return 1.0 - cfg.eps_low, 1.0 + cfg.eps_high, delta
+def clip_bounds(cfg: LossConfig) -> tuple[float, float, float, float]:
+    """(lo, hi, delta, dual_clip) as kernel floats (delta / dual_clip unused when None)."""
+    delta = 0.0 if cfg.delta is None else float(cfg.delta)
+    dual = 0.0 if cfg.dual_clip is None else float(cfg.dual_clip)
+    return 1.0 - cfg.eps_low, 1.0 + cfg.eps_high, delta, dual
+
+
+def loss_constexprs(cfg: LossConfig, has_old: bool, has_ref: bool) -> dict:
+    """The loss branches as kernel constexprs (shared by the logits and fused-linear kernels)."""
+    return dict(
+        HAS_OLD=has_old,
+        HAS_DELTA=cfg.delta is not None,
+        HAS_DUAL=cfg.dual_clip is not None,
+        HAS_REF=has_ref,
+        KL=KL_CODE[cfg.kl_estimator],
+        BIAS_KL=cfg.use_bias_correction_kl,
+        CLAMP=LOG_RATIO_CLAMP,
+    )
 
 
 def logits_forward(
@@ -295,7 +344,7 @@ def logits_forward(
     f32 = dict(device=dev, dtype=torch.float32)
     logp, lse = torch.empty(N, **f32), torch.empty(N, **f32)
     out = RawOutputs(logp, lse, torch.empty(N, **f32) if cfg.compute_entropy else None)
-    flags = torch.empty(3, N if with_loss else 1, device=dev, dtype=torch.int8)
+    flags = torch.empty(N if with_loss else 1, 4, device=dev, dtype=torch.int8)
     if with_loss:
         out.loss, out.kl, out.dloss, out.dkl = (torch.empty(N, **f32) for _ in range(4))
         out.flags = flags.view(torch.bool)
@@ -312,10 +361,8 @@ def logits_forward(
         ptr(out.dkl),
         N, V, t_inner, sb, st,
         float(cfg.temperature), *clip_bounds(cfg), float(cfg.beta),
-        LOSS=with_loss, HAS_OLD=old_logp is not None, HAS_DELTA=cfg.delta is not None,
-        HAS_REF=ref_logp is not None, KL=KL_CODE[cfg.kl_estimator],
-        ENTROPY=cfg.compute_entropy, CLAMP=LOG_RATIO_CLAMP,
-        BLOCK_V=block_v, num_warps=_num_warps(block_v),
+        LOSS=with_loss, **loss_constexprs(cfg, old_logp is not None, ref_logp is not None),
+        ENTROPY=cfg.compute_entropy, BLOCK_V=block_v, num_warps=_num_warps(block_v),
     )  # fmt: skip
     return out
 

@@ -5,12 +5,12 @@ renamed to ``checkpoint-<step>`` (rename is atomic on POSIX) and the parent dire
 A directory named ``checkpoint-<step>`` holding ``trainer_state.json`` is therefore complete;
 anything else (a temp dir left by a killed run) is ignored and cleaned up.
 
-Contents: the model in Hugging Face format (save_pretrained; adapters only with LoRA) + tokenizer,
-``engine.pt`` (optimizer + scheduler), ``rng.pt`` (python, numpy, torch CPU/CUDA RNG states) and
-``trainer_state.json`` (step, data position, anything the trainer needs to continue).
-Under DeepSpeed: ``deepspeed/`` (each rank's shard of weights, optimizer and scheduler, written by
-DeepSpeed), ``rng-rank<r>.pt`` per rank, tokenizer and ``trainer_state.json``; the directory is
-renamed by rank 0 only after every rank has written its part.
+Contents: the engine's part (`reasoner.engine.Engine.save`: with the plain-torch engine the model
+in Hugging Face format, adapters only with LoRA, and ``engine.pt`` with optimizer and scheduler;
+under DeepSpeed ``deepspeed/``, each rank's shard of weights, optimizer and scheduler), the
+tokenizer, the RNG states (python, numpy, torch CPU/CUDA: ``rng.pt``, or ``rng-rank<r>.pt`` per
+rank under DeepSpeed) and ``trainer_state.json`` (step, data position, anything the trainer needs
+to continue). The directory is renamed by rank 0 only after every rank has written its part.
 """
 
 from __future__ import annotations
@@ -121,44 +121,22 @@ def commit_checkpoint(output_dir: str | Path, step: int, tmp: Path, trainer_stat
     return final
 
 
-def save_checkpoint(
-    output_dir: str | Path,
-    step: int,
-    *,
-    model: Any,
-    tokenizer: Any,
-    engine_state: dict[str, Any],
-    trainer_state: dict[str, Any],
-    save_total_limit: int | None = None,
-) -> Path:
-    tmp = begin_checkpoint(output_dir, step)
-    model.save_pretrained(tmp, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    torch.save(engine_state, tmp / "engine.pt")
-    debug_kill("save", step)
-    torch.save(capture_rng_state(), tmp / "rng.pt")
-    return commit_checkpoint(output_dir, step, tmp, trainer_state, save_total_limit)
-
-
 def rng_file(rank: int | None) -> str:
     """rng.pt for one process; rng-rank<r>.pt per rank of a multi-process (DeepSpeed) run."""
     return "rng.pt" if rank is None else f"rng-rank{rank}.pt"
 
 
 def load_checkpoint(path: str | Path, rank: int | None = None) -> dict[str, Any]:
-    """Read the trainer state, the engine state (None in a DeepSpeed checkpoint, which DeepSpeed
-    loads itself) and this process's RNG states of a complete checkpoint."""
+    """Read the trainer state and this process's RNG states of a complete checkpoint (the
+    engine reads its own part, `Engine.load`)."""
     p = Path(path)
     state = json.loads((p / STATE_FILE).read_text())
-    engine = (torch.load(p / "engine.pt", map_location="cpu", weights_only=False)
-              if (p / "engine.pt").is_file() else None)
     rng_path = p / rng_file(rank)
     if not rng_path.is_file():
         raise FileNotFoundError(f"{rng_path}: missing (was the checkpoint written by a run with "
                                 "a different number of processes?)")
     rng = torch.load(rng_path, map_location="cpu", weights_only=False)
-    return {"trainer": state, "engine": engine, "rng": rng}
+    return {"trainer": state, "rng": rng}
 
 
 def remove_partial_checkpoints(output_dir: str | Path) -> list[Path]:

@@ -47,7 +47,7 @@ def verify(
 def _config_epilog() -> str:
     from reasoner.config import describe_config
 
-    return ("Overrides: section.field=value (YAML values), e.g. grpo.beta=0.04 "
+    return ("Overrides: section.field=value (YAML values), e.g. algo.beta=0.04 "
             "model.path=/models/qwen data.task_options.digits=2\n\nConfig fields:\n\n"
             + describe_config())
 
@@ -56,36 +56,36 @@ def _config_epilog() -> str:
 def train(
     overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides: section.field=value."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config file (default: built-in defaults)."),
-    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="= grpo.output_dir."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="= grpo.max_steps."),
-    save_steps: Optional[int] = typer.Option(None, "--save-steps", help="= grpo.save_steps."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="= grpo.seed."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="= train.output_dir."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="= train.max_steps."),
+    save_steps: Optional[int] = typer.Option(None, "--save-steps", help="= train.save_steps."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="= train.seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the output dir."),
-    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config JSON (configs/zero2.json, configs/zero3.json); \"auto\" values come from the GRPO config. Launch with torchrun or deepspeed for several processes."),
+    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config JSON (configs/zero2.json, configs/zero3.json); \"auto\" values come from the train section. Launch with torchrun or deepspeed for several processes."),
     help_config: bool = typer.Option(False, "--help-config", help="Print every config field with its help and exit."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
-    """GRPO training: YAML config + dotted overrides -> metrics.jsonl, checkpoints, final/."""
+    """RL training (algo.name: grpo, ...): YAML config + dotted overrides -> metrics.jsonl, checkpoints, final/."""
     from reasoner.config import ConfigError, describe_config, load_config
 
     if help_config:
         typer.echo(describe_config())
         raise typer.Exit()
     flags = {"output_dir": output_dir, "max_steps": max_steps, "save_steps": save_steps, "seed": seed}
-    extra = [f"grpo.{k}={v}" for k, v in flags.items() if v is not None]
+    extra = [f"train.{k}={v}" for k, v in flags.items() if v is not None]
     try:
         cfg = load_config(config, list(overrides or []) + extra)
     except ConfigError as e:
         typer.echo(f"config error: {e}", err=True)
         raise typer.Exit(2) from None
-    from reasoner.trainer import train as run_train
+    from reasoner.trainers import train as run_train
 
     if deepspeed is not None:  # a bad DeepSpeed file fails here, before anything is loaded
         from reasoner.distributed import launched_world_size
-        from reasoner.engine import load_deepspeed_config, resolve_deepspeed_config
+        from reasoner.engine.deepspeed_engine import load_deepspeed_config, resolve_deepspeed_config
 
         try:
-            resolve_deepspeed_config(load_deepspeed_config(deepspeed), cfg.grpo,
+            resolve_deepspeed_config(load_deepspeed_config(deepspeed), cfg.train,
                                      launched_world_size())
         except (ValueError, FileNotFoundError) as e:
             typer.echo(f"error: {e}", err=True)
@@ -130,8 +130,8 @@ def sft(
     no_progress: bool = typer.Option(False, "--no-progress"),
 ) -> None:
     """Supervised warm start on a task's worked solutions (loss on the completion only)."""
-    from reasoner.sft import sft_main
     from reasoner.tasks import parse_task_options
+    from reasoner.trainers.sft import sft_main
 
     r = sft_main(model=model, task=task, output_dir=str(output_dir), max_steps=max_steps,
                  task_options=parse_task_options(task_option), n_train=n_train,

@@ -1,11 +1,19 @@
 """The training configuration: one dataclass tree, a YAML file, dotted command-line overrides.
 
-    reasoner train --config configs/tiny.yaml grpo.beta=0.04 model.path=/models/qwen
+    reasoner train --config configs/tiny.yaml algo.beta=0.04 model.path=/models/qwen
 
-Sections: ``model``, ``lora``, ``data``, ``rewards``, ``grpo``. Every field carries its help text
-(``reasoner train --help-config`` prints them all). Hyperparameter names follow TRL's GRPOConfig
-where the concept is the same. Every bad value is rejected with a ``ConfigError`` naming the field:
-unknown keys, wrong types, out-of-range values and incompatible combinations.
+Sections: ``model`` (what is trained), ``lora``, ``data`` (rows and prompts), ``rewards`` (the
+reward functions), ``rollout`` (sampling the completions), ``algo`` (the algorithm: trainer,
+advantage estimator, policy loss and their settings), ``train`` (the run and its optimisation,
+shared by every trainer). Every field carries its help text (``reasoner train --help-config``
+prints them all). Hyperparameter names follow TRL's GRPOConfig / TrainingArguments where the
+concept is the same, and then mean what TRL's mean. Every bad value is rejected with a
+``ConfigError`` naming the field: unknown keys, wrong types, out-of-range values and incompatible
+combinations.
+
+Files written before the split into ``rollout`` / ``algo`` / ``train`` put all of those fields in
+one ``grpo`` section; such a section is still read (each field goes to its section), except
+``grpo.delta``, which meant dual-clip PPO and is now ``algo.dual_clip``.
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ class ModelConfig:
     path: str = _f("tiny", "Local Hugging Face model directory, or 'tiny' to build the tiny "
                    "random model (char tokenizer) described by the tiny_* fields below.")
     dtype: str = _f("float32", "Weights dtype when loading: float32 | bfloat16 | float16.")
+    lean_forward: str = _f("auto", "auto: plain Qwen2/Llama models run the lean forward (the "
+                           "same math without the transformers module machinery) in training, "
+                           "scoring and decoding | off: always the model's own forward.")
     tiny_arch: str = _f("qwen2", "Tiny model architecture: qwen2 | llama.")
     tiny_hidden_size: int = _f(64, "Tiny model hidden size.")
     tiny_num_layers: int = _f(2, "Tiny model number of layers.")
@@ -60,8 +71,9 @@ class LoraConfig:
 
 @dataclass
 class DataConfig:
-    task: Optional[str] = _f("arithmetic", "Built-in procedural task (arithmetic, countdown); "
-                             "null to read dataset_path instead.")
+    task: Optional[str] = _f("arithmetic", "Procedural task by name (arithmetic, countdown, a "
+                             "registered one, or 'module:Class'); null to read dataset_path "
+                             "instead.")
     task_options: dict[str, Any] = _f({}, "Keyword options passed to the task (difficulty etc.).")
     num_train_rows: int = _f(10000, "Rows generated from the task for training.")
     dataset_path: Optional[str] = _f(None, "jsonl / parquet / HF datasets directory on disk "
@@ -77,64 +89,90 @@ class DataConfig:
 
 @dataclass
 class RewardsConfig:
-    names: list[str] = _f([], "Reward function names (reasoner.verifiers.rewards.REWARD_FUNCS) "
-                          "or 'module:function' with TRL's signature; empty = the task's own "
-                          "reward functions and weights.")
+    names: list[str] = _f([], "Reward function names (registered: reasoner.verifiers.rewards."
+                          "REWARDS) or 'module:function' with TRL's signature; empty = the "
+                          "task's own reward functions and weights.")
     reward_weights: Optional[list[float]] = _f(None, "One weight per reward function (TRL: "
                                                "reward_weights); null = all 1.0.")
     accuracy_reward: Optional[str] = _f(None, "Reward whose value is logged as accuracy "
                                         "(default: the task's, else the first name).")
 
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
-SCALE_REWARDS = ("group", "batch", "none")
-KL_ESTIMATORS = ("k1", "k2", "k3")
-SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
-
-
 @dataclass
-class GRPOConfig:
-    output_dir: str = _f("runs/grpo", "Where metrics, checkpoints and final/ are written.")
-    max_steps: int = _f(100, "Training steps (one rollout batch each).")
-    seed: int = _f(0, "Seed of everything: data order, sampling, dropout.")
-    device: str = _f("auto", "auto | cpu | cuda.")
-    # batch
+class RolloutConfig:
+    """Sampling the completions an RL step learns from (GRPO now; PPO, RLOO, ... the same)."""
+
     num_generations: int = _f(8, "Completions sampled per prompt (the group size G).")
-    per_device_train_batch_size: int = _f(16, "Completions per micro-batch.")
-    gradient_accumulation_steps: int = _f(1, "Micro-batches per step; the step's rollout batch is "
-                                          "per_device_train_batch_size * this completions.")
-    # sampling
-    max_prompt_length: Optional[int] = _f(None, "Rows whose prompt is longer than this (tokens) are left out "
-                                          "of training (checked once, at start).")
+    max_prompt_length: Optional[int] = _f(None, "Rows whose prompt is longer than this (tokens) "
+                                          "are left out of training (checked once, at start).")
     max_completion_length: int = _f(64, "Maximum new tokens per completion.")
     temperature: float = _f(1.0, "Sampling temperature (also applied to training log-probs).")
     top_p: float = _f(1.0, "Nucleus sampling threshold (1.0 = off).")
     top_k: int = _f(0, "Top-k sampling (0 = off).")
-    # objective
+    dynamic_sampling: bool = _f(False, "DAPO dynamic sampling: replace zero-std groups with "
+                                "groups from new prompts.")
+    max_dynamic_sampling_tries: int = _f(3, "Extra generation rounds per step for dynamic sampling.")
+
+
+@dataclass
+class AlgoConfig:
+    """The algorithm: which trainer, advantage estimator and policy loss, and their settings.
+    (PPO's value-function settings and a critic will sit here and in their own section.)"""
+
+    name: str = _f("grpo", "Algorithm (its trainer): grpo, or a registered one "
+                   "(reasoner.trainers.ALGORITHMS).")
+    adv_estimator: Optional[str] = _f(None, "Advantage estimator (reasoner.algos.ADV_ESTIMATORS "
+                                      "or 'module:function'); null = the algorithm's (grpo: "
+                                      "grpo).")
+    policy_loss: Optional[str] = _f(None, "Policy loss (reasoner.algos.POLICY_LOSSES or "
+                                    "'module:function'); null = the algorithm's (grpo: "
+                                    "clipped).")
     beta: float = _f(0.0, "KL coefficient (0 = no reference model).")
     kl_estimator: str = _f("k3", "KL estimator: k1 | k2 | k3.")
     kl_in_reward: bool = _f(False, "Subtract beta * sequence KL from the reward instead of adding "
                             "beta * KL to the loss.")
+    use_bias_correction_kl: bool = _f(True, "TRL's option (and default): multiply the per-token "
+                                      "KL term of the loss by the importance ratio, so its "
+                                      "gradient is the unbiased gradient of KL(policy || ref).")
     epsilon: float = _f(0.2, "Lower clip range: ratio >= 1 - epsilon.")
     epsilon_high: Optional[float] = _f(None, "Upper clip range (DAPO clip-higher); null = epsilon.")
-    delta: Optional[float] = _f(None, "Dual-clip bound (> 1) for negative advantages; null = off.")
+    delta: Optional[float] = _f(None, "TRL's two-sided clip (INTELLECT-2): the ratio in the "
+                                "unclipped term is capped at delta whatever the sign of the "
+                                "advantage; must be > 1 + epsilon_high; null = off.")
+    dual_clip: Optional[float] = _f(None, "Dual-clip PPO bound c > 1: for negative advantages "
+                                    "the loss is at most -c * A; null = off.")
     num_iterations: int = _f(1, "Policy updates per rollout batch (mu); > 1 uses old log-probs.")
-    loss_type: str = _f("dapo", "grpo (sequence mean, then mean) | bnpo (tokens / batch tokens) | "
-                        "dr_grpo (sum / (sequences * max_completion_length)) | dapo (tokens / "
-                        "tokens of the whole accumulated batch, all ranks).")
+    loss_type: str = _f("dapo", "Loss aggregation, TRL's names: grpo (mean over a sequence's "
+                        "tokens, then over sequences) | dapo (mean over all tokens of the step, "
+                        "all ranks) | dr_grpo (sum / (sequences * max_completion_length)) | bnpo "
+                        "(mean over the tokens of each micro-batch, then over micro-batches); "
+                        "see reasoner/algos/aggregation.py.")
     scale_rewards: str = _f("group", "Advantage scaling: group std | batch std | none.")
     skip_zero_advantage: bool = _f(True, "With no KL term in the loss, leave rows whose advantage "
-                                   "is 0 (flat groups, skipped samples) out of the update: their "
-                                   "gradient is exactly 0; the token normalisers still count them.")
+                                   "is 0 (flat groups) out of the forward and backward: their "
+                                   "gradient is exactly 0; the loss normalisers still count them.")
     mask_truncated_completions: bool = _f(False, "Exclude completions that hit "
                                           "max_completion_length from the loss.")
-    dynamic_sampling: bool = _f(False, "DAPO dynamic sampling: replace zero-std groups with "
-                                "groups from new prompts.")
-    max_dynamic_sampling_tries: int = _f(3, "Extra generation rounds per step for dynamic sampling.")
     overlong_buffer_len: Optional[int] = _f(None, "DAPO soft overlong penalty: buffer length in "
                                             "tokens before max_completion_length; null = off.")
     overlong_penalty_factor: float = _f(1.0, "Maximum soft overlong penalty.")
-    # optimisation
+
+
+@dataclass
+class TrainConfig:
+    """The run and its optimisation, shared by every trainer (TRL's TrainingArguments names)."""
+
+    output_dir: str = _f("runs/grpo", "Where metrics, checkpoints and final/ are written.")
+    max_steps: int = _f(100, "Training steps: one rollout batch and algo.num_iterations "
+                        "optimizer steps each (TRL counts optimizer steps).")
+    seed: int = _f(0, "Seed of everything: data order, sampling, dropout.")
+    device: str = _f("auto", "auto | cpu | cuda.")
+    per_device_train_batch_size: int = _f(16, "Completions per micro-batch (one forward and "
+                                          "backward).")
+    gradient_accumulation_steps: int = _f(1, "Micro-batches whose gradients make one optimizer "
+                                          "step (TRL's meaning); a step's rollout batch is "
+                                          "per_device_train_batch_size * this completions per "
+                                          "process (TRL's generation batch).")
     learning_rate: float = _f(1e-6, "AdamW peak learning rate.")
     lr_scheduler_type: str = _f("linear", "linear | cosine | constant | constant_with_warmup.")
     warmup_ratio: float = _f(0.0, "Warmup as a fraction of optimizer steps.")
@@ -147,11 +185,10 @@ class GRPOConfig:
     bf16: bool = _f(False, "bf16 autocast for generation, log-probs and the update (weights and "
                     "optimizer stay fp32; on CPU it pays off with AMX / AVX512-BF16).")
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward.")
-    loss_backend: str = _f("auto", "Per-token loss: auto (Triton kernel on CUDA, pure torch "
-                           "otherwise) | triton | torch (the pure-torch reference).")
-    use_fused_linear: bool = _f(False, "Use the fused linear + loss kernel (never materialises "
-                                "the logits) instead of the logits-input one.")
-    # bookkeeping
+    loss_backend: str = _f("auto", "Per-token loss and log-prob kernels: auto (Triton on CUDA, "
+                           "pure torch otherwise) | triton | torch (the pure-torch reference).")
+    use_fused_linear: bool = _f(False, "Use the fused linear + loss / log-prob kernels (never "
+                                "materialise the logits) instead of the logits-input ones.")
     save_steps: int = _f(50, "Checkpoint every N steps (0 = only at the end).")
     save_total_limit: Optional[int] = _f(2, "Keep the last K checkpoints (null = all).")
     logging_steps: int = _f(1, "Print a metrics line every N steps (metrics.jsonl gets every step).")
@@ -167,7 +204,9 @@ class Config:
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
-    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -175,14 +214,53 @@ class Config:
     @property
     def generation_batch_size(self) -> int:
         """Completions per step (one process)."""
-        return self.grpo.per_device_train_batch_size * self.grpo.gradient_accumulation_steps
+        return self.train.per_device_train_batch_size * self.train.gradient_accumulation_steps
 
     @property
     def prompts_per_step(self) -> int:
-        return self.generation_batch_size // self.grpo.num_generations
+        return self.generation_batch_size // self.rollout.num_generations
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+# the one-section layout of older files: ``grpo.<field>`` -> the section that holds it now
+LEGACY_SECTION = "grpo"
+_LEGACY_FIELDS = {f.name: sec for sec, cls in (("rollout", RolloutConfig), ("algo", AlgoConfig),
+                                               ("train", TrainConfig))
+                  for f in dataclasses.fields(cls) if f.name != "name"}
+_LEGACY_REFUSED = {"delta": "grpo.delta meant dual-clip PPO; it is algo.dual_clip now "
+                            "(algo.delta is TRL's two-sided ratio cap)"}
+
+
+def _legacy_target(key: str) -> str:
+    """The section of legacy field grpo.<key> (ConfigError for a field that has no new home)."""
+    if key in _LEGACY_REFUSED:
+        raise ConfigError(_LEGACY_REFUSED[key])
+    if key not in _LEGACY_FIELDS:
+        raise ConfigError(f"unknown config key {LEGACY_SECTION}.{key}; the grpo section's fields "
+                          f"now live in rollout, algo and train")
+    return _LEGACY_FIELDS[key]
+
+
+def _move_legacy_section(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `data` with a ``grpo`` section's fields moved to their sections."""
+    legacy = data.get(LEGACY_SECTION)
+    if legacy is None:
+        return {k: v for k, v in data.items() if k != LEGACY_SECTION}
+    if not isinstance(legacy, dict):
+        raise ConfigError(f"{LEGACY_SECTION}: expected a mapping of fields, got {legacy!r}")
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()
+           if k != LEGACY_SECTION}
+    for key, value in legacy.items():
+        sec = _legacy_target(key)
+        node = out.setdefault(sec, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{sec}: expected a mapping of fields, got {node!r}")
+        if key in node:
+            raise ConfigError(f"{LEGACY_SECTION}.{key} and {sec}.{key} are both set; keep "
+                              f"{sec}.{key}")
+        node[key] = value
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +302,8 @@ def _check_type(value: Any, tp: Any, name: str) -> Any:
             raise ConfigError(f"{name}: must be finite, got {value!r}")
         return float(value)
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted on / off as a boolean
+            value = "on" if value else "off"
         if not isinstance(value, str):
             raise ConfigError(f"{name}: expected a string, got {value!r}")
         return value
@@ -266,8 +346,9 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"config must be a mapping of sections, got {type(data).__name__}")
     for key in data:
-        if key not in SECTIONS:
+        if key not in SECTIONS and key != LEGACY_SECTION:
             raise ConfigError(f"unknown config section {key!r}; sections: {', '.join(SECTIONS)}")
+    data = _move_legacy_section(data)
     hints = _hints(Config)
     sections = {name: _build_section(hints[name], data.get(name) or {}, name) for name in SECTIONS}
     cfg = Config(**sections)
@@ -276,13 +357,13 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """'grpo.beta=0.04' -> (['grpo', 'beta'], 0.04). Values are parsed as YAML scalars/lists."""
+    """'algo.beta=0.04' -> (['algo', 'beta'], 0.04). Values are parsed as YAML scalars/lists."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.field=value")
     key, _, raw = text.partition("=")
     parts = key.strip().split(".")
     if len(parts) < 2 or not all(parts):
-        raise ConfigError(f"override key {key!r} must be section.field (e.g. grpo.beta)")
+        raise ConfigError(f"override key {key!r} must be section.field (e.g. algo.beta)")
     try:
         value = yaml.safe_load(raw) if raw.strip() != "" else ""
     except yaml.YAMLError as e:
@@ -294,6 +375,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     data = dict(data or {})
     for text in overrides:
         parts, value = parse_override(text)
+        if parts[0] == LEGACY_SECTION:  # grpo.beta=... of older command lines
+            parts = [_legacy_target(parts[1]), *parts[1:]]
+        legacy = data.get(LEGACY_SECTION)
+        if isinstance(legacy, dict) and _LEGACY_FIELDS.get(parts[1]) == parts[0] \
+                and parts[1] in legacy:  # an older file's value of the overridden field
+            data[LEGACY_SECTION] = {k: v for k, v in legacy.items() if k != parts[1]}
         section = parts[0]
         if section not in SECTIONS:
             raise ConfigError(f"unknown config section {section!r} in override {text!r}; "
@@ -339,11 +426,26 @@ def _choice(value: Any, choices: tuple[str, ...], name: str) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Range and compatibility checks; raises ConfigError naming the field."""
-    m, lo, d, r, g = cfg.model, cfg.lora, cfg.data, cfg.rewards, cfg.grpo
+    """Range and compatibility checks; raises ConfigError naming the field. The choices come
+    from the modules that own them (one tuple each)."""
+    from reasoner_kernels import KL_ESTIMATORS
+    from reasoner_kernels.api import BACKENDS
+
+    from reasoner.algos.advantages import SCALE_REWARDS
+    from reasoner.algos.aggregation import LOSS_TYPES
+    from reasoner.data.templates import TEMPLATES
+    from reasoner.distributed import DEVICES
+    from reasoner.engine.optim import SCHEDULERS
+    from reasoner.models.lean import LEAN_FORWARD_MODES
+    from reasoner.models.loading import DTYPES
+    from reasoner.models.tiny import ARCHS
+
+    m, lo, d, r = cfg.model, cfg.lora, cfg.data, cfg.rewards
+    ro, a, t = cfg.rollout, cfg.algo, cfg.train
     _require(m.path != "", "model.path must be a directory or 'tiny'")
-    _choice(m.dtype, ("float32", "bfloat16", "float16"), "model.dtype")
-    _choice(m.tiny_arch, ("qwen2", "llama"), "model.tiny_arch")
+    _choice(m.dtype, DTYPES, "model.dtype")
+    _choice(m.lean_forward, LEAN_FORWARD_MODES, "model.lean_forward")
+    _choice(m.tiny_arch, ARCHS, "model.tiny_arch")
     for name in ("tiny_hidden_size", "tiny_num_layers", "tiny_num_heads", "tiny_num_kv_heads",
                  "tiny_max_position_embeddings"):
         _require(getattr(m, name) >= 1, f"model.{name} must be >= 1, got {getattr(m, name)}")
@@ -362,8 +464,12 @@ def validate(cfg: Config) -> None:
     _require(d.task is None or d.dataset_path is None,
              "data.task and data.dataset_path are exclusive; set data.task=null to use a dataset")
     if d.template is not None:
-        _choice(d.template, ("r1_zero", "r1_short", "chat", "plain"), "data.template")
+        _choice(d.template, TEMPLATES, "data.template")
     _require(d.num_train_rows >= 1, f"data.num_train_rows must be >= 1, got {d.num_train_rows}")
+    if d.task is not None:
+        _check_task(d.task, d.task_options)
+    else:
+        _require(not d.task_options, "data.task_options needs data.task (a dataset takes none)")
 
     if r.reward_weights is not None:
         _require(len(r.names) > 0, "rewards.reward_weights needs rewards.names")
@@ -372,88 +478,118 @@ def validate(cfg: Config) -> None:
                  f"{len(r.names)} rewards.names")
     if d.task is None:
         _require(len(r.names) > 0, "rewards.names must be set when data.task is null")
-    if r.names:
-        import reasoner.tasks  # noqa: F401  (registers the task rewards)
-        from reasoner.verifiers.rewards import REWARD_FUNCS
-
-        for i, n in enumerate(r.names):
-            if ":" in n:
-                try:
-                    resolve_reward(n)
-                except Exception as e:  # noqa: BLE001 - reported with the field name
-                    raise ConfigError(f"rewards.names[{i}]: cannot import {n!r}: {e}") from None
-                continue
-            _require(n in REWARD_FUNCS, f"rewards.names[{i}]: unknown reward {n!r}; available: "
-                     f"{', '.join(sorted(REWARD_FUNCS))} (or module:function)")
+    for i, n in enumerate(r.names):
+        try:
+            resolve_reward(n)
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"rewards.names[{i}]: {e}") from None
     if r.accuracy_reward is not None and r.names:
         _require(r.accuracy_reward in r.names,
                  f"rewards.accuracy_reward {r.accuracy_reward!r} is not in rewards.names")
 
-    positive = ("max_steps", "num_generations", "per_device_train_batch_size",
-                "gradient_accumulation_steps", "max_completion_length", "num_iterations",
-                "logging_steps", "num_completions_to_log")
-    for name in positive:
-        _require(getattr(g, name) >= 1, f"grpo.{name} must be >= 1, got {getattr(g, name)}")
-    _require(g.num_generations >= 2, f"grpo.num_generations must be >= 2 (group-relative "
-             f"advantages need a group), got {g.num_generations}")
-    _require(cfg.generation_batch_size % g.num_generations == 0,
-             f"grpo.per_device_train_batch_size * grpo.gradient_accumulation_steps "
-             f"({cfg.generation_batch_size}) must be divisible by grpo.num_generations "
-             f"({g.num_generations})")
-    _choice(g.device, ("auto", "cpu", "cuda"), "grpo.device")
-    _require(g.temperature > 0, f"grpo.temperature must be > 0, got {g.temperature}")
-    _require(0 < g.top_p <= 1, f"grpo.top_p must be in (0, 1], got {g.top_p}")
-    _require(g.top_k >= 0, f"grpo.top_k must be >= 0, got {g.top_k}")
-    _require(g.max_prompt_length is None or g.max_prompt_length >= 1,
-             "grpo.max_prompt_length must be >= 1 or null")
-    _require(g.beta >= 0, f"grpo.beta must be >= 0, got {g.beta}")
-    _choice(g.kl_estimator, KL_ESTIMATORS, "grpo.kl_estimator")
-    _require(not g.kl_in_reward or g.beta > 0, "grpo.kl_in_reward needs grpo.beta > 0")
-    _require(0 < g.epsilon < 1, f"grpo.epsilon must be in (0, 1), got {g.epsilon}")
-    _require(g.epsilon_high is None or g.epsilon_high > 0,
-             f"grpo.epsilon_high must be > 0, got {g.epsilon_high}")
-    _require(g.delta is None or g.delta > 1, f"grpo.delta (dual clip) must be > 1, got {g.delta}")
-    _choice(g.loss_type, LOSS_TYPES, "grpo.loss_type")
-    _choice(g.scale_rewards, SCALE_REWARDS, "grpo.scale_rewards")
-    _require(g.loss_type != "dr_grpo" or g.scale_rewards == "none",
-             f"grpo.loss_type=dr_grpo uses unscaled advantages: set grpo.scale_rewards=none "
-             f"(got {g.scale_rewards!r})")
-    _require(g.max_dynamic_sampling_tries >= 0, "grpo.max_dynamic_sampling_tries must be >= 0")
-    if g.overlong_buffer_len is not None:
-        _require(0 < g.overlong_buffer_len <= g.max_completion_length,
-                 f"grpo.overlong_buffer_len must be in [1, max_completion_length="
-                 f"{g.max_completion_length}], got {g.overlong_buffer_len}")
-    _require(g.overlong_penalty_factor >= 0, "grpo.overlong_penalty_factor must be >= 0")
-    _require(g.learning_rate > 0, f"grpo.learning_rate must be > 0, got {g.learning_rate}")
-    _choice(g.lr_scheduler_type, SCHEDULERS, "grpo.lr_scheduler_type")
-    _require(0 <= g.warmup_ratio < 1, f"grpo.warmup_ratio must be in [0, 1), got {g.warmup_ratio}")
-    _require(g.warmup_steps >= 0, f"grpo.warmup_steps must be >= 0, got {g.warmup_steps}")
-    _require(g.weight_decay >= 0, "grpo.weight_decay must be >= 0")
-    _require(0 <= g.adam_beta1 < 1, "grpo.adam_beta1 must be in [0, 1)")
-    _require(0 <= g.adam_beta2 < 1, "grpo.adam_beta2 must be in [0, 1)")
-    _require(g.adam_epsilon > 0, "grpo.adam_epsilon must be > 0")
-    _require(g.max_grad_norm >= 0, f"grpo.max_grad_norm must be >= 0, got {g.max_grad_norm}")
-    _choice(g.loss_backend, ("auto", "triton", "torch"), "grpo.loss_backend")
-    _require(g.save_steps >= 0, f"grpo.save_steps must be >= 0, got {g.save_steps}")
-    _require(g.save_total_limit is None or g.save_total_limit >= 1,
-             f"grpo.save_total_limit must be >= 1 or null, got {g.save_total_limit}")
-    _require(g.log_completions_steps >= 0, "grpo.log_completions_steps must be >= 0")
+    for sec, obj, names in (
+            ("rollout", ro, ("num_generations", "max_completion_length")),
+            ("algo", a, ("num_iterations",)),
+            ("train", t, ("max_steps", "per_device_train_batch_size",
+                          "gradient_accumulation_steps", "logging_steps",
+                          "num_completions_to_log"))):
+        for name in names:
+            _require(getattr(obj, name) >= 1,
+                     f"{sec}.{name} must be >= 1, got {getattr(obj, name)}")
+    _require(ro.num_generations >= 2, f"rollout.num_generations must be >= 2 (group-relative "
+             f"advantages need a group), got {ro.num_generations}")
+    _require(cfg.generation_batch_size % ro.num_generations == 0,
+             f"train.per_device_train_batch_size * train.gradient_accumulation_steps "
+             f"({cfg.generation_batch_size}) must be divisible by rollout.num_generations "
+             f"({ro.num_generations})")
+    _require(ro.temperature > 0, f"rollout.temperature must be > 0, got {ro.temperature}")
+    _require(0 < ro.top_p <= 1, f"rollout.top_p must be in (0, 1], got {ro.top_p}")
+    _require(ro.top_k >= 0, f"rollout.top_k must be >= 0, got {ro.top_k}")
+    _require(ro.max_prompt_length is None or ro.max_prompt_length >= 1,
+             "rollout.max_prompt_length must be >= 1 or null")
+    _require(ro.max_dynamic_sampling_tries >= 0,
+             "rollout.max_dynamic_sampling_tries must be >= 0")
+
+    _check_named("algo.name", a.name, "reasoner.trainers", "ALGORITHMS", load=False)
+    if a.adv_estimator is not None:
+        _check_named("algo.adv_estimator", a.adv_estimator, "reasoner.algos", "ADV_ESTIMATORS")
+    if a.policy_loss is not None:
+        _check_named("algo.policy_loss", a.policy_loss, "reasoner.algos", "POLICY_LOSSES")
+    _require(a.beta >= 0, f"algo.beta must be >= 0, got {a.beta}")
+    _choice(a.kl_estimator, KL_ESTIMATORS, "algo.kl_estimator")
+    _require(not a.kl_in_reward or a.beta > 0, "algo.kl_in_reward needs algo.beta > 0")
+    _require(0 < a.epsilon < 1, f"algo.epsilon must be in (0, 1), got {a.epsilon}")
+    _require(a.epsilon_high is None or a.epsilon_high > 0,
+             f"algo.epsilon_high must be > 0, got {a.epsilon_high}")
+    eps_high = a.epsilon if a.epsilon_high is None else a.epsilon_high
+    _require(a.delta is None or a.delta > 1 + eps_high,
+             f"algo.delta (TRL's two-sided ratio cap) must be > 1 + epsilon_high = "
+             f"{1 + eps_high:g}, got {a.delta}")
+    _require(a.dual_clip is None or a.dual_clip > 1,
+             f"algo.dual_clip must be > 1, got {a.dual_clip}")
+    _choice(a.loss_type, tuple(LOSS_TYPES), "algo.loss_type")
+    _choice(a.scale_rewards, SCALE_REWARDS, "algo.scale_rewards")
+    _require(a.loss_type != "dr_grpo" or a.scale_rewards == "none",
+             f"algo.loss_type=dr_grpo uses unscaled advantages: set algo.scale_rewards=none "
+             f"(got {a.scale_rewards!r})")
+    if a.overlong_buffer_len is not None:
+        _require(0 < a.overlong_buffer_len <= ro.max_completion_length,
+                 f"algo.overlong_buffer_len must be in [1, rollout.max_completion_length="
+                 f"{ro.max_completion_length}], got {a.overlong_buffer_len}")
+    _require(a.overlong_penalty_factor >= 0, "algo.overlong_penalty_factor must be >= 0")
+
+    _choice(t.device, DEVICES, "train.device")
+    _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
+    _choice(t.lr_scheduler_type, SCHEDULERS, "train.lr_scheduler_type")
+    _require(0 <= t.warmup_ratio < 1,
+             f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    _require(t.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
+    _require(t.weight_decay >= 0, "train.weight_decay must be >= 0")
+    _require(0 <= t.adam_beta1 < 1, "train.adam_beta1 must be in [0, 1)")
+    _require(0 <= t.adam_beta2 < 1, "train.adam_beta2 must be in [0, 1)")
+    _require(t.adam_epsilon > 0, "train.adam_epsilon must be > 0")
+    _require(t.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0, got {t.max_grad_norm}")
+    _choice(t.loss_backend, BACKENDS, "train.loss_backend")
+    _require(t.save_steps >= 0, f"train.save_steps must be >= 0, got {t.save_steps}")
+    _require(t.save_total_limit is None or t.save_total_limit >= 1,
+             f"train.save_total_limit must be >= 1 or null, got {t.save_total_limit}")
+    _require(t.log_completions_steps >= 0, "train.log_completions_steps must be >= 0")
+
+
+def _check_task(name: str, options: dict[str, Any]) -> None:
+    """The task exists and accepts its options (a task is cheap to build)."""
+    from reasoner.registry import UnknownNameError
+    from reasoner.tasks import get_task
+
+    try:
+        get_task(name, **options)
+    except UnknownNameError as e:
+        raise ConfigError(f"data.task: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"data.task_options {options!r} do not fit data.task={name!r}: "
+                          f"{e}") from None
+
+
+def _check_named(field_name: str, name: str, module: str, registry: str, *,
+                 load: bool = True) -> None:
+    """`name` is known to the registry `module.registry` (with `load`, it also imports)."""
+    import importlib
+
+    from reasoner.registry import UnknownNameError
+
+    reg = getattr(importlib.import_module(module), registry)
+    try:
+        if load or name not in reg:
+            reg.get(name)
+    except UnknownNameError as e:
+        raise ConfigError(f"{field_name}: {e}") from None
 
 
 def resolve_reward(name: str) -> Any:
     """A reward function by registered name or 'module:function' import path."""
-    import reasoner.tasks  # noqa: F401  (registers the task rewards)
     from reasoner.verifiers.rewards import get_reward
 
-    if ":" not in name:
-        return get_reward(name)
-    import importlib
-
-    module, _, attr = name.partition(":")
-    fn = getattr(importlib.import_module(module), attr)
-    if not callable(fn):
-        raise TypeError(f"{name} is not callable")
-    return fn
+    return get_reward(name)
 
 
 # ---------------------------------------------------------------------------------------------

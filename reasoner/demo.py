@@ -3,6 +3,8 @@
 build the tiny model -> SFT warm start on worked solutions -> held-out accuracy (before)
 -> GRPO -> held-out accuracy (after). Writes summary.json, metrics.jsonl, plots, final/.
 
+The demo uses the public APIs only: the model the config describes is warm-started
+(`reasoner.trainers.sft.run_sft`) and saved, and the GRPO trainer starts from that directory.
 The recipe is embedded here (DEMO_RECIPE) so an installed package needs no files;
 configs/demo.yaml is the same recipe as a file (a test keeps them equal) to copy and edit.
 """
@@ -108,9 +110,12 @@ def load_recipe(path: str | Path | None) -> dict[str, Any]:
 
 def run_demo(output_dir: str | Path, *, config_path: str | Path | None = None,
              progress: bool = True) -> dict[str, Any]:
+    from reasoner.data import load_training_data
     from reasoner.evaluate import evaluate
-    from reasoner.sft import run_sft
-    from reasoner.trainer import GRPOTrainer, set_seed
+    from reasoner.models import build_tiny_from_config, load_model_and_tokenizer
+    from reasoner.trainers import ALGORITHMS
+    from reasoner.trainers.base import set_seed
+    from reasoner.trainers.sft import run_sft
 
     t0 = time.perf_counter()
     out = Path(output_dir)
@@ -120,29 +125,33 @@ def run_demo(output_dir: str | Path, *, config_path: str | Path | None = None,
     unknown = set(demo) - DEMO_KEYS
     if unknown:
         raise ConfigError(f"unknown demo keys {sorted(unknown)}; known: {sorted(DEMO_KEYS)}")
-    recipe.setdefault("grpo", {})["output_dir"] = str(out)
     cfg = config_from_dict(recipe)
+    cfg.train.output_dir = str(out)
     if demo.get("torch_threads"):  # tiny matmuls: thread overhead beats parallelism
         import torch
 
         torch.set_num_threads(int(demo["torch_threads"]))
-    set_seed(cfg.grpo.seed)
+    set_seed(cfg.train.seed)
 
-    # GRPOTrainer builds the tiny model; warm-start it with SFT before GRPO touches it.
-    trainer = GRPOTrainer(cfg, progress=progress)
-    task = trainer.task
-    template = trainer.template
+    # warm start: the configured model, fine-tuned on worked solutions, saved; GRPO starts
+    # from that directory (its KL reference, if any, is the warm-started policy)
+    data = load_training_data(cfg.data, rows=[])  # the task and template (the trainer makes rows)
+    task, template = data.task, data.template
     sft_rows = task.rows("train", demo["sft_rows"], cfg.data.data_seed + 1)
-    sft_rows = corrupt_answers(sft_rows, demo.get("sft_wrong_answer_frac", 0.0), cfg.grpo.seed)
+    sft_rows = corrupt_answers(sft_rows, demo.get("sft_wrong_answer_frac", 0.0), cfg.train.seed)
     test_rows = task.rows("test", demo["eval_rows"], 0)
-    sft = run_sft(trainer.model, trainer.tokenizer, sft_rows, template=template,
+    init = build_tiny_from_config(cfg.model, out / "init_model") if cfg.model.path == "tiny" \
+        else Path(cfg.model.path)
+    model, tokenizer = load_model_and_tokenizer(init, dtype=cfg.model.dtype)
+    sft = run_sft(model, tokenizer, sft_rows, template=template,
                   max_steps=demo["sft_steps"], batch_size=demo["sft_batch_size"],
-                  lr=demo["sft_lr"], seed=cfg.grpo.seed, progress=progress,
+                  lr=demo["sft_lr"], seed=cfg.train.seed, progress=progress,
                   label_smoothing=demo.get("sft_label_smoothing", 0.0))
-    if trainer.ref_model is not None:  # the reference is the warm-started policy
-        trainer.ref_model.load_state_dict(trainer.model.state_dict())
-    trainer.model.save_pretrained(out / "sft_model", safe_serialization=True)
-    trainer.tokenizer.save_pretrained(out / "sft_model")
+    model.save_pretrained(out / "sft_model", safe_serialization=True)
+    tokenizer.save_pretrained(out / "sft_model")
+    del model
+    cfg.model.path = str(out / "sft_model")
+    trainer = ALGORITHMS.get(cfg.algo.name)(cfg, progress=progress)
 
     def held_out() -> dict[str, Any]:
         kw = dict(task=task, template=template, max_new_tokens=demo["eval_max_new_tokens"],

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+DEVICES = ("auto", "cpu", "cuda")
+
 
 def launched_world_size() -> int:
     """Processes the launcher started (WORLD_SIZE), 1 without a launcher."""

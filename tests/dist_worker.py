@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from reasoner.config import Config, load_config
-from reasoner.trainer import Batch, GRPOTrainer
+from reasoner.trainers.batch import Batch
+from reasoner.trainers.grpo import GRPOTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -71,9 +72,9 @@ def fixed_trainer(cfg: Config, deepspeed_config: Any = None) -> GRPOTrainer:
         texts=full.texts[lo:hi], truncated=full.truncated[lo:hi], rows=full.rows[lo:hi],
         prompts=full.prompts[lo:hi], per_func=[f[lo:hi] for f in full.per_func],
     )
-    trainer._collect = lambda: (mine, {"dynamic_sampling/tries": 0.0})  # type: ignore[method-assign]
+    trainer.collect = lambda timer: (mine, {"dynamic_sampling/tries": 0.0})  # type: ignore[method-assign]
     if os.environ.get("POISON_FIRST_STEP") == "1":
-        loss_micro = trainer._loss_micro
+        loss_micro = trainer.micro_batch_loss
 
         def poisoned(*args: Any, **kwargs: Any) -> Any:
             out = loss_micro(*args, **kwargs)
@@ -81,7 +82,7 @@ def fixed_trainer(cfg: Config, deepspeed_config: Any = None) -> GRPOTrainer:
                 out.loss = out.loss * float("nan")
             return out
 
-        trainer._loss_micro = poisoned  # type: ignore[method-assign]
+        trainer.micro_batch_loss = poisoned  # type: ignore[method-assign]
     return trainer
 
 
@@ -89,11 +90,11 @@ def fixed_config(out: str | Path, world: int, *overrides: str) -> Config:
     # the global batch is GLOBAL_PROMPTS groups: each of `world` ranks takes GLOBAL_PROMPTS/world
     per_rank = GLOBAL_PROMPTS * G // world
     return load_config(TINY, [
-        f"grpo.output_dir={out}", "grpo.max_steps=2", "grpo.save_steps=0",
-        f"grpo.num_generations={G}", "grpo.per_device_train_batch_size=2",
-        f"grpo.gradient_accumulation_steps={per_rank // 2}", "grpo.max_completion_length=10",
-        "grpo.report_to_tensorboard=false", "grpo.log_completions_steps=0",
-        "grpo.learning_rate=0.01", *overrides])
+        f"train.output_dir={out}", "train.max_steps=2", "train.save_steps=0",
+        f"rollout.num_generations={G}", "train.per_device_train_batch_size=2",
+        f"train.gradient_accumulation_steps={per_rank // 2}", "rollout.max_completion_length=10",
+        "train.report_to_tensorboard=false", "train.log_completions_steps=0",
+        "train.learning_rate=0.01", *overrides])
 
 
 def main(argv: list[str]) -> None:

@@ -10,6 +10,7 @@ from reasoner.cli import app
 from reasoner.config import (
     Config,
     ConfigError,
+    apply_overrides,
     config_from_dict,
     describe_config,
     load_config,
@@ -23,59 +24,106 @@ TINY = ROOT / "configs" / "tiny.yaml"
 def test_defaults_are_valid_and_follow_trl_names():
     cfg = Config()
     validate(cfg)
-    g = cfg.grpo
-    for name in ("num_generations", "max_completion_length", "beta", "epsilon", "epsilon_high",
-                 "num_iterations", "loss_type", "scale_rewards", "mask_truncated_completions",
-                 "temperature", "learning_rate", "per_device_train_batch_size",
-                 "gradient_accumulation_steps", "max_grad_norm", "delta", "top_p", "top_k"):
-        assert hasattr(g, name), name
+    for section, names in (
+            ("rollout", ("num_generations", "max_completion_length", "temperature", "top_p",
+                         "top_k")),
+            ("algo", ("beta", "epsilon", "epsilon_high", "num_iterations", "loss_type",
+                      "scale_rewards", "mask_truncated_completions")),
+            ("train", ("learning_rate", "per_device_train_batch_size",
+                       "gradient_accumulation_steps", "max_grad_norm", "lr_scheduler_type",
+                       "warmup_ratio", "warmup_steps", "max_steps", "seed", "bf16"))):
+        for name in names:
+            assert hasattr(getattr(cfg, section), name), f"{section}.{name}"
 
 
 def test_yaml_and_overrides_are_typed():
-    cfg = load_config(TINY, ["grpo.beta=0.04", "grpo.loss_type=grpo", "model.path=/x/y",
+    cfg = load_config(TINY, ["algo.beta=0.04", "algo.loss_type=grpo", "model.path=/x/y",
                              "data.task_options.digits=2", "rewards.names=[format_soft]",
-                             "grpo.epsilon_high=null", "grpo.learning_rate=1"])
-    assert cfg.grpo.beta == 0.04
-    assert cfg.grpo.loss_type == "grpo"
+                             "algo.epsilon_high=null", "train.learning_rate=1"])
+    assert cfg.algo.beta == 0.04
+    assert cfg.algo.loss_type == "grpo"
     assert cfg.model.path == "/x/y"
     assert cfg.data.task_options == {"ops": ["+"], "digits": 2}  # merged into the file's dict
     assert cfg.rewards.names == ["format_soft"]
-    assert cfg.grpo.epsilon_high is None
-    assert cfg.grpo.learning_rate == 1.0 and isinstance(cfg.grpo.learning_rate, float)
-    assert cfg.grpo.num_generations == 4  # from the file
+    assert cfg.algo.epsilon_high is None
+    assert cfg.train.learning_rate == 1.0 and isinstance(cfg.train.learning_rate, float)
+    assert cfg.rollout.num_generations == 4  # from the file
+    # YAML 1.1 reads an unquoted off as false: a string field takes the word back
+    assert load_config(TINY, ["model.lean_forward=off"]).model.lean_forward == "off"
+
+
+def test_a_file_with_the_old_grpo_section_reads_the_same():
+    """Files and command lines written before the split into rollout / algo / train still
+    work: each grpo.<field> goes to its section."""
+    old = {"data": {"task": "arithmetic"},
+           "grpo": {"num_generations": 4, "beta": 0.04, "loss_type": "grpo",
+                    "learning_rate": 0.5, "per_device_train_batch_size": 8,
+                    "output_dir": "somewhere"}}
+    new = {"data": {"task": "arithmetic"}, "rollout": {"num_generations": 4},
+           "algo": {"beta": 0.04, "loss_type": "grpo"},
+           "train": {"learning_rate": 0.5, "per_device_train_batch_size": 8,
+                     "output_dir": "somewhere"}}
+    assert config_from_dict(old) == config_from_dict(new)
+    # an override of either spelling replaces the file's value
+    assert load_config(None, ["grpo.beta=0.1"]).algo.beta == 0.1
+    over = apply_overrides(old, ["algo.beta=0.2", "grpo.learning_rate=0.25"])
+    cfg = config_from_dict(over)
+    assert (cfg.algo.beta, cfg.train.learning_rate) == (0.2, 0.25)
+    with pytest.raises(ConfigError, match="grpo.beta and algo.beta are both set"):
+        config_from_dict({"grpo": {"beta": 0.1}, "algo": {"beta": 0.2}})
+    with pytest.raises(ConfigError, match="grpo.delta meant dual-clip PPO; it is algo.dual_clip"):
+        load_config(None, ["grpo.delta=3.0"])
+    with pytest.raises(ConfigError, match="unknown config key grpo.betta"):
+        load_config(None, ["grpo.betta=3.0"])
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("grpo.betta=0.1", "unknown config key grpo.betta"),
+        ("algo.betta=0.1", "unknown config key algo.betta"),
         ("trainer.beta=0.1", "unknown config section 'trainer'"),
-        ("grpo.beta=abc", "grpo.beta: expected a number"),
-        ("grpo.num_generations=2.5", "grpo.num_generations: expected an integer"),
-        ("grpo.bf16=1", "grpo.bf16: expected true/false"),
-        ("grpo.beta=-1", "grpo.beta must be >= 0"),
-        ("grpo.epsilon=1.5", "grpo.epsilon must be in (0, 1)"),
-        ("grpo.delta=0.5", "grpo.delta (dual clip) must be > 1"),
-        ("grpo.loss_type=ppo", "grpo.loss_type must be one of grpo, bnpo, dr_grpo, dapo"),
-        ("grpo.scale_rewards=std", "grpo.scale_rewards must be one of"),
-        ("grpo.kl_estimator=k4", "grpo.kl_estimator must be one of k1, k2, k3"),
-        ("grpo.num_generations=1", "grpo.num_generations must be >= 2"),
-        ("grpo.num_generations=3", "must be divisible by grpo.num_generations"),
-        ("grpo.loss_type=dr_grpo", "set grpo.scale_rewards=none"),
-        ("grpo.kl_in_reward=true", "grpo.kl_in_reward needs grpo.beta > 0"),
-        ("grpo.overlong_buffer_len=100", "grpo.overlong_buffer_len must be in [1, max_completion_length"),
-        ("grpo.lr_scheduler_type=step", "grpo.lr_scheduler_type must be one of"),
-        ("grpo.save_total_limit=0", "grpo.save_total_limit must be >= 1"),
-        ("grpo.max_steps=0", "grpo.max_steps must be >= 1"),
-        ("grpo.top_p=0", "grpo.top_p must be in (0, 1]"),
+        ("algo.beta=abc", "algo.beta: expected a number"),
+        ("rollout.num_generations=2.5", "rollout.num_generations: expected an integer"),
+        ("train.bf16=1", "train.bf16: expected true/false"),
+        ("algo.beta=-1", "algo.beta must be >= 0"),
+        ("algo.epsilon=1.5", "algo.epsilon must be in (0, 1)"),
+        ("algo.dual_clip=0.5", "algo.dual_clip must be > 1"),
+        ("algo.delta=1.1", "algo.delta (TRL's two-sided ratio cap) must be > 1 + epsilon_high = "
+                           "1.2, got 1.1"),
+        ("algo.loss_type=ppo", "algo.loss_type must be one of grpo, dapo, dr_grpo, bnpo"),
+        ("algo.scale_rewards=std", "algo.scale_rewards must be one of"),
+        ("algo.kl_estimator=k4", "algo.kl_estimator must be one of k1, k2, k3"),
+        ("algo.name=ppo_xyz", "algo.name: unknown algorithm 'ppo_xyz'; available: grpo"),
+        ("algo.adv_estimator=nope", "algo.adv_estimator: unknown advantage estimator 'nope'"),
+        ("algo.policy_loss=nope:f", "algo.policy_loss: policy loss 'nope:f': cannot import"),
+        ("rollout.num_generations=1", "rollout.num_generations must be >= 2"),
+        ("rollout.num_generations=3", "must be divisible by rollout.num_generations"),
+        ("algo.loss_type=dr_grpo", "set algo.scale_rewards=none"),
+        ("algo.kl_in_reward=true", "algo.kl_in_reward needs algo.beta > 0"),
+        ("algo.overlong_buffer_len=100",
+         "algo.overlong_buffer_len must be in [1, rollout.max_completion_length"),
+        ("train.lr_scheduler_type=step", "train.lr_scheduler_type must be one of"),
+        ("train.save_total_limit=0", "train.save_total_limit must be >= 1"),
+        ("train.max_steps=0", "train.max_steps must be >= 1"),
+        ("train.device=tpu", "train.device must be one of auto, cpu, cuda"),
+        ("train.loss_backend=cuda", "train.loss_backend must be one of auto, triton, torch"),
+        ("rollout.top_p=0", "rollout.top_p must be in (0, 1]"),
         ("model.tiny_arch=gpt2", "model.tiny_arch must be one of qwen2, llama"),
+        ("model.dtype=int8", "model.dtype must be one of float32, bfloat16, float16"),
+        ("model.lean_forward=on", "model.lean_forward must be one of auto, off"),
         ("data.template=fancy", "data.template must be one of"),
         ("data.dataset_path=x.jsonl", "data.task and data.dataset_path are exclusive"),
-        ("rewards.names=[nope]", "rewards.names[0]: unknown reward 'nope'"),
-        ("rewards.names=[nomodule_xyz:f]", "rewards.names[0]: cannot import"),
+        ("data.task=chess", "data.task: unknown task 'chess'; available: arithmetic, countdown"),
+        # a config written for arithmetic, switched to countdown: one line naming the field
+        ("data.task=countdown",
+         "data.task_options {'ops': ['+'], 'digits': 1} do not fit data.task='countdown': bad "
+         "option for task 'countdown'"),
+        ("data.task_options.ops=[^]", "do not fit data.task='arithmetic': ops must be"),
+        ("rewards.names=[nope]", "rewards.names[0]: unknown reward function 'nope'"),
+        ("rewards.names=[nomodule_xyz:f]", "rewards.names[0]: reward function 'nomodule_xyz:f': cannot import"),
         ("rewards.reward_weights=[1.0]", "rewards.reward_weights needs rewards.names"),
         ("lora.dropout=1.0", "lora.dropout must be in [0, 1)"),
-        ("grpo.beta", "must look like section.field=value"),
+        ("algo.beta", "must look like section.field=value"),
         ("beta=1", "must be section.field"),
     ],
 )
@@ -83,6 +131,12 @@ def test_bad_values_are_rejected_naming_the_field(override, message):
     with pytest.raises(ConfigError) as e:
         load_config(TINY, [override])
     assert message in str(e.value)
+
+
+def test_delta_must_exceed_one_plus_epsilon_high():
+    with pytest.raises(ConfigError, match="must be > 1 \\+ epsilon_high = 1.28, got 1.25"):
+        load_config(TINY, ["algo.epsilon_high=0.28", "algo.delta=1.25"])
+    assert load_config(TINY, ["algo.epsilon_high=0.28", "algo.delta=1.5"]).algo.delta == 1.5
 
 
 def test_reward_weights_length_must_match():
@@ -107,7 +161,7 @@ def test_describe_config_lists_every_field_with_help():
     import dataclasses
 
     text = describe_config()
-    for section in ("model", "lora", "data", "rewards", "grpo"):
+    for section in ("model", "lora", "data", "rewards", "rollout", "algo", "train"):
         cls = type(getattr(Config(), section))
         for f in dataclasses.fields(cls):
             assert f"{section}.{f.name} (" in text
@@ -120,15 +174,18 @@ def test_cli_train_help_documents_config_and_flags():
     for flag in ("--config", "--output-dir", "--max-steps", "--save-steps", "--seed", "--resume",
                  "--deepspeed", "--help-config"):
         assert flag in r.output
-    assert "grpo.num_generations" in r.output and "grpo.loss_type" in r.output
+    assert "rollout.num_generations" in r.output and "algo.loss_type" in r.output
     r = CliRunner().invoke(app, ["train", "--help-config"])
-    assert r.exit_code == 0 and "grpo.kl_estimator" in r.output
+    assert r.exit_code == 0 and "algo.kl_estimator" in r.output
 
 
 def test_cli_train_bad_override_exits_2_naming_field():
-    r = CliRunner().invoke(app, ["train", "--config", str(TINY), "grpo.beta=-2"])
+    r = CliRunner().invoke(app, ["train", "--config", str(TINY), "algo.beta=-2"])
     assert r.exit_code == 2
-    assert "grpo.beta must be >= 0" in r.output
+    assert "algo.beta must be >= 0" in r.output
+    r = CliRunner().invoke(app, ["train", "--config", str(TINY), "data.task=countdown"])
+    assert r.exit_code == 2
+    assert r.output.count("\n") == 1 and "data.task_options" in r.output  # one line
 
 
 def test_cli_bad_deepspeed_config_exits_2_naming_it(tmp_path):
@@ -144,7 +201,7 @@ def test_cli_bad_deepspeed_config_exits_2_naming_it(tmp_path):
     (tmp_path / "mb.json").write_text('{"train_micro_batch_size_per_gpu": 3}')
     r = run(tmp_path / "mb.json")
     assert r.exit_code == 2
-    assert "train_micro_batch_size_per_gpu=3 contradicts grpo.per_device_train_batch_size=4" \
+    assert "train_micro_batch_size_per_gpu=3 contradicts train.per_device_train_batch_size=4" \
         in r.output
     assert not (tmp_path / "out" / "init_model").exists()  # failed before loading anything
 
@@ -158,7 +215,7 @@ def test_demo_yaml_is_the_embedded_recipe_and_valid():
     assert data == DEMO_RECIPE
     assert set(data["demo"]) == DEMO_KEYS
     cfg = config_from_dict({k: v for k, v in data.items() if k != "demo"})
-    assert cfg.grpo.max_steps >= 1
+    assert cfg.train.max_steps >= 1
 
 
 def test_deepspeed_launchers_local_rank_argument_is_taken_out(monkeypatch):

@@ -58,7 +58,8 @@ def test_bf16_logits_kernel_matches_float64_reference_at_realistic_shape():
     logits64 = logits.double().requires_grad_()
     old, ref, adv, mask = token_inputs(selective_logp(logits64.detach(), ids, 0.9), 1)
     kw = dict(
-        temperature=0.9, eps_low=0.2, eps_high=0.28, delta=3.0, beta=0.04, compute_entropy=True
+        temperature=0.9, eps_low=0.2, eps_high=0.28, delta=2.0, dual_clip=3.0, beta=0.04,
+        use_bias_correction_kl=True, compute_entropy=True,
     )
     rout = grpo_loss_reference(logits64, ids, old.double(), ref.double(), adv.double(), mask, **kw)
     (rout.loss.sum() / mask.sum()).backward()

@@ -97,6 +97,9 @@ def close(a, b, rtol=2e-5, atol=2e-5):
     )
 
 
+FLAGS = ("clipped_low", "clipped_high", "clipped_dual", "clipped_delta")
+
+
 def check_outputs(out, rout):
     close(out.logp, rout.logp)
     close(out.loss, rout.loss, rtol=1e-4)
@@ -104,30 +107,108 @@ def check_outputs(out, rout):
         assert out.kl is None
     else:
         close(out.kl, rout.kl, rtol=1e-4)
-    for f in ("clipped_low", "clipped_high", "clipped_dual"):
+    for f in FLAGS:
         assert torch.equal(getattr(out, f).cpu(), getattr(rout, f)), f
     assert out.logp.dtype == torch.float32
 
 
-@pytest.mark.parametrize("kl_estimator", ["k1", "k2", "k3"])
-def test_matches_reference_each_kl_estimator(kl_estimator):
+# (delta, dual_clip): TRL's two-sided cap alone, dual-clip PPO alone, and both (the dual bound
+# below the cap, so each one binds somewhere).
+CLIPS = {"delta": (2.5, None), "dual": (None, 3.0), "both": (3.0, 2.0)}
+
+
+@pytest.mark.parametrize("clip", list(CLIPS))
+@pytest.mark.parametrize(
+    "kl_estimator,bias_kl", [("k1", False), ("k2", True), ("k3", False), ("k3", True)]
+)
+def test_matches_reference_each_kl_estimator_and_clip(kl_estimator, bias_kl, clip):
     case = make_case(seed=1)
+    delta, dual_clip = CLIPS[clip]
     kw = dict(
         temperature=0.7,
         eps_low=0.2,
         eps_high=0.28,
-        delta=3.0,
+        delta=delta,
+        dual_clip=dual_clip,
         beta=0.05,
         kl_estimator=kl_estimator,
+        use_bias_correction_kl=bias_kl,
         compute_entropy=True,
     )
     out, grad, rout, rgrad, _ = run_both(case, **kw)
     check_outputs(out, rout)
     close(out.entropy, token_entropy_ref(case[0], 0.7))
     close(grad, rgrad, rtol=1e-4, atol=1e-6)
-    # Every branch of the loss is exercised: both clip sides, the dual clip, the ratio clamp.
-    assert rout.clipped_low.any() and rout.clipped_high.any() and rout.clipped_dual.any()
+    # Every branch of the loss is exercised: both clip sides, the bounds asked for, the clamp.
+    assert rout.clipped_low.any() and rout.clipped_high.any()
+    assert bool(rout.clipped_delta.any()) == (delta is not None)
+    assert bool(rout.clipped_dual.any()) == (dual_clip is not None)
     assert (rout.logp - case[2]).abs().max() > LOG_RATIO_CLAMP
+
+
+def trl_token_loss(logp, old, ref, adv, *, eps_low, eps_high, delta, beta, bias_kl):
+    """TRL 1.16 GRPOTrainer._compute_loss, importance_sampling_level="token", loss_type
+    grpo/bnpo/dr_grpo/dapo, written out (before the caller's masking and aggregation)."""
+    coef_1 = torch.exp(logp - old)
+    per_token_kl = torch.exp(ref - logp) - (ref - logp) - 1
+    if bias_kl:
+        per_token_kl = per_token_kl * coef_1
+    coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
+    if delta is not None:
+        coef_1 = torch.clamp(coef_1, max=delta)
+    per_token_loss = -torch.min(coef_1 * adv, coef_2 * adv) + beta * per_token_kl
+    is_low_clipped = (coef_1 < 1 - eps_low) & (adv < 0)
+    is_high_clipped = (coef_1 > 1 + eps_high) & (adv > 0)
+    return per_token_loss, per_token_kl, is_low_clipped, is_high_clipped
+
+
+@pytest.mark.parametrize("bias_kl", [False, True])
+@pytest.mark.parametrize("delta", [None, 1.6])
+@pytest.mark.parametrize("on_policy", [False, True])
+def test_equals_trl_formula_for_delta_and_bias_corrected_kl(delta, bias_kl, on_policy):
+    """Within the log-ratio clamp, loss, kl, clip flags and dlogits equal TRL's formula."""
+    g = torch.Generator().manual_seed(21)
+    n, v, temp = 40, 130, 0.9
+    logits = torch.randn(n, v, generator=g, dtype=torch.float64) * 2
+    ids = torch.randint(0, v, (n,), generator=g)
+    logp0 = selective_logp(logits, ids, temp)
+    # log-ratios in [-1.5, 1.5]: both clip sides, and ratios past delta = 1.6 (log 0.47)
+    old = None if on_policy else logp0 - (torch.rand(n, generator=g, dtype=torch.float64) * 3 - 1.5)
+    ref = logp0 + torch.randn(n, generator=g, dtype=torch.float64)
+    adv = torch.randn(n, generator=g, dtype=torch.float64)
+    mask = torch.rand(n, generator=g) > 0.15
+    kw = dict(eps_low=0.2, eps_high=0.28, delta=delta, beta=0.07)
+
+    x = logits.clone().requires_grad_()
+    lp = selective_logp(x, ids, temp)
+    trl_loss, trl_kl, trl_lo, trl_hi = trl_token_loss(
+        lp, lp.detach() if old is None else old, ref, adv, bias_kl=bias_kl, **kw
+    )
+    (trl_loss * mask).sum().backward()
+    rout = grpo_loss_reference(
+        logits, ids, old, ref, adv, mask, temperature=temp, use_bias_correction_kl=bias_kl, **kw
+    )
+    close(rout.loss, torch.where(mask, trl_loss, 0.0), rtol=1e-12, atol=1e-12)
+    close(rout.kl, torch.where(mask, trl_kl, 0.0), rtol=1e-12, atol=1e-12)
+    assert torch.equal(rout.clipped_low, trl_lo & mask)
+    assert torch.equal(rout.clipped_high, trl_hi & mask)
+    if delta is not None and not on_policy:
+        assert rout.clipped_delta.any()  # the cap binds somewhere
+    out, grad, _, rgrad, _ = run_both(
+        (logits, ids, old, ref, adv, mask), upstream=(1.0, 0.0, 0.0), temperature=temp,
+        use_bias_correction_kl=bias_kl, **kw,
+    )
+    check_outputs(out, rout)
+    g2 = torch.Generator().manual_seed(123)
+    w_loss = torch.rand(n, generator=g2, dtype=torch.float64)  # run_both's upstream weights
+    x2 = logits.clone().requires_grad_()
+    lp2 = selective_logp(x2, ids, temp)
+    trl2, *_ = trl_token_loss(
+        lp2, lp2.detach() if old is None else old, ref, adv, bias_kl=bias_kl, **kw
+    )
+    (trl2 * mask * w_loss).sum().backward()
+    close(grad, x2.grad, rtol=1e-4, atol=1e-6)
+    close(rgrad, x2.grad, rtol=1e-10, atol=1e-12)
 
 
 def token_entropy_ref(logits, temperature):
@@ -162,7 +243,7 @@ def test_on_policy_ratio_is_one_and_gradient_is_minus_advantage():
 
 def test_block_size_does_not_change_results():
     case = make_case(v=300, seed=4)
-    kw = dict(temperature=0.9, delta=2.0, beta=0.1, compute_entropy=True)
+    kw = dict(temperature=0.9, delta=2.0, dual_clip=1.5, beta=0.1, compute_entropy=True)
     a, ga, *_ = run_both(case, block_v=64, **kw)
     b, gb, *_ = run_both(case, block_v=512, **kw)
     close(a.loss, b.loss, rtol=1e-5)
@@ -172,7 +253,7 @@ def test_block_size_does_not_change_results():
 
 def test_inplace_backward_equals_out_of_place_and_reuses_the_buffer():
     case = make_case(seed=5)
-    kw = dict(temperature=0.8, eps_high=0.28, delta=3.0, beta=0.04, kl_estimator="k3")
+    kw = dict(temperature=0.8, eps_high=0.28, dual_clip=3.0, beta=0.04, kl_estimator="k3")
     a, ga, _, rgrad, xa = run_both(case, inplace=False, **kw)
     b, gb, _, _, xb = run_both(case, inplace=True, **kw)
     assert torch.equal(ga, gb)
@@ -241,7 +322,8 @@ def test_gradcheck_reference_and_triton_gradients_against_it():
     adv = torch.tensor([1.0, -0.7, 0.4, -1.2], dtype=torch.float64)
     mask = torch.tensor([True, True, False, True])
     for est in ("k1", "k2", "k3"):
-        kw = dict(temperature=0.8, eps_low=0.2, eps_high=0.3, delta=1.5, beta=0.2, kl_estimator=est)
+        kw = dict(temperature=0.8, eps_low=0.2, eps_high=0.3, delta=1.5, dual_clip=1.7, beta=0.2,
+                  kl_estimator=est, use_bias_correction_kl=est == "k3")
 
         def f(x, kw=kw):
             out = grpo_loss_reference(x, ids, old, ref, adv, mask, **kw)
@@ -285,6 +367,8 @@ def test_auto_backend_on_cpu_is_the_reference_and_errors_are_clear():
         grpo_loss(logits, ids, old, ref, adv, mask, kl_estimator="k4")
     with pytest.raises(ValueError, match="delta"):
         grpo_loss(logits, ids, old, ref, adv, mask, delta=1.0)
+    with pytest.raises(ValueError, match="dual_clip"):
+        grpo_loss(logits, ids, old, ref, adv, mask, dual_clip=0.9)
     with pytest.raises(ValueError, match="ref_logp"):
         grpo_loss(logits, ids, old, None, adv, mask, beta=0.1)
     with pytest.raises(ValueError, match="backend"):

@@ -1,26 +1,27 @@
-"""Built-in procedural tasks: ``get_task(name, **options) -> Task``.
+"""Procedural tasks by name: ``get_task(name, **options) -> Task``.
 
-Importing this package registers the task rewards ("integer_exact", "countdown") with
-`reasoner.verifiers.rewards`, so `get_reward` finds them by name.
+Tasks are found in `TASKS` (the one registry helper, `reasoner.registry`): the built-ins below,
+other packages' through the entry-point group ``reasoner.tasks``, or a ``module:Class`` path.
+A task's reward functions are registered by name in `reasoner.verifiers.rewards.REWARDS`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from reasoner.tasks.arithmetic import ArithmeticTask
+from reasoner.registry import Registry
 from reasoner.tasks.base import Task, extract_answer
-from reasoner.tasks.countdown import CountdownTask
 
-TASKS: dict[str, type[Task]] = {"arithmetic": ArithmeticTask, "countdown": CountdownTask}
+TASKS: Registry[type[Task]] = Registry("task", "reasoner.tasks", {
+    "arithmetic": "reasoner.tasks.arithmetic:ArithmeticTask",
+    "countdown": "reasoner.tasks.countdown:CountdownTask",
+})
 
 
 def get_task(name: str, **options: Any) -> Task:
-    """The built-in task `name` ("arithmetic", "countdown") configured with `options`."""
-    try:
-        cls = TASKS[name]
-    except KeyError:
-        raise KeyError(f"unknown task {name!r}; available: {', '.join(sorted(TASKS))}") from None
+    """The task `name` ("arithmetic", "countdown", ...) configured with `options`; a bad option
+    raises ValueError naming the task and the option."""
+    cls = TASKS.get(name)
     try:
         return cls(**options)
     except TypeError as e:
@@ -41,4 +42,4 @@ def parse_task_options(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-__all__ = ["TASKS", "ArithmeticTask", "CountdownTask", "Task", "extract_answer", "get_task", "parse_task_options"]
+__all__ = ["TASKS", "Task", "extract_answer", "get_task", "parse_task_options"]

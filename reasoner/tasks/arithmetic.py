@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reasoner.tasks.base import Task, extract_answer
-from reasoner.verifiers.rewards import completion_text, register_reward
+from reasoner.verifiers.rewards import completion_text
 
 OPS = ("+", "-", "*")
 _INT = re.compile(r"[+-]?\d+")
@@ -48,8 +48,6 @@ def integer_exact_reward(prompts: list[Any], completions: list[Any], **columns: 
         out.append(1.0 if got == gold else 0.0)
     return out
 
-
-register_reward("integer_exact", integer_exact_reward)
 
 
 def _digit_range(digits: int | Sequence[int]) -> tuple[int, int]:

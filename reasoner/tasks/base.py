@@ -1,4 +1,4 @@
-"""What every built-in task shares: the Task record, the train/test split rule, answer extraction.
+"""What every built-in task shares: the Task record and the train/test split rule.
 
 A task is a procedural generator of rows plus the names of the reward functions that score a
 completion for it. Rows are plain dicts: "question", "answer", "solution" (a short worked
@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+from reasoner.data.templates import extract_answer
+
 SPLITS = ("train", "test")
-
-
-def extract_answer(completion: str) -> str | None:
-    """The text inside the last ``<answer>...</answer>`` block, stripped; None if there is none."""
-    found = _ANSWER.findall(completion)
-    return found[-1].strip() if found else None
+__all__ = ["SPLITS", "Task", "extract_answer", "in_test_split"]
 
 
 def in_test_split(key: str, test_percent: int) -> bool:

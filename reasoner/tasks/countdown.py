@@ -25,7 +25,7 @@ from typing import Any
 
 from reasoner.tasks.base import Task, extract_answer
 from reasoner.verifiers.base import Verdict
-from reasoner.verifiers.rewards import completion_text, register_reward
+from reasoner.verifiers.rewards import completion_text
 
 MAX_EXPRESSION_CHARS = 256
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
@@ -102,8 +102,6 @@ def countdown_reward(prompts: list[Any], completions: list[Any], **columns: Any)
         out.append(None if v.correct is None else v.reward)
     return out
 
-
-register_reward("countdown", countdown_reward)
 
 
 class CountdownVerifier:

@@ -1,7 +1,7 @@
-"""Verifiers by name.
+"""Verifiers by name, through the one registry helper (`reasoner.registry`).
 
-Built-in verifiers are listed here as "module:attribute" strings and imported on first use.
-Other packages add theirs through the entry-point group ``reasoner.verifiers``::
+Built-in verifiers are "module:attribute" strings imported on first use. Other packages add
+theirs through the entry-point group ``reasoner.verifiers``::
 
     [project.entry-points."reasoner.verifiers"]
     chess = "my_pkg.chess:ChessVerifier"
@@ -12,50 +12,36 @@ returns an object following ``reasoner.verifiers.base.Verifier``.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any
+
+from reasoner.registry import Registry, UnknownNameError
 
 ENTRY_POINT_GROUP = "reasoner.verifiers"
 
-_BUILTIN: dict[str, str] = {
+VERIFIERS: Registry[Callable[..., Any]] = Registry("verifier", ENTRY_POINT_GROUP, {
     "math": "reasoner.verifiers.math:MathVerifier",
     "code": "reasoner.verifiers.code:CodeVerifier",
     "countdown": "reasoner.tasks.countdown:CountdownVerifier",
-}
-_REGISTERED: dict[str, Callable[..., Any]] = {}
+})
 
-
-class UnknownVerifierError(KeyError):
-    """No verifier is registered under the requested name."""
+# No verifier is registered under the requested name.
+UnknownVerifierError = UnknownNameError
+# the run-time registrations (tests take theirs out again through it)
+_REGISTERED = VERIFIERS._registered
 
 
 def register(name: str, factory: Callable[..., Any]) -> None:
     """Register a verifier factory under `name` at run time (tests, notebooks)."""
-    _REGISTERED[name] = factory
-
-
-def _load(target: str) -> Callable[..., Any]:
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    VERIFIERS.register(name, factory)
 
 
 def available() -> list[str]:
-    names = set(_BUILTIN) | set(_REGISTERED)
-    names |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    return sorted(names)
+    return VERIFIERS.names()
 
 
 def get_factory(name: str) -> Callable[..., Any]:
-    if name in _REGISTERED:
-        return _REGISTERED[name]
-    if name in _BUILTIN:
-        return _load(_BUILTIN[name])
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            return ep.load()
-    raise UnknownVerifierError(f"unknown verifier {name!r}; available: {', '.join(available())}")
+    return VERIFIERS.get(name)
 
 
 def create(name: str, **options: Any) -> Any:

@@ -2,8 +2,12 @@
 
 They work as ``reward_funcs`` in TRL's GRPOTrainer unchanged, and the trainer here takes TRL's
 functions the same way. ``completions`` are strings, or conversational lists of messages
-(``[{"role": "assistant", "content": ...}]``), as TRL passes them. ``None`` means the record can't
-be judged (missing or unparseable gold answer, no tests): the trainer skips that sample.
+(``[{"role": "assistant", "content": ...}]``), as TRL passes them. ``None`` means, as in TRL, that
+the function does not apply to the record (missing or unparseable gold answer, no tests).
+
+Reward functions are found by name in `REWARDS` (the one registry helper, `reasoner.registry`):
+the built-ins below and the procedural tasks' own rewards, other packages' through the
+entry-point group ``reasoner.rewards``, or any ``module:function`` path.
 
 The math and code functions keep one verifier (a worker pool) per process, started on first use
 and closed at exit.
@@ -12,9 +16,14 @@ and closed at exit.
 from __future__ import annotations
 
 import atexit
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from reasoner.registry import Registry
 from reasoner.verifiers import registry
 from reasoner.verifiers.base import Verdict
 from reasoner.verifiers.format import soft_format_ok, strict_format_ok
@@ -100,20 +109,106 @@ def format_reward_soft(prompts: list[Any], completions: list[Any], **columns: An
     return [1.0 if soft_format_ok(completion_text(c)) else 0.0 for c in completions]
 
 
-REWARD_FUNCS: dict[str, RewardFunc] = {
-    "math_accuracy": math_accuracy_reward,
-    "code_pass_rate": code_pass_rate_reward,
-    "format_strict": format_reward_strict,
-    "format_soft": format_reward_soft,
-}
+REWARDS: Registry[RewardFunc] = Registry("reward function", "reasoner.rewards", {
+    "math_accuracy": "reasoner.verifiers.rewards:math_accuracy_reward",
+    "code_pass_rate": "reasoner.verifiers.rewards:code_pass_rate_reward",
+    "format_strict": "reasoner.verifiers.rewards:format_reward_strict",
+    "format_soft": "reasoner.verifiers.rewards:format_reward_soft",
+    "integer_exact": "reasoner.tasks.arithmetic:integer_exact_reward",
+    "countdown": "reasoner.tasks.countdown:countdown_reward",
+})
 
 
 def register_reward(name: str, func: RewardFunc) -> None:
-    REWARD_FUNCS[name] = func
+    """Register `func` under `name` so the config can name it (``rewards.names``)."""
+    REWARDS.register(name, func)
 
 
 def get_reward(name: str) -> RewardFunc:
-    try:
-        return REWARD_FUNCS[name]
-    except KeyError:
-        raise KeyError(f"unknown reward function {name!r}; available: {', '.join(sorted(REWARD_FUNCS))}") from None
+    """A reward function by registered name, entry point, or ``module:function`` path."""
+    fn = REWARDS.get(name)
+    if not callable(fn):
+        raise TypeError(f"reward function {name!r} is not callable")
+    return fn
+
+
+# ---------------------------------------------------------------------------------------------
+# a trainer's reward: several functions, weights, TRL's meaning of None
+
+
+@dataclass
+class WeightedReward:
+    """One reward function of a run, with its name (for metrics) and weight."""
+
+    name: str
+    func: RewardFunc
+    weight: float = 1.0
+
+
+def resolve_rewards(names: Sequence[str], weights: Sequence[float] | None = None
+                    ) -> list[WeightedReward]:
+    """Reward functions by name (or ``module:function``) with their weights (default 1.0)."""
+    ws = [1.0] * len(names) if weights is None else list(weights)
+    if len(ws) != len(names):
+        raise ValueError(f"{len(ws)} weights for {len(names)} reward functions")
+    return [WeightedReward(n, get_reward(n), float(w)) for n, w in zip(names, ws)]
+
+
+def score_completions(funcs: Sequence[WeightedReward], prompts: list[Any], completions: list[Any],
+                      rows: list[dict[str, Any]]) -> list[list[float | None]]:
+    """Call each function TRL's way (the rows' columns as keyword lists); one list of N values
+    per function (None: the function does not apply to that sample)."""
+    keys = sorted({k for r in rows for k in r})
+    columns = {k: [r.get(k) for r in rows] for k in keys}
+    out = []
+    for f in funcs:
+        vals = list(f.func(prompts, completions, **columns))
+        if len(vals) != len(completions):
+            raise ValueError(f"reward {f.name!r} returned {len(vals)} values for "
+                             f"{len(completions)} completions")
+        row: list[float | None] = []
+        for i, v in enumerate(vals):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise TypeError(f"reward {f.name!r} returned {v!r} for completion {i}; expected "
+                                "a number or None")
+            row.append(None if v is None else float(v))
+        out.append(row)
+    return out
+
+
+@dataclass
+class CombinedRewards:
+    """The weighted sum of several functions' rewards for N completions."""
+
+    total: torch.Tensor  # [N] float64; NaN where the sample is dropped
+    valid: torch.Tensor  # [N] bool: the sample has a reward
+    unscorable: torch.Tensor  # [N] bool: every function returned None
+    non_finite: torch.Tensor  # [N] bool: some function returned NaN or +-inf
+
+
+def combine_rewards(per_func: Sequence[Sequence[float | None]],
+                    weights: Sequence[float]) -> CombinedRewards:
+    """TRL's rule: a function's None means it does not apply to that sample, and the others'
+    weighted values are summed; a sample for which EVERY function returned None is dropped. A
+    non-finite value (NaN, +-inf) from any function drops that sample too (counted apart), not
+    the step."""
+    if len(per_func) != len(weights):
+        raise ValueError(f"{len(per_func)} reward lists for {len(weights)} weights")
+    n = len(per_func[0]) if per_func else 0
+    total = torch.zeros(n, dtype=torch.float64)
+    applied = torch.zeros(n, dtype=torch.bool)
+    non_finite = torch.zeros(n, dtype=torch.bool)
+    for values, w in zip(per_func, weights):
+        if len(values) != n:
+            raise ValueError(f"reward function returned {len(values)} values for {n} completions")
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            applied[i] = True
+            if not math.isfinite(v):
+                non_finite[i] = True
+            else:
+                total[i] += w * v
+    valid = applied & ~non_finite
+    total[~valid] = float("nan")
+    return CombinedRewards(total=total, valid=valid, unscorable=~applied, non_finite=non_finite)

@@ -23,14 +23,14 @@ from safetensors.torch import load_file
 
 pytest.importorskip("deepspeed")
 
-from reasoner.config import GRPOConfig  # noqa: E402
-from reasoner.engine import resolve_deepspeed_config  # noqa: E402
+from reasoner.config import TrainConfig  # noqa: E402
+from reasoner.engine.deepspeed_engine import resolve_deepspeed_config  # noqa: E402
 from reasoner.metrics import read_metrics  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
 TINY = ROOT / "configs" / "tiny.yaml"
-DIGITS = "rewards.names=[test_trainer:digit_reward]"  # a reward a random model varies on
+DIGITS = "rewards.names=[toy_rewards:digit_reward]"  # a reward a random model varies on
 
 
 def torchrun(args: list[str], out: Path, env_extra: dict[str, str] | None = None,
@@ -67,7 +67,7 @@ def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 
 def test_resolve_deepspeed_config_fills_auto_and_rejects_contradictions():
-    g = GRPOConfig(per_device_train_batch_size=4, gradient_accumulation_steps=3,
+    g = TrainConfig(per_device_train_batch_size=4, gradient_accumulation_steps=3,
                    max_grad_norm=0.5, learning_rate=2e-5, bf16=False)
     ds = json.loads((ROOT / "configs" / "zero3_offload.json").read_text())
     out = resolve_deepspeed_config(ds, g, world=2)
@@ -102,18 +102,18 @@ def test_resolve_deepspeed_config_fills_auto_and_rejects_contradictions():
 
 
 @pytest.mark.parametrize("stage,overrides", [
-    (2, ["grpo.loss_type=dapo", "grpo.scale_rewards=batch"]),  # batch std over both ranks
-    (3, ["grpo.loss_type=grpo"]),
-    (3, ["grpo.loss_type=dr_grpo", "grpo.scale_rewards=none", "grpo.beta=0.04"]),  # + ZeRO-3 ref
+    (2, ["algo.loss_type=dapo", "algo.scale_rewards=batch"]),  # batch std over both ranks
+    (3, ["algo.loss_type=grpo"]),
+    (3, ["algo.loss_type=dr_grpo", "algo.scale_rewards=none", "algo.beta=0.04"]),  # + ZeRO-3 ref
     # the fused-linear loss reads the (tied) lm_head weight, gathered from the ZeRO-3 shards
-    (3, ["grpo.use_fused_linear=true", "grpo.loss_backend=torch"]),
+    (3, ["train.use_fused_linear=true", "train.loss_backend=torch"]),
 ])
 def test_two_rank_step_equals_one_rank_step_on_the_same_global_batch(tmp_path, stage, overrides):
     sys.path.insert(0, str(TESTS))
     from dist_worker import fixed_config, fixed_trainer
 
     # Adam's eps at 1e-4 keeps near-zero gradients from turning rounding into +-lr updates
-    overrides = [*overrides, "grpo.adam_epsilon=1e-4"]
+    overrides = [*overrides, "train.adam_epsilon=1e-4"]
     one = tmp_path / "one"
     fixed_trainer(fixed_config(one, 1, *overrides)).train()
     two = tmp_path / "two"
@@ -128,7 +128,7 @@ def test_two_rank_step_equals_one_rank_step_on_the_same_global_batch(tmp_path, s
     for a, b in zip(m1, m2):
         # without a KL term the zero-advantage group's rows are skipped, so rank 0 runs fewer
         # micro-batches than rank 1 and pads with zero-weight ones
-        trained = 1.0 if "grpo.beta=0.04" in overrides else 0.75
+        trained = 1.0 if "algo.beta=0.04" in overrides else 0.75
         assert a["update/trained_rows_frac"] == b["update/trained_rows_frac"] == trained
         for key in ("loss", "grad_norm", "entropy", "kl", "reward/mean", "reward/std",
                     "completion_length/mean", "frac_zero_std_groups", "clip/low"):
@@ -142,7 +142,7 @@ def test_a_nan_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path, stage, mo
     from dist_worker import fixed_config, fixed_trainer
 
     monkeypatch.setenv("POISON_FIRST_STEP", "1")  # the last rank's step-1 loss is NaN
-    overrides = ["grpo.adam_epsilon=1e-4", "grpo.max_steps=2"]
+    overrides = ["train.adam_epsilon=1e-4", "train.max_steps=2"]
     one = tmp_path / "one"
     fixed_trainer(fixed_config(one, 1, *overrides)).train()
     two = tmp_path / "two"
@@ -162,7 +162,7 @@ def test_zero2_run_of_tiny_yaml_under_the_deepspeed_launcher(tmp_path):
     r = torchrun(["-m", "reasoner", "train", "--config", str(TINY), "--output-dir", str(out),
                   "--deepspeed", str(ROOT / "configs/zero2.json"), "--no-progress", DIGITS,
                   # ranks refill zero-std groups in lockstep (same number of rollout phases)
-                  "grpo.dynamic_sampling=true"], out, launcher="deepspeed")
+                  "rollout.dynamic_sampling=true"], out, launcher="deepspeed")
     assert r.stdout.count("done: 4 steps") == 1  # rank 0 alone reports
     recs = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in recs] == [1, 2, 3, 4]
@@ -187,7 +187,7 @@ def test_zero2_run_of_tiny_yaml_under_the_deepspeed_launcher(tmp_path):
 
 def test_zero3_run_killed_mid_checkpoint_resumes_to_the_uninterrupted_weights(tmp_path):
     base = ["-m", "reasoner", "train", "--config", str(TINY), "--deepspeed",
-            str(ROOT / "configs/zero3.json"), "--no-progress", DIGITS, "grpo.beta=0.04"]
+            str(ROOT / "configs/zero3.json"), "--no-progress", DIGITS, "algo.beta=0.04"]
     full = tmp_path / "full"
     torchrun([*base, "--output-dir", str(full)], full)
 
@@ -226,7 +226,7 @@ def test_bf16_on_gpus_with_nccl(tmp_path, stage):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
          str(n), "-m", "reasoner", "train", "--config", str(TINY), "--output-dir", str(out),
          "--deepspeed", str(ROOT / f"configs/zero{stage}.json"), "--no-progress", DIGITS,
-         "grpo.device=cuda", "grpo.bf16=true", "grpo.beta=0.04"],
+         "train.device=cuda", "train.bf16=true", "algo.beta=0.04"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     recs = read_metrics(out / "metrics.jsonl")
@@ -242,20 +242,20 @@ import sys
 from reasoner import distributed
 from reasoner.config import load_config
 from reasoner.metrics import read_metrics
-from reasoner.rollout import _fast_decoder
-from reasoner.trainer import GRPOTrainer
+from reasoner.models.lean import lean_decoder
+from reasoner.trainers.grpo import GRPOTrainer
 
 out = sys.argv[1]
-cfg = load_config(sys.argv[2], [f"grpo.output_dir={out}", "grpo.max_steps=1",
-                                "grpo.report_to_tensorboard=false"])
+cfg = load_config(sys.argv[2], [f"train.output_dir={out}", "train.max_steps=1",
+                                "train.report_to_tensorboard=false"])
 t = GRPOTrainer(cfg, deepspeed_config=sys.argv[3], progress=False)
 assert t.engine.partitioned and t.world == 1
 assert t.model.lm_head.weight.numel() == 0  # sharded (a group of one holds it all, elsewhere)
-assert _fast_decoder(t.model) is None  # partitioned, ZeRO-3 hooks on
+assert lean_decoder(t.model) is None  # partitioned, ZeRO-3 hooks on
 with t.engine.generation():
-    assert _fast_decoder(t.model) is not None, "lean path refused on gathered weights"
+    assert lean_decoder(t.model) is not None, "lean path refused on gathered weights"
     assert t.model.lm_head.weight.shape == (t.model.config.vocab_size, 32)
-assert _fast_decoder(t.model) is None  # hooks back, weights released
+assert lean_decoder(t.model) is None  # hooks back, weights released
 assert t.model.model._forward_pre_hooks  # ZeRO-3's fetch hooks are re-registered
 t.train()
 assert read_metrics(out + "/metrics.jsonl")[0]["step"] == 1

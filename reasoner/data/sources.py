@@ -1,16 +1,8 @@
-"""Datasets from local files, and the prompt templates.
+"""Datasets from local files.
 
 `load_rows` reads .jsonl, .parquet, or a `datasets.save_to_disk` directory into a list of plain
 dicts, renaming the user's columns to ours ("question", "answer", "tests", "test_list",
 "solution") with a `{our_name: their_name}` mapping.
-
-`render_prompt` turns a question into the text the model continues:
-
-- ``r1_zero``: the DeepSeek-R1-Zero template; the prompt ends in ``<think>``.
-- ``r1_short``: ``"{question}\\n<think>"``, for the tiny character-level model (every prompt
-  character costs a token).
-- ``chat``: the tokenizer's chat template with ``add_generation_prompt=True``.
-- ``plain``: the question unchanged.
 """
 
 from __future__ import annotations
@@ -21,15 +13,6 @@ from pathlib import Path
 from typing import Any
 
 OUR_COLUMNS = ("question", "answer", "tests", "test_list", "solution")
-TEMPLATES = ("r1_zero", "r1_short", "chat", "plain")
-
-R1_ZERO_SYSTEM = (
-    "A conversation between User and Assistant. The User asks a question, and the Assistant "
-    "solves it. The Assistant first thinks about the reasoning process in the mind and then "
-    "provides the User with the answer. The reasoning process and answer are enclosed within "
-    "<think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process "
-    "here </think> <answer> answer here </answer>."
-)
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -113,29 +96,3 @@ def rename_columns(
             new[ours] = value
         out.append(new)
     return out
-
-
-def render_prompt(
-    question: str,
-    *,
-    template: str = "r1_zero",
-    tokenizer: Any = None,
-    system_prompt: str | None = None,
-) -> str:
-    """The prompt text for `question` under `template` (see the module docstring)."""
-    if template == "r1_zero":
-        system = R1_ZERO_SYSTEM if system_prompt is None else system_prompt
-        return f"{system} User: {question}\nAssistant: <think>"
-    if template == "r1_short":
-        prefix = "" if system_prompt is None else system_prompt + "\n"
-        return f"{prefix}{question}\n<think>"
-    if template == "plain":
-        prefix = "" if system_prompt is None else system_prompt + "\n"
-        return prefix + question
-    if template == "chat":
-        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError("template 'chat' needs a tokenizer with a chat_template")
-        messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
-        messages.append({"role": "user", "content": question})
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    raise ValueError(f"unknown prompt template {template!r}; choose one of {TEMPLATES}")

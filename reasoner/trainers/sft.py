@@ -6,14 +6,15 @@ task's worked solutions teach the output format and some of the skill, leaving r
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from typing import Any
 
 import torch
 
+from reasoner.config import TrainConfig
 from reasoner.data import render_prompt
+from reasoner.engine import TorchEngine
 
 IGNORE = -100
 
@@ -65,13 +66,6 @@ def completion_loss(
     )
 
 
-def lr_lambda(step: int, *, max_steps: int, warmup_steps: int) -> float:
-    """Linear warmup to 1 over `warmup_steps`, then linear decay to 0 at `max_steps`."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    return max(0.0, (max_steps - step) / max(1, max_steps - warmup_steps))
-
-
 def run_sft(
     model: Any,
     tokenizer: Any,
@@ -92,6 +86,10 @@ def run_sft(
 ) -> dict[str, Any]:
     """Fine-tune `model` in place on prompt + row["solution"] + EOS (loss on the solution tokens).
 
+    The optimisation is the trainers' own (`reasoner.engine`): AdamW with betas (0.9, 0.95),
+    linear warmup over `warmup_ratio` of the steps then linear decay, gradient clipping at
+    `max_grad_norm` (0 = off); a step whose loss or gradient is not finite is skipped.
+
     `label_smoothing` > 0 keeps the warm-started policy from becoming over-confident, so that
     sampling at temperature 1 stays exploratory for RL (it also raises the reported loss floor).
 
@@ -106,12 +104,12 @@ def run_sft(
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     gen = torch.Generator().manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
-    warmup = max(1, math.ceil(warmup_ratio * max_steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_lambda(s, max_steps=max_steps, warmup_steps=warmup)
-    )
+    settings = TrainConfig(learning_rate=lr, adam_beta1=0.9, adam_beta2=0.95,
+                           weight_decay=weight_decay, lr_scheduler_type="linear",
+                           warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm,
+                           max_steps=max_steps, per_device_train_batch_size=batch_size,
+                           seed=seed)
+    engine = TorchEngine(model, settings, max_steps, device)
     model.train()
     losses: list[float] = []
     order: list[int] = []
@@ -122,16 +120,12 @@ def run_sft(
         idx, order = order[:batch_size], order[batch_size:]
         batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
         loss = completion_loss(model, batch, label_smoothing=label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        opt.step()
-        sched.step()
+        engine.backward(loss)
+        res = engine.step(loss_finite=bool(torch.isfinite(loss)))
         losses.append(loss.item())
         if progress and (step % log_every == 0 or step == max_steps - 1):
             print(f"sft step {step + 1}/{max_steps} loss {losses[-1]:.4f} "
-                  f"lr {sched.get_last_lr()[0]:.2e} {time.perf_counter() - start:.1f}s",
+                  f"lr {res.lr:.2e} {time.perf_counter() - start:.1f}s",
                   file=sys.stderr, flush=True)
     model.eval()
     tail = losses[-min(10, len(losses)):]

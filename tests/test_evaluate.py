@@ -1,16 +1,14 @@
-"""SFT warm start (loss on completions, loss goes down) and evaluation (pass@k, metrics, CLI)."""
+"""Held-out evaluation: pass@k, accuracy over judged samples, and `reasoner sft` then
+`reasoner eval` from the command line."""
 
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from reasoner.cli import app
 from reasoner.evaluate import evaluate, pass_at_k
 from reasoner.models import build_tiny_model, load_model_and_tokenizer
-from reasoner.sft import IGNORE, collate, run_sft, tokenize_examples
-from reasoner.tasks import get_task
 from reasoner.tasks.base import Task
 from reasoner.verifiers.rewards import register_reward
 
@@ -31,35 +29,6 @@ def test_pass_at_k_hand_values():
         pass_at_k(3, 4, 1)
     with pytest.raises(ValueError):
         pass_at_k(3, 1, 4)
-
-
-def test_labels_cover_only_solution_and_eos(tiny_dir):
-    _, tok = load_model_and_tokenizer(tiny_dir)
-    rows = [{"question": "1+2", "solution": "1+2=3</think><answer>3</answer>"},
-            {"question": "10+20", "solution": "10+20=30</think><answer>30</answer>"}]
-    ex = tokenize_examples(tok, rows)
-    batch = collate(ex, tok.pad_token_id)
-    prompt_len = len(tok("1+2\n<think>", add_special_tokens=False)["input_ids"])
-    assert ex[0][1] == prompt_len
-    labels = batch["labels"][0]
-    assert (labels[:prompt_len] == IGNORE).all()
-    sol = [t for t in labels.tolist() if t != IGNORE]
-    assert sol[-1] == tok.eos_token_id
-    assert tok.decode(sol[:-1]) == rows[0]["solution"]
-    assert batch["attention_mask"][0].sum() == len(ex[0][0]) < batch["input_ids"].shape[1]
-    assert (batch["labels"][0][len(ex[0][0]):] == IGNORE).all()
-
-
-def test_sft_reduces_loss_and_learns_format(tiny_dir):
-    torch.manual_seed(0)
-    model, tok = load_model_and_tokenizer(tiny_dir)
-    task = get_task("arithmetic", digits=1)
-    rows = task.rows("train", 80, 0)
-    r = run_sft(model, tok, rows, max_steps=120, batch_size=16, lr=3e-3, progress=False)
-    assert r["steps"] == 120 and len(r["losses"]) == 120
-    assert r["loss_last"] < 0.3 * r["loss_first"]
-    ev = evaluate(model, tok, task.rows("test", 10, 0), task=task, max_new_tokens=16)
-    assert ev["format_rate"] >= 0.9 and ev["truncated_rate"] == 0.0
 
 
 class _ScriptedTask(Task):
@@ -110,21 +79,3 @@ def test_cli_sft_then_eval(tiny_dir, tmp_path):
     assert "accuracy" in res.output and "pass@2" in res.output
     r = json.loads(js.read_text())
     assert r["n_rows"] == 4 and r["num_samples"] == 2 and 0.0 <= r["accuracy"] <= 1.0
-
-
-def test_label_smoothing_loss(tiny_dir):
-    from reasoner.sft import completion_loss
-
-    model, tok = load_model_and_tokenizer(tiny_dir)
-    rows = [{"question": "1+2", "solution": "1+2=3</think><answer>3</answer>"}]
-    batch = collate(tokenize_examples(tok, rows), tok.pad_token_id)
-    with torch.no_grad():
-        logp = torch.log_softmax(model(batch["input_ids"]).logits[:, :-1].float(), -1)
-        labels = batch["labels"][:, 1:]
-        keep = labels != IGNORE
-        nll = -logp[keep].gather(-1, labels[keep].unsqueeze(-1)).mean()
-        uniform = -logp[keep].mean()
-        eps = 0.1
-        got = completion_loss(model, batch, label_smoothing=eps)
-    assert got.item() == pytest.approx(((1 - eps) * nll + eps * uniform).item(), rel=1e-5)
-    assert completion_loss(model, batch).item() == pytest.approx(nll.item(), rel=1e-5)

@@ -1,6 +1,9 @@
 """Reward functions: TRL's signature, conversational completions, None for can't-judge, format."""
 
+import math
+
 import pytest
+import torch
 
 from reasoner.verifiers import registry, rewards
 from reasoner.verifiers.base import Verdict
@@ -76,3 +79,58 @@ def test_unknown_reward_lists_available():
     with pytest.raises(KeyError, match="format_strict"):
         rewards.get_reward("nope")
     assert "math" in registry.available() and "code" in registry.available()
+
+
+def test_none_means_does_not_apply_and_the_others_are_summed():
+    """TRL's rule: a function's None leaves the sample to the other functions; only a sample for
+    which every function returned None is dropped."""
+    acc = [1.0, 0.0, None, 1.0, None]
+    fmt = [1.0, 1.0, 1.0, None, None]
+    c = rewards.combine_rewards([acc, fmt], [1.0, 0.5])
+    assert c.valid.tolist() == [True, True, True, True, False]
+    assert c.total[:4].tolist() == [1.5, 0.5, 0.5, 1.0]
+    assert math.isnan(c.total[4])
+    assert c.unscorable.tolist() == [False] * 4 + [True]
+    with pytest.raises(ValueError, match="2 reward lists for 1 weights"):
+        rewards.combine_rewards([acc, fmt], [1.0])
+
+
+def test_multi_task_recipe_trains_on_every_sample():
+    """Each function returns None on the other task's samples (TRL's multi-task recipe): every
+    sample keeps the reward of the function that applies."""
+    math_r = [1.0, None, 0.0, None]
+    code_r = [None, 0.5, None, 1.0]
+    c = rewards.combine_rewards([math_r, code_r], [1.0, 1.0])
+    assert c.valid.all() and c.total.tolist() == [1.0, 0.5, 0.0, 1.0]
+
+
+def test_a_non_finite_reward_drops_only_that_sample():
+    c = rewards.combine_rewards([[1.0, float("nan"), float("inf"), 0.0],
+                                 [0.5, 0.5, 0.5, float("-inf")]], [1.0, 1.0])
+    assert c.valid.tolist() == [True, False, False, False]
+    assert c.non_finite.tolist() == [False, True, True, True]
+    assert c.total[0].item() == 1.5 and torch.isnan(c.total[1:]).all()
+    assert not c.unscorable.any()
+
+
+def test_score_completions_passes_columns_and_checks_what_comes_back():
+    rows = [{"question": "q1", "answer": "1"}, {"question": "q2", "answer": "2", "extra": 7}]
+    seen = {}
+
+    def f(prompts, completions, **columns):
+        seen.update(columns)
+        return [1, None]
+
+    funcs = [rewards.WeightedReward("f", f, 2.0)]
+    assert rewards.score_completions(funcs, ["p1", "p2"], ["c1", "c2"], rows) == [[1.0, None]]
+    assert seen == {"answer": ["1", "2"], "extra": [None, 7], "question": ["q1", "q2"]}
+    short = [rewards.WeightedReward("short", lambda p, c, **k: [1.0])]
+    with pytest.raises(ValueError, match="reward 'short' returned 1 values for 2 completions"):
+        rewards.score_completions(short, ["p1", "p2"], ["c1", "c2"], rows)
+    text = [rewards.WeightedReward("text", lambda p, c, **k: ["yes", 1.0])]
+    with pytest.raises(TypeError, match="reward 'text' returned 'yes' for completion 0"):
+        rewards.score_completions(text, ["p1", "p2"], ["c1", "c2"], rows)
+    ws = rewards.resolve_rewards(["format_soft", "format_strict"], [1.0, 0.1])
+    assert [(w.name, w.func, w.weight) for w in ws] == [
+        ("format_soft", rewards.format_reward_soft, 1.0),
+        ("format_strict", rewards.format_reward_strict, 0.1)]

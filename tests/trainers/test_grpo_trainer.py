@@ -1,6 +1,7 @@
 """The training loop on configs/tiny.yaml: metrics, checkpoints, final policy, exact kill -9 resume."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,34 +12,31 @@ import torch
 from safetensors.torch import load_file
 
 from reasoner.config import load_config
+from reasoner.data import DataOrder, load_training_data
 from reasoner.metrics import read_metrics
-from reasoner.trainer import DataOrder, GRPOTrainer, cat_batches, select_groups, train
+from reasoner.trainers import train
+from reasoner.trainers.batch import Batch, cat_batches, select_groups
+from reasoner.trainers.grpo import GRPOTrainer
+from reasoner.verifiers.rewards import WeightedReward
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"
-TESTS = Path(__file__).resolve().parent
+TESTS = ROOT / "tests"
 # A reward a random model already varies on, so the tiny runs really update the weights.
-DIGITS = "rewards.names=[test_trainer:digit_reward]"
-
-
-def digit_reward(prompts, completions, **columns):
-    """Fraction of digit characters; None when the row's answer is "skip" (for the skip test)."""
-    answers = columns.get("answer") or [None] * len(completions)
-    return [None if a == "skip" else sum(ch.isdigit() for ch in c) / max(len(c), 1)
-            for c, a in zip(completions, answers)]
+DIGITS = "rewards.names=[toy_rewards:digit_reward]"
 
 
 def _cfg(out, *extra):
-    return load_config(TINY, [f"grpo.output_dir={out}", DIGITS, *extra])
+    return load_config(TINY, [f"train.output_dir={out}", DIGITS, *extra])
 
 
 def test_tiny_run_writes_metrics_checkpoints_and_final(tmp_path):
     out = tmp_path / "run"
-    summary = train(_cfg(out, "grpo.beta=0.04", "grpo.num_iterations=2"), progress=False)
+    summary = train(_cfg(out, "algo.beta=0.04", "algo.num_iterations=2"), progress=False)
     assert summary["steps"] == 4
     recs = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in recs] == [1, 2, 3, 4]
-    for key in ("reward/mean", "reward/std", "rewards/test_trainer:digit_reward/mean", "accuracy",
+    for key in ("reward/mean", "reward/std", "rewards/toy_rewards:digit_reward/mean", "accuracy",
                 "frac_zero_std_groups", "completion_length/mean", "completion_length/max",
                 "truncated_ratio", "clip/low", "clip/high", "clip/dual", "kl", "entropy",
                 "grad_norm", "lr", "time/generation", "time/reward", "time/logprobs",
@@ -71,8 +69,8 @@ def _weights(path):
 
 
 def test_kill_9_then_resume_matches_uninterrupted_run_bitwise(tmp_path):
-    extra = ["grpo.max_steps=5", "grpo.beta=0.02", "grpo.lr_scheduler_type=linear",
-             "grpo.warmup_steps=2"]
+    extra = ["train.max_steps=5", "algo.beta=0.02", "train.lr_scheduler_type=linear",
+             "train.warmup_steps=2"]
     ref_out, out = tmp_path / "ref", tmp_path / "killed"
     train(_cfg(ref_out, *extra), progress=False)
     # The run SIGKILLs itself half-way through writing checkpoint-4 (after checkpoint-2).
@@ -106,39 +104,41 @@ def test_loss_types_scale_modes_and_skipped_samples_train(tmp_path):
     """Each loss type / option combination runs a step with finite numbers; skipped samples
     (reward None) are counted and get no gradient."""
     combos = [
-        ["grpo.loss_type=grpo", "grpo.scale_rewards=batch", "grpo.mask_truncated_completions=true"],
-        ["grpo.loss_type=bnpo", "grpo.overlong_buffer_len=4", "grpo.epsilon_high=0.28"],
-        ["grpo.loss_type=dr_grpo", "grpo.scale_rewards=none", "grpo.delta=3.0"],
-        ["grpo.loss_type=dapo", "grpo.beta=0.1", "grpo.kl_in_reward=true", "grpo.kl_estimator=k1"],
+        ["algo.loss_type=grpo", "algo.scale_rewards=batch", "algo.mask_truncated_completions=true"],
+        ["algo.loss_type=bnpo", "algo.overlong_buffer_len=4", "algo.epsilon_high=0.28"],
+        ["algo.loss_type=dr_grpo", "algo.scale_rewards=none", "algo.dual_clip=3.0"],
+        ["algo.loss_type=dapo", "algo.beta=0.1", "algo.kl_in_reward=true", "algo.kl_estimator=k1"],
+        ["algo.beta=0.1", "algo.num_iterations=2", "algo.delta=1.5",
+         "algo.use_bias_correction_kl=true"],
     ]
     for i, extra in enumerate(combos):
-        cfg = _cfg(tmp_path / f"r{i}", "grpo.max_steps=1", "grpo.save_steps=0",
-                   "grpo.report_to_tensorboard=false", *extra)
-        t = GRPOTrainer(cfg, progress=False)
-        t.rows = [dict(r, answer="skip") if j % 2 else r for j, r in enumerate(t.rows)]
-        m = t.train_step()
+        cfg = _cfg(tmp_path / f"r{i}", "train.max_steps=1", "train.save_steps=0",
+                   "train.report_to_tensorboard=false", *extra)
+        rows = load_training_data(cfg.data).rows
+        rows = [dict(r, answer="skip") if j % 2 else r for j, r in enumerate(rows)]
+        out = GRPOTrainer(cfg, rows=rows, progress=False).train_step()
+        m = out.metrics
         assert m["skipped_samples"] > 0, extra
-        b, rewards, adv = t._last_batch
-        skipped = [r["answer"] == "skip" for r in b.rows]
-        assert int(m["skipped_samples"]) == sum(skipped)
-        assert all(adv.advantages[j] == 0 for j, s in enumerate(skipped) if s)
+        skipped = [r["answer"] == "skip" for r in out.batch.rows]
+        assert int(m["skipped_samples"]) == sum(skipped) == int(m["skipped_samples/unscorable"])
+        assert all(out.advantages[j] == 0 for j, s in enumerate(skipped) if s)
         assert torch.isfinite(torch.tensor([m["loss"], m["grad_norm"], m["entropy"]])).all(), extra
 
 
 def test_non_finite_step_is_skipped_not_applied(tmp_path, monkeypatch):
-    cfg = _cfg(tmp_path / "nan", "grpo.max_steps=1", "grpo.save_steps=0",
-               "grpo.report_to_tensorboard=false")
+    cfg = _cfg(tmp_path / "nan", "train.max_steps=1", "train.save_steps=0",
+               "train.report_to_tensorboard=false")
     t = GRPOTrainer(cfg, progress=False)
     before = {k: v.clone() for k, v in t.model.state_dict().items()}
-    orig = t._loss_micro
+    orig = t.micro_batch_loss
 
     def nan_loss(*a, **k):
         out = orig(*a, **k)
         out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(t, "_loss_micro", nan_loss)
-    m = t.train_step()
+    monkeypatch.setattr(t, "micro_batch_loss", nan_loss)
+    m = t.train_step().metrics
     assert m["skipped_updates"] == 1
     after = t.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -146,9 +146,8 @@ def test_non_finite_step_is_skipped_not_applied(tmp_path, monkeypatch):
 
 
 def test_dynamic_sampling_refills_zero_std_groups(tmp_path):
-    cfg = _cfg(tmp_path / "ds", "grpo.max_steps=1", "grpo.dynamic_sampling=true",
-               "grpo.max_dynamic_sampling_tries=2", "grpo.report_to_tensorboard=false")
-    t = GRPOTrainer(cfg, progress=False)
+    cfg = _cfg(tmp_path / "ds", "train.max_steps=1", "rollout.dynamic_sampling=true",
+               "rollout.max_dynamic_sampling_tries=2", "train.report_to_tensorboard=false")
     calls = []
 
     def flaky(prompts, completions, **cols):  # first round: every group flat; later: spread
@@ -157,9 +156,9 @@ def test_dynamic_sampling_refills_zero_std_groups(tmp_path):
             return [0.5] * len(completions)
         return [float(i % 2) for i in range(len(completions))]
 
-    t.reward_funcs = [("flaky", flaky, 1.0)]
-    t.accuracy_reward = "flaky"
-    m = t.train_step()
+    t = GRPOTrainer(cfg, reward_funcs=[WeightedReward("flaky", flaky)], progress=False)
+    assert t.accuracy_reward == "flaky"
+    m = t.train_step().metrics
     assert calls == [8, 8]  # 2 prompts x G=4, then 2 fresh prompts to replace both groups
     assert m["dynamic_sampling/tries"] == 1 and m["frac_zero_std_groups"] == 0.0
     assert m["dynamic_sampling/filled_frac"] == 1.0
@@ -172,8 +171,6 @@ def test_batch_helpers_and_data_order():
                     completion_mask=torch.ones(n, c, dtype=torch.long),
                     texts=[str(val)] * n, truncated=torch.zeros(n, dtype=torch.bool),
                     rows=[{"i": val}] * n, prompts=["p"] * n, per_func=[[float(val)] * n])
-
-    from reasoner.trainer import Batch
 
     a, b = Batch(**fake(2, 3, 4, 1)), Batch(**fake(4, 1, 2, 2))
     c = cat_batches([a, b], pad_id=0)
@@ -192,8 +189,8 @@ def test_batch_helpers_and_data_order():
 def test_lora_run_uses_adapters_and_merges_final(tmp_path):
     pytest.importorskip("peft")
     out = tmp_path / "lora"
-    cfg = _cfg(out, "grpo.max_steps=2", "grpo.save_steps=1", "grpo.beta=0.1", "lora.enabled=true",
-               "lora.r=4", "lora.target_modules=[q_proj,v_proj]", "grpo.report_to_tensorboard=false")
+    cfg = _cfg(out, "train.max_steps=2", "train.save_steps=1", "algo.beta=0.1", "lora.enabled=true",
+               "lora.r=4", "lora.target_modules=[q_proj,v_proj]", "train.report_to_tensorboard=false")
     t = GRPOTrainer(cfg, progress=False)
     assert t.ref_model is None  # the reference is the base model with adapters disabled
     trainable = [n for n, p in t.model.named_parameters() if p.requires_grad]
@@ -221,13 +218,12 @@ def test_skipping_zero_advantage_rows_gives_the_same_update(tmp_path):
 
     weights = {}
     for skip in (True, False):
-        cfg = _cfg(tmp_path / f"s{skip}", "grpo.max_steps=2", "grpo.save_steps=0",
-                   f"grpo.skip_zero_advantage={str(skip).lower()}", "grpo.loss_type=bnpo",
-                   "grpo.report_to_tensorboard=false")
-        t = GRPOTrainer(cfg, progress=False)
-        t.reward_funcs = [("half_flat", half_flat, 1.0)]
-        t.accuracy_reward = "half_flat"
-        ms = [t.train_step() for _ in range(2)]
+        cfg = _cfg(tmp_path / f"s{skip}", "train.max_steps=2", "train.save_steps=0",
+                   f"algo.skip_zero_advantage={str(skip).lower()}", "algo.loss_type=bnpo",
+                   "train.report_to_tensorboard=false")
+        t = GRPOTrainer(cfg, reward_funcs=[WeightedReward("half_flat", half_flat)],
+                        progress=False)
+        ms = [t.train_step().metrics for _ in range(2)]
         weights[skip] = {k: v.clone() for k, v in t.model.state_dict().items()}
         fracs = [m["update/trained_rows_frac"] for m in ms]
         assert (min(fracs) < 1.0) if skip else fracs == [1.0, 1.0]
@@ -235,15 +231,15 @@ def test_skipping_zero_advantage_rows_gives_the_same_update(tmp_path):
         torch.testing.assert_close(weights[True][k], weights[False][k], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("extra", [[], ["grpo.beta=0.04", "grpo.num_iterations=2"],
-                                   ["grpo.use_fused_linear=true"]])
+@pytest.mark.parametrize("extra", [[], ["algo.beta=0.04", "algo.num_iterations=2"],
+                                   ["train.use_fused_linear=true"]])
 def test_shared_prompt_forward_gives_the_same_training(tmp_path, monkeypatch, extra):
     """The update runs each group's prompt once (forward_logits(share_prompts=True)); two steps
     with it end at the same weights and metrics as with the plain per-row forward."""
-    import reasoner.rollout as rollout
+    import reasoner.models.forward as forward
 
     calls = {"shared": 0}
-    real = rollout._forward_shared_prompts
+    real = forward._forward_shared_prompts
 
     def counting(*a, **k):
         out = real(*a, **k)
@@ -252,12 +248,12 @@ def test_shared_prompt_forward_gives_the_same_training(tmp_path, monkeypatch, ex
 
     weights, metrics = {}, {}
     for share in (True, False):
-        monkeypatch.setattr(rollout, "_forward_shared_prompts",
+        monkeypatch.setattr(forward, "_forward_shared_prompts",
                             counting if share else (lambda *a, **k: None))
-        cfg = _cfg(tmp_path / f"s{share}", "grpo.max_steps=2", "grpo.save_steps=0",
-                   "grpo.report_to_tensorboard=false", *extra)
+        cfg = _cfg(tmp_path / f"s{share}", "train.max_steps=2", "train.save_steps=0",
+                   "train.report_to_tensorboard=false", *extra)
         t = GRPOTrainer(cfg, progress=False)
-        metrics[share] = [t.train_step() for _ in range(2)]
+        metrics[share] = [t.train_step().metrics for _ in range(2)]
         weights[share] = {k: v.clone() for k, v in t.model.state_dict().items()}
     assert calls["shared"] > 0
     for k in weights[True]:
@@ -270,13 +266,13 @@ def test_shared_prompt_forward_gives_the_same_training(tmp_path, monkeypatch, ex
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (Triton kernels)")
-@pytest.mark.parametrize("kernel", ["grpo.loss_backend=triton", "grpo.use_fused_linear=true"])
+@pytest.mark.parametrize("kernel", ["train.loss_backend=triton", "train.use_fused_linear=true"])
 def test_trainer_steps_with_kernels_equal_the_torch_path(tmp_path, kernel):
     """On CUDA, two fp32 GRPO steps through a Triton kernel give the torch path's weights and
     metrics within tolerance (same seed, same rollouts)."""
-    common = ["grpo.device=cuda", "grpo.max_steps=2", "grpo.save_steps=0", "grpo.beta=0.04",
-              "grpo.report_to_tensorboard=false"]
-    train(_cfg(tmp_path / "torch", *common, "grpo.loss_backend=torch"), progress=False)
+    common = ["train.device=cuda", "train.max_steps=2", "train.save_steps=0", "algo.beta=0.04",
+              "train.report_to_tensorboard=false"]
+    train(_cfg(tmp_path / "torch", *common, "train.loss_backend=torch"), progress=False)
     train(_cfg(tmp_path / "kernel", *common, kernel), progress=False)
     a, b = _weights(tmp_path / "torch" / "final"), _weights(tmp_path / "kernel" / "final")
     for k in a:
@@ -290,10 +286,107 @@ def test_trainer_steps_with_kernels_equal_the_torch_path(tmp_path, kernel):
 def test_max_prompt_length_leaves_long_rows_out_before_training(tmp_path, capsys):
     short = [{"question": f"{i}+1", "answer": str(i + 1)} for i in range(6)]
     long = [{"question": "1+" * 40 + "1", "answer": "41"} for _ in range(3)]
-    cfg = _cfg(tmp_path / "a", "grpo.max_prompt_length=20", "grpo.max_steps=1")
+    cfg = _cfg(tmp_path / "a", "rollout.max_prompt_length=20", "train.max_steps=1")
     trainer = GRPOTrainer(cfg, rows=short + long, progress=False)
     assert trainer.rows == short
     assert "left out 3 of 9 rows" in capsys.readouterr().out
     trainer.train()  # and it trains on what is left
-    with pytest.raises(ValueError, match="every prompt is longer than grpo.max_prompt_length=20"):
-        GRPOTrainer(_cfg(tmp_path / "b", "grpo.max_prompt_length=20"), rows=long, progress=False)
+    with pytest.raises(ValueError, match="every prompt is longer than rollout.max_prompt_length=20"):
+        GRPOTrainer(_cfg(tmp_path / "b", "rollout.max_prompt_length=20"), rows=long, progress=False)
+
+
+def _count_engine_calls(t):
+    calls = {"backward": 0, "step": 0}
+    backward, step = t.engine.backward, t.engine.step
+
+    def counting_backward(loss):
+        calls["backward"] += 1
+        return backward(loss)
+
+    def counting_step(**kw):
+        calls["step"] += 1
+        return step(**kw)
+
+    t.engine.backward, t.engine.step = counting_backward, counting_step
+    return calls
+
+
+def test_gradient_accumulation_steps_means_micro_batches_per_optimizer_step(tmp_path):
+    """TRL's meaning: gradient_accumulation_steps micro-batches of per_device_train_batch_size
+    completions make one optimizer step; the rollout batch is their product. With the dapo
+    loss the split does not change the update: 4 x 2, 8 x 1 and 2 x 4 end at the same weights."""
+    weights = {}
+    for mb, ga in ((4, 2), (8, 1), (2, 4)):
+        cfg = _cfg(tmp_path / f"mb{mb}", f"train.per_device_train_batch_size={mb}",
+                   f"train.gradient_accumulation_steps={ga}", "algo.skip_zero_advantage=false",
+                   "train.max_steps=1", "train.save_steps=0", "train.report_to_tensorboard=false")
+        t = GRPOTrainer(cfg, progress=False)
+        calls = _count_engine_calls(t)
+        out = t.train_step()
+        assert len(out.batch) == 8 and calls == {"backward": ga, "step": 1}
+        weights[mb] = {k: v.clone() for k, v in t.model.state_dict().items()}
+    for mb in (8, 2):
+        for k in weights[4]:
+            torch.testing.assert_close(weights[mb][k], weights[4][k], rtol=1e-4, atol=2e-5)
+
+
+def test_none_from_one_reward_function_leaves_the_sample_to_the_others(tmp_path):
+    """TRL's multi-task recipe: each function returns None on the other task's samples, and every
+    sample trains on the function that applies to it."""
+    def even(prompts, completions, answer, **cols):
+        return [float(len(c) % 3 == 0) if int(a) % 2 == 0 else None
+                for c, a in zip(completions, answer)]
+
+    def odd(prompts, completions, answer, **cols):
+        return [float("1" in c) if int(a) % 2 else None for c, a in zip(completions, answer)]
+
+    cfg = _cfg(tmp_path / "mt", "train.max_steps=1", "train.save_steps=0",
+               "train.report_to_tensorboard=false")
+    t = GRPOTrainer(cfg, reward_funcs=[WeightedReward("even", even), WeightedReward("odd", odd)],
+                    progress=False)
+    out = t.train_step()
+    assert out.metrics["skipped_samples"] == 0 and out.rewards.valid.all()
+    want = [e if e is not None else o for e, o in zip(*out.batch.per_func)]
+    assert out.rewards.total.tolist() == want
+    assert out.metrics["update/trained_rows_frac"] > 0
+
+
+def test_a_non_finite_reward_drops_that_sample_not_the_step(tmp_path):
+    def flaky(prompts, completions, **cols):
+        return [float("nan") if i == 0 else float(i % 2) for i in range(len(completions))]
+
+    cfg = _cfg(tmp_path / "nf", "train.max_steps=1", "train.save_steps=0",
+               "train.report_to_tensorboard=false")
+    t = GRPOTrainer(cfg, reward_funcs=[WeightedReward("flaky", flaky)], progress=False)
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    m = t.train_step().metrics
+    assert m["skipped_samples"] == m["skipped_samples/non_finite"] == 1
+    assert m["skipped_updates"] == 0 and math.isfinite(m["loss"]) and m["grad_norm"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+
+
+def test_lean_forward_off_runs_the_models_own_forward_everywhere(tmp_path, monkeypatch):
+    """model.lean_forward: auto takes the lean Qwen2/Llama path for decoding, scoring and the
+    update; off never does, and the step's numbers are the same up to rounding."""
+    import reasoner.models.forward as forward
+    import reasoner.rollout.decode as decode
+
+    calls = {"lean": 0}
+    for mod, name in ((forward, "lean_forward"), (decode, "lean_forward"), (decode, "lean_step")):
+        real = getattr(mod, name)
+
+        def spy(*a, _real=real, **k):
+            calls["lean"] += 1
+            return _real(*a, **k)
+
+        monkeypatch.setattr(mod, name, spy)
+    metrics = {}
+    for mode in ("auto", "off"):
+        calls["lean"] = 0
+        cfg = _cfg(tmp_path / mode, f"model.lean_forward={mode}", "algo.beta=0.04",
+                   "algo.num_iterations=2", "train.max_steps=1", "train.save_steps=0",
+                   "train.report_to_tensorboard=false")
+        metrics[mode] = GRPOTrainer(cfg, progress=False).train_step().metrics
+        assert (calls["lean"] > 0) == (mode == "auto"), mode
+    for key in ("reward/mean", "completion_length/mean", "loss", "kl", "entropy", "grad_norm"):
+        assert metrics["off"][key] == pytest.approx(metrics["auto"][key], rel=1e-3, abs=1e-6), key

@@ -1,4 +1,4 @@
-"""The lean Qwen2/Llama forward (`reasoner.rollout._fast_forward`) against the models' own
+"""The lean Qwen2/Llama forward (`reasoner.models.lean`) against the models' own
 Hugging Face forward: same logits / hidden states and same gradients, in float64, with left-padded
 prompts, GQA, Qwen2's q/k/v biases, Llama with attention and MLP biases, shared prompts and
 length buckets; and the cases where it must not run (peft, ZeRO-3, hooks, checkpointing, ...)."""
@@ -6,9 +6,11 @@ length buckets; and the cases where it must not run (peft, ZeRO-3, hooks, checkp
 import pytest
 import torch
 
-import reasoner.rollout as rollout
+import reasoner.models.forward as forward
 from reasoner.models import build_tiny_model, load_model_and_tokenizer
-from reasoner.rollout import forward_logits, generate_rollouts
+from reasoner.models.forward import forward_logits
+from reasoner.models.lean import _norm, lean_allowed, lean_decoder
+from reasoner.rollout import generate_rollouts
 
 PROMPTS = ["1+2\n<think>", "123+456 is a longer prompt\n<think>", "7\n<think>"]
 
@@ -66,21 +68,20 @@ def _run(model, args, *, fast, **kw):
     from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 
     calls = []
-    real = rollout._fast_forward
+    real = forward.lean_forward
 
     def spy(base, blocks):
         calls.append(len(blocks))
         return real(base, blocks)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(rollout, "_fast_forward", spy)
-        if not fast:
-            mp.setattr(rollout, "_fast_decoder", lambda m: None)
+        mp.setattr(forward, "lean_forward", spy)
+        if not fast:  # model.lean_forward=off
             for cls in (LlamaRMSNorm, Qwen2RMSNorm):
                 mp.setattr(cls, "forward", _hf_norm_in_input_precision)
         model.train()
         model.zero_grad(set_to_none=True)
-        y = forward_logits(model, *args, **kw)
+        y = forward_logits(model, *args, allow_lean=fast, **kw)
         m = args[3].bool()
         (y[m] ** 2).sum().backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -117,10 +118,8 @@ def test_lean_forward_is_used_for_the_decode_prefill_and_matches_float32(models)
         ro = generate_rollouts(model, tok, PROMPTS, num_generations=2, max_completion_length=6,
                                generator_seed=1, return_logits=True)
         args = (ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(rollout, "_fast_decoder", lambda m: None)
-            with torch.no_grad():
-                ref = forward_logits(model, *args)
+        with torch.no_grad():
+            ref = forward_logits(model, *args, allow_lean=False)
         m = ro.completion_mask.bool()
         torch.testing.assert_close(ro.generation_logits[m], ref[m], rtol=1e-4, atol=1e-4)
         with torch.no_grad():
@@ -130,34 +129,40 @@ def test_lean_forward_is_used_for_the_decode_prefill_and_matches_float32(models)
         model.double()
 
 
+def test_lean_forward_switch():
+    assert lean_allowed("auto") and not lean_allowed("off")
+    with pytest.raises(ValueError, match="lean_forward must be one of auto, off"):
+        lean_allowed("on")
+
+
 def test_fast_path_predicate_refuses_what_it_cannot_reproduce(models, tmp_path):
     from transformers import Qwen2ForCausalLM
 
     ms, _ = models
     model = ms["qwen2"]
-    assert rollout._fast_decoder(model) is model.model
+    assert lean_decoder(model) is model.model
 
     # a subclass (it may override forward) is not "exactly" a supported arch
     class Custom(Qwen2ForCausalLM):
         pass
 
-    assert rollout._fast_decoder(Custom(model.config)) is None
+    assert lean_decoder(Custom(model.config)) is None
 
     # DeepSpeed ZeRO-3 partitions parameters (ds_id); module hooks gather them
     p = model.model.layers[0].mlp.up_proj.weight
     p.ds_id = 3
     try:
-        assert rollout._fast_decoder(model) is None
+        assert lean_decoder(model) is None
     finally:
         del p.ds_id
 
     # any forward hook (accelerate offload, user code) must see the module called
     h = model.model.layers[1].self_attn.register_forward_pre_hook(lambda mod, args: None)
     try:
-        assert rollout._fast_decoder(model) is None
+        assert lean_decoder(model) is None
     finally:
         h.remove()
-    assert rollout._fast_decoder(model) is model.model
+    assert lean_decoder(model) is model.model
 
     # gradient checkpointing / attention dropout: only while training
     def dropout(on: bool) -> None:
@@ -168,9 +173,9 @@ def test_fast_path_predicate_refuses_what_it_cannot_reproduce(models, tmp_path):
         turn_on(True)
         try:
             model.train()
-            assert rollout._fast_decoder(model) is None
+            assert lean_decoder(model) is None
             model.eval()
-            assert rollout._fast_decoder(model) is model.model
+            assert lean_decoder(model) is model.model
         finally:
             turn_on(False)
             model.eval()
@@ -178,7 +183,7 @@ def test_fast_path_predicate_refuses_what_it_cannot_reproduce(models, tmp_path):
     # sliding-window attention is not reproduced
     cfg = model.config.__class__.from_dict({**model.config.to_dict(), "use_sliding_window": True,
                                             "sliding_window": 4})
-    assert rollout._fast_decoder(Qwen2ForCausalLM(cfg)) is None
+    assert lean_decoder(Qwen2ForCausalLM(cfg)) is None
 
 
 def test_peft_model_runs_its_own_forward(models):
@@ -188,7 +193,7 @@ def test_peft_model_runs_its_own_forward(models):
     args = _batch(base, tok, varied=True)
     lora = peft.get_peft_model(
         Qwen2Copy(base), peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
-    assert rollout._fast_decoder(lora) is None
+    assert lean_decoder(lora) is None
     y_fast, _, calls = _run(base, args, fast=True, share_prompts=True)
     _, g_lora, calls_lora = _run(lora, args, fast=True, share_prompts=True)
     assert calls and not calls_lora  # the peft model ran its own modules
@@ -221,7 +226,7 @@ def test_rms_norm_node_equals_the_hf_module_in_every_dtype(x_dtype, w_dtype, tol
     for lean in (False, True):
         x = x0.clone().requires_grad_()
         norm.zero_grad()
-        y = rollout._norm(norm, x) if lean else norm(x)
+        y = _norm(norm, x) if lean else norm(x)
         y.backward(g.to(y.dtype))
         outs.append((y.detach(), x.grad, norm.weight.grad.clone()))
     (y_hf, gx_hf, gw_hf), (y, gx, gw) = outs

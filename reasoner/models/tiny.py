@@ -1,4 +1,4 @@
-"""Load any local Hugging Face causal LM, and build the tiny model used by the demo and the tests.
+"""The tiny model used by the demo and the tests, built by our own code.
 
 The tiny model is a randomly initialised Qwen2 (or Llama) with a character-level tokenizer:
 every ASCII character is one token, and the R1 tags ``<think>``, ``</think>``, ``<answer>``,
@@ -14,9 +14,11 @@ from typing import Any
 
 import torch
 
+from reasoner.data.templates import TAG_TOKENS
+
+ARCHS = ("qwen2", "llama")
 PAD_TOKEN = "<|pad|>"
 EOS_TOKEN = "<|endoftext|>"
-TAG_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
 # A plain chat template for the tiny tokenizer: "User: ...\nAssistant:" with an optional system line.
 TINY_CHAT_TEMPLATE = (
     "{% for m in messages %}"
@@ -99,7 +101,7 @@ def build_tiny_model(
     elif arch == "llama":
         config, cls = LlamaConfig(**common), LlamaForCausalLM
     else:
-        raise ValueError(f"arch must be 'qwen2' or 'llama', got {arch!r}")
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls(config)
@@ -112,51 +114,11 @@ def build_tiny_model(
     return out
 
 
-def load_model_and_tokenizer(
-    path: str | Path,
-    *,
-    dtype: str | torch.dtype | None = None,
-    device: str | torch.device = "cpu",
-    gradient_checkpointing: bool = False,
-) -> tuple[Any, Any]:
-    """Load a local Hugging Face causal LM directory: (model, tokenizer).
-
-    The tokenizer pads on the left (for generation) and always has a pad token (falls back to EOS).
-    `dtype`: None (as saved / fp32), a torch dtype, or a name ("float32", "bfloat16", "auto").
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    p = Path(path)
-    if not p.is_dir():
-        raise FileNotFoundError(f"model directory {str(p)!r} does not exist")
-    if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"{str(p)!r} is not a Hugging Face model directory (no config.json)")
-    if isinstance(dtype, str) and dtype != "auto":
-        try:
-            dtype = getattr(torch, dtype)
-        except AttributeError:
-            raise ValueError(f"unknown dtype {dtype!r}") from None
-    tokenizer = AutoTokenizer.from_pretrained(p)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ValueError(f"tokenizer in {str(p)!r} has neither a pad nor an eos token")
-        tokenizer.pad_token = tokenizer.eos_token
-    kwargs: dict[str, Any] = {}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    model = AutoModelForCausalLM.from_pretrained(p, **kwargs)
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if not is_deepspeed_zero3_enabled():  # under zero.Init the shards are placed already
-        model.to(device)
-    if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
-    return model, tokenizer
-
-
-def count_parameters(model: Any) -> int:
-    return sum(p.numel() for p in model.parameters())
+def build_tiny_from_config(cfg: Any, out_dir: str | Path) -> Path:
+    """`build_tiny_model` with the ``model.tiny_*`` fields of the config (`ModelConfig`)."""
+    return build_tiny_model(
+        out_dir, arch=cfg.tiny_arch, hidden_size=cfg.tiny_hidden_size,
+        num_layers=cfg.tiny_num_layers, num_heads=cfg.tiny_num_heads,
+        num_kv_heads=cfg.tiny_num_kv_heads, intermediate_size=cfg.tiny_intermediate_size,
+        max_position_embeddings=cfg.tiny_max_position_embeddings, seed=cfg.tiny_seed,
+    )

@@ -1,8 +1,5 @@
-"""The optimisation engines: plain torch (AdamW + scheduler + clipping + bf16 autocast) for one
-process, and DeepSpeed ZeRO (stages 0-3, optional offload) for one or many processes.
-
-The trainer only talks to the methods the two share: autocast, backward, step, generation
-(a context in which the model's full weights are present), and checkpoint save / load.
+"""The DeepSpeed ZeRO engine (stages 0-3, optional offload) for one or many processes, and the
+DeepSpeed config file: read it, and fill its "auto" values from the ``train`` settings.
 """
 
 from __future__ import annotations
@@ -12,123 +9,25 @@ import copy
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from reasoner.config import GRPOConfig
+from reasoner.engine.base import Engine, StepResult, freeze
+from reasoner.engine.optim import EngineSettings, build_optimizer, build_scheduler
 
 
-@dataclass
-class StepResult:
-    grad_norm: float
-    applied: bool  # False when the grad norm was not finite (the update was skipped)
-    lr: float
+class DeepSpeedSettings(EngineSettings, Protocol):
+    """The ``train`` fields a DeepSpeed config's "auto" values come from."""
 
-
-def lr_factor(step: int, kind: str, warmup: int, total: int) -> float:
-    """Learning-rate multiplier at optimizer step `step` (0-based): linear warmup over `warmup`
-    steps (not for "constant"), then linear / cosine decay to 0 at `total`, or constant."""
-    if kind == "constant":
-        return 1.0
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    if kind == "constant_with_warmup":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    if kind == "linear":
-        return max(0.0, 1.0 - progress)
-    if kind == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-    raise ValueError(f"unknown lr_scheduler_type {kind!r}")
-
-
-class Engine:
-    """Plain-torch engine for one process."""
-
-    partitioned = False  # parameters sharded across ranks (ZeRO-3)
-
-    def __init__(self, model: torch.nn.Module, cfg: GRPOConfig, num_optimizer_steps: int,
-                 device: torch.device) -> None:
-        self.model = model
-        self.cfg = cfg
-        self.device = device
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("the model has no trainable parameters")
-        self.params = params
-        self.optimizer = torch.optim.AdamW(
-            params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-            eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay,
-            fused=all(p.device.type in ("cpu", "cuda") for p in params) or None,  # 1 kernel/param
-        )
-        warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * num_optimizer_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, cfg.lr_scheduler_type, warmup,
-                                                num_optimizer_steps))
-
-    @contextlib.contextmanager
-    def autocast(self) -> Iterator[None]:
-        if self.cfg.bf16:  # CUDA, or CPUs with bf16 matmul units (AMX / AVX512-BF16)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                yield
-        else:
-            yield
-
-    @contextlib.contextmanager
-    def generation(self) -> Iterator[None]:
-        """The model's full weights are present inside (always, for one process)."""
-        yield
-
-    def begin_micro_batch(self) -> None:
-        """Called before each training forward (DeepSpeed's bookkeeping needs it)."""
-
-    @contextlib.contextmanager
-    def gathered(self, params: list[torch.nn.Parameter]) -> Iterator[None]:
-        """`params` whole inside (they always are in one process)."""
-        yield
-
-    def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
-
-    def zero_grad(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def grad_norm(self) -> float:
-        """Total L2 norm of the accumulated gradients, clipped in place to max_grad_norm."""
-        max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
-        return float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-
-    def step(self, *, loss_finite: bool = True) -> StepResult:
-        """Clip, then apply the update and advance the schedule, unless loss or norm is not finite
-        (then the gradients are dropped, nothing changes, and the schedule does not advance)."""
-        lr = self.scheduler.get_last_lr()[0]
-        norm = self.grad_norm()
-        applied = loss_finite and math.isfinite(norm)
-        if applied:
-            self.optimizer.step()
-            self.scheduler.step()
-        self.zero_grad()
-        return StepResult(grad_norm=norm, applied=applied, lr=lr)
-
-    @contextlib.contextmanager
-    def full_weights(self) -> Iterator[torch.nn.Module]:
-        yield self.model
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
 
 
 # ------------------------------------------------------------------------------------ DeepSpeed
 
-# Keys of a DeepSpeed config that may say "auto": filled from the GRPO config (as the HF Trainer
+# Keys of a DeepSpeed config that may say "auto": filled from the train section (as the HF Trainer
 # does), so the hyperparameters have one home.
 _OPTIMIZER_AUTO = ("lr", "betas", "eps", "weight_decay")
 
@@ -156,7 +55,11 @@ def load_deepspeed_config(path: str | Path | dict[str, Any]) -> dict[str, Any]:
     return ds
 
 
-def resolve_deepspeed_config(ds: dict[str, Any], cfg: GRPOConfig, world: int,
+def zero_stage(ds: dict[str, Any]) -> int:
+    return int(ds.get("zero_optimization", {}).get("stage", 0))
+
+
+def resolve_deepspeed_config(ds: dict[str, Any], cfg: DeepSpeedSettings, world: int,
                              hidden_size: int | None = None) -> dict[str, Any]:
     """Fill every "auto" (and every absent batch / clipping / precision key) from the GRPO
     config; reject values that contradict it. ZeRO's bucket sizes and persistence threshold
@@ -173,13 +76,13 @@ def resolve_deepspeed_config(ds: dict[str, Any], cfg: GRPOConfig, world: int,
                              f'set it to "auto" or to the same value')
 
     mb, ga = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-    fill(ds, "train_micro_batch_size_per_gpu", mb, "grpo.per_device_train_batch_size")
-    fill(ds, "gradient_accumulation_steps", ga, "grpo.gradient_accumulation_steps")
+    fill(ds, "train_micro_batch_size_per_gpu", mb, "train.per_device_train_batch_size")
+    fill(ds, "gradient_accumulation_steps", ga, "train.gradient_accumulation_steps")
     fill(ds, "train_batch_size", mb * ga * world,
          "per_device_train_batch_size * gradient_accumulation_steps * world size")
-    fill(ds, "gradient_clipping", float(max(cfg.max_grad_norm, 0.0)), "grpo.max_grad_norm")
+    fill(ds, "gradient_clipping", float(max(cfg.max_grad_norm, 0.0)), "train.max_grad_norm")
     bf16 = ds.setdefault("bf16", {})
-    fill(bf16, "enabled", bool(cfg.bf16), "grpo.bf16")
+    fill(bf16, "enabled", bool(cfg.bf16), "train.bf16")
     if ds.get("fp16", {}).get("enabled") in (True, "auto"):
         raise ValueError("deepspeed config fp16: fp16 training is not supported (use bf16)")
     # the trainer decides how many micro-batches make a step (rows with no gradient are skipped),
@@ -194,10 +97,10 @@ def resolve_deepspeed_config(ds: dict[str, Any], cfg: GRPOConfig, world: int,
         values = {"lr": cfg.learning_rate, "betas": [cfg.adam_beta1, cfg.adam_beta2],
                   "eps": cfg.adam_epsilon, "weight_decay": cfg.weight_decay}
         for key in _OPTIMIZER_AUTO:
-            fill(params, key, values[key], f"grpo ({key})")
+            fill(params, key, values[key], f"train ({key})")
     if "scheduler" in ds:
         raise ValueError("deepspeed config 'scheduler': remove it; the schedule comes from "
-                         "grpo.lr_scheduler_type / warmup_ratio / warmup_steps")
+                         "train.lr_scheduler_type / warmup_ratio / warmup_steps")
     zero = ds.setdefault("zero_optimization", {})
     zero.setdefault("stage", 0)
     h = hidden_size
@@ -211,12 +114,15 @@ def resolve_deepspeed_config(ds: dict[str, Any], cfg: GRPOConfig, world: int,
     return ds
 
 
-class DeepSpeedEngine:
+class DeepSpeedEngine(Engine):
     """The policy inside a DeepSpeed engine. The trainer normalises the loss by the token count
     of all ranks; DeepSpeed averages gradients over ranks, so backward scales by the world size
     to make the update the gradient of the global sum."""
 
-    def __init__(self, model: torch.nn.Module, cfg: GRPOConfig, num_optimizer_steps: int,
+    per_rank_checkpoint = True
+    min_micro_batches = 1  # DeepSpeed's step wants at least one backward
+
+    def __init__(self, model: torch.nn.Module, cfg: DeepSpeedSettings, num_optimizer_steps: int,
                  device: torch.device, ds_config: dict[str, Any]) -> None:
         import deepspeed
 
@@ -226,31 +132,23 @@ class DeepSpeedEngine:
         self.world = distributed.world_size()
         self.ds_config = resolve_deepspeed_config(
             ds_config, cfg, self.world, getattr(getattr(model, "config", None), "hidden_size", None))
-        self.stage = int(self.ds_config["zero_optimization"].get("stage", 0))
+        self.stage = zero_stage(self.ds_config)
         self.partitioned = self.stage == 3
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters")
-        warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * num_optimizer_steps)
 
         def schedule(opt: torch.optim.Optimizer) -> Any:
-            return torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda s: lr_factor(s, cfg.lr_scheduler_type, warmup, num_optimizer_steps))
+            return build_scheduler(opt, cfg, num_optimizer_steps)
 
         client_opt = None
-        if "optimizer" not in self.ds_config:
-            client_opt = torch.optim.AdamW(
-                params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
+        if "optimizer" not in self.ds_config:  # ZeRO wraps it; its own (unfused) update
+            client_opt = build_optimizer(params, cfg, fused=False)
         self.ds, _, _, self.scheduler = deepspeed.initialize(
             model=model, model_parameters=params, optimizer=client_opt, lr_scheduler=schedule,
             config=self.ds_config)
         self.model = self.ds.module
         self.params = params
-
-    @contextlib.contextmanager
-    def autocast(self) -> Iterator[None]:
-        yield  # DeepSpeed's bf16 mode holds bf16 weights itself
 
     @contextlib.contextmanager
     def generation(self) -> Iterator[None]:
@@ -341,7 +239,8 @@ class DeepSpeedEngine:
         self.ds._unmanaged_backward_count = 0
 
     def save(self, directory: Path) -> None:
-        """This rank's shard of weights, optimizer and scheduler (every rank calls it)."""
+        """This rank's shard of weights, optimizer and scheduler under ``deepspeed/`` (every rank
+        calls it)."""
         self.ds.save_checkpoint(str(directory), tag="deepspeed", save_latest=False)
 
     def load(self, directory: Path) -> None:
@@ -362,32 +261,20 @@ class DeepSpeedEngine:
             yield self.model
 
 
-def prepare_reference(ref: torch.nn.Module, engine: Engine | DeepSpeedEngine) -> torch.nn.Module:
-    """The frozen KL reference from an (unsharded) copy of the initial policy: plain, or under
-    ZeRO-3 inside its own inference engine with partitioned weights (1/world of the memory)."""
-    ref.eval()
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    if isinstance(engine, DeepSpeedEngine) and engine.partitioned:
-        import deepspeed
+    def prepare_reference(self, ref: torch.nn.Module) -> torch.nn.Module:
+        """Under ZeRO-3 the reference lives in its own inference engine with partitioned weights
+        (1/world of the memory); under bf16 it is cast to bf16 as the policy's weights are."""
+        ref = freeze(ref)
+        if self.partitioned:
+            import deepspeed
 
-        zero = {k: v for k, v in engine.ds_config["zero_optimization"].items()
-                if not k.startswith("offload_optimizer")}
-        ref_cfg = {"train_micro_batch_size_per_gpu": engine.ds_config[
-            "train_micro_batch_size_per_gpu"], "zero_optimization": zero,
-            "bf16": engine.ds_config.get("bf16", {}), "steps_per_print": 10**9}
-        ref, *_ = deepspeed.initialize(model=ref, config=ref_cfg)
-        ref = ref.module.eval()
-    elif isinstance(engine, DeepSpeedEngine) and engine.ds_config["bf16"].get("enabled"):
-        ref = ref.to(torch.bfloat16)
-    return ref
-
-
-def build_engine(model: torch.nn.Module, cfg: GRPOConfig, num_optimizer_steps: int,
-                 device: torch.device,
-                 deepspeed_config: str | Path | dict[str, Any] | None = None,
-                 ) -> Engine | DeepSpeedEngine:
-    if deepspeed_config is not None:
-        return DeepSpeedEngine(model, cfg, num_optimizer_steps, device,
-                               load_deepspeed_config(deepspeed_config))
-    return Engine(model, cfg, num_optimizer_steps, device)
+            zero = {k: v for k, v in self.ds_config["zero_optimization"].items()
+                    if not k.startswith("offload_optimizer")}
+            ref_cfg = {"train_micro_batch_size_per_gpu": self.ds_config[
+                "train_micro_batch_size_per_gpu"], "zero_optimization": zero,
+                "bf16": self.ds_config.get("bf16", {}), "steps_per_print": 10**9}
+            ref, *_ = deepspeed.initialize(model=ref, config=ref_cfg)
+            ref = ref.module.eval()
+        elif self.ds_config["bf16"].get("enabled"):
+            ref = ref.to(torch.bfloat16)
+        return ref

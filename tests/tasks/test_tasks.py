@@ -5,7 +5,7 @@ import pytest
 from reasoner.tasks import TASKS, extract_answer, get_task
 from reasoner.tasks.countdown import countdown_reward, evaluate_expression
 from reasoner.verifiers.format import strict_format_ok
-from reasoner.verifiers.rewards import REWARD_FUNCS, get_reward
+from reasoner.verifiers.rewards import REWARDS, get_reward
 
 TASK_OPTIONS = [
     ("arithmetic", {}),
@@ -42,7 +42,7 @@ def test_solutions_are_correct_and_well_formatted(name, opts):
     acc = get_reward(task.accuracy_reward)([""] * len(rows), [r["solution"] for r in rows], **cols)
     assert acc == [1.0] * len(rows)
     for fn_name, weight in task.reward_funcs:
-        assert fn_name in REWARD_FUNCS and weight > 0
+        assert fn_name in REWARDS and weight > 0
     assert task.reward_funcs[0] == (task.accuracy_reward, 1.0)
 
 

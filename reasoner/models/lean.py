@@ -1,0 +1,277 @@
+"""The lean Qwen2/Llama decoder: the same math as the Hugging Face modules without their machinery,
+for training, scoring and decoding (one decoder implementation for all three).
+
+`lean_decoder(model)` decides whether the lean path may stand in for a model's own forward; the
+config switch ``model.lean_forward`` (auto: when `lean_decoder` allows it; off: always the
+model's own forward) is applied by the callers (`reasoner.models.forward`,
+`reasoner.rollout.decode`). `lean_forward` runs blocks of tokens through the stack (autograd flows
+through it); `lean_step` is one decode step on preallocated KV buffers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+LEAN_FORWARD_MODES = ("auto", "off")
+
+
+def lean_allowed(mode: str) -> bool:
+    """``model.lean_forward``: "auto" lets `lean_decoder` decide, "off" never takes the lean
+    path (plain transformers)."""
+    if mode not in LEAN_FORWARD_MODES:
+        raise ValueError(f"lean_forward must be one of {', '.join(LEAN_FORWARD_MODES)}, got {mode!r}")
+    return mode == "auto"
+
+
+def lean_decoder(model: Any) -> Any | None:
+    """The decoder stack when the lean forward (`lean_forward`, `lean_step`) may stand in for
+    `model`'s own forward: exactly a Hugging Face Qwen2/Llama causal LM of full attention whose
+    weights are plain tensors. None otherwise, and the caller runs the model's modules:
+
+    - any other class, including a peft wrapper; a projection that is not a plain Linear
+      (adapter layers) or a norm that is not the model's own RMSNorm;
+    - DeepSpeed ZeRO-3 parameters (`ds_id`) that are not all gathered, or forward hooks
+      (ZeRO-3's, accelerate offload, user hooks) on a module whose forward it skips: the hooks
+      gather / move weights or see activations;
+    - while training: gradient checkpointing on, or attention dropout > 0;
+    - sliding-window attention, or pretraining_tp != 1.
+
+    This is the one place that decides; keep it in step with what `lean_forward` computes."""
+    from transformers import LlamaForCausalLM, Qwen2ForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
+
+    if type(model) not in (Qwen2ForCausalLM, LlamaForCausalLM):
+        return None
+    cfg = model.config
+    if getattr(cfg, "use_sliding_window", False) or getattr(cfg, "pretraining_tp", 1) != 1:
+        return None
+    if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or ()):
+        return None
+    if model.training:
+        checkpointing = getattr(model, "is_activation_checkpointing", None)
+        if checkpointing is None:
+            checkpointing = getattr(model, "is_gradient_checkpointing", False)
+        if checkpointing or getattr(cfg, "attention_dropout", 0.0):
+            return None
+    base = model.model
+    head = model.lm_head
+    if type(head) is not torch.nn.Linear or not hasattr(base, "rotary_emb"):
+        return None
+    norm_types = (LlamaRMSNorm, Qwen2RMSNorm)
+    if type(base.norm) not in norm_types:
+        return None
+    # modules whose forward the lean path skips (the embedding, rotary embedding and activation
+    # are called as modules: their hooks run, e.g. the input-grad hook that gradient
+    # checkpointing puts on the embedding)
+    bypassed = [model, base, head, base.layers, base.norm]
+    for layer in base.layers:
+        a, m = layer.self_attn, layer.mlp
+        lins = (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj)
+        if any(type(lin) is not torch.nn.Linear for lin in lins):
+            return None
+        norms = (layer.input_layernorm, layer.post_attention_layernorm)
+        if any(type(norm) not in norm_types for norm in norms):
+            return None
+        bypassed += [layer, a, m, *lins, *norms]
+    for mod in bypassed:
+        if mod._forward_hooks or mod._forward_pre_hooks or "_hf_hook" in mod.__dict__:
+            return None
+    # ZeRO-3 shards: only while every weight is gathered (and the hooks are off, checked above),
+    # as in the trainer's rollout phase (engine.DeepSpeedEngine.generation)
+    if any(hasattr(p, "ds_id") and getattr(getattr(p, "ds_status", None), "name", "") != "AVAILABLE"
+           for p in model.parameters()):
+        return None
+    return base
+
+
+# The lean decoder math, shared by the decode step (`lean_step`) and the scoring / training
+# forward (`lean_forward`). Tokens are rows of a 2-D matrix x [T, H]; only attention sees the
+# [rows, heads, tokens, head_dim] layout.
+
+
+def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Qwen2RMSNorm / LlamaRMSNorm: w * (x * rsqrt(mean(x^2) + eps)), normalised in float32
+    (or x's dtype when wider: HF's module uses float32 even for float64 input) and cast back to
+    x's dtype before the weight. Returns (y, x_hat, rsqrt, x_hat in x's dtype)."""
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
+    r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    xh = xf * r
+    xc = xh.to(x.dtype)
+    return w * xc, xh, r, xc
+
+
+class _RMSNorm(torch.autograd.Function):
+    """`_rms_norm` as one autograd node with a hand-written backward (fewer, fused ops than
+    autograd's six nodes)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+        y, xh, r, xc = _rms_norm(x, w, eps)
+        ctx.save_for_backward(xh, r, xc, w)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, None]:
+        xh, r, xc, w = ctx.saved_tensors
+        gw = None
+        if ctx.needs_input_grad[1]:
+            gw = (g * xc).reshape(-1, g.shape[-1]).sum(0).to(w.dtype)
+        gxh = (g * w).to(xc.dtype).to(xh.dtype)
+        dot = (gxh * xh).mean(-1, keepdim=True)
+        gx = gxh.addcmul_(xh, dot, value=-1.0).mul_(r)  # r * (gxh - xh * dot), in place
+        return gx.to(xc.dtype), gw, None
+
+
+def _norm(norm: Any, x: torch.Tensor) -> torch.Tensor:
+    w = norm.weight
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+        return _RMSNorm.apply(x, w, norm.variance_epsilon)
+    return _rms_norm(x, w, norm.variance_epsilon)[0]  # (no autograd node when decoding)
+
+
+def _layer_qkv(
+    layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A decoder layer's input norm, q/k/v projections and RoPE: x [T, H] -> q [T, heads, d],
+    k and v [T, kv_heads, d]. cos, sin [T, 1, d] from `_rope` (its sin carries rotate_half's
+    sign, so rotate_half(q) * sin_hf == roll(q, d / 2) * sin)."""
+    import torch.nn.functional as F
+
+    a = layer.self_attn
+    t, d = x.shape[0], a.head_dim
+    h = _norm(layer.input_layernorm, x)
+    q = F.linear(h, a.q_proj.weight, a.q_proj.bias).view(t, -1, d)
+    k = F.linear(h, a.k_proj.weight, a.k_proj.bias).view(t, -1, d)
+    v = F.linear(h, a.v_proj.weight, a.v_proj.bias).view(t, -1, d)
+    q = q * cos + q.roll(d // 2, dims=-1) * sin
+    k = k * cos + k.roll(d // 2, dims=-1) * sin
+    return q, k, v
+
+
+def _layer_out(layer: Any, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """The rest of a decoder layer after attention, o [T, heads * d]: o_proj into the residual,
+    post-attention norm, SwiGLU MLP into the residual (Llama's mlp_bias included)."""
+    import torch.nn.functional as F
+
+    a, m = layer.self_attn, layer.mlp
+    x = x + F.linear(o, a.o_proj.weight, a.o_proj.bias)
+    h = _norm(layer.post_attention_layernorm, x)
+    gate = m.act_fn(F.linear(h, m.gate_proj.weight, m.gate_proj.bias))
+    up = F.linear(h, m.up_proj.weight, m.up_proj.bias)
+    return x + F.linear(gate * up, m.down_proj.weight, m.down_proj.bias)
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+            scale: float) -> torch.Tensor:
+    """Attention of q [n, heads, t, d] over k, v [n, kv_heads, L, d]; returns [n * t,
+    heads * d], token-major. mask: bool [n, 1, t, L] (SDPA, GQA inside it, no repeated K/V),
+    or for a decode step (t == 1) an additive float mask [n, 1, 1, L] (0 / -inf): the same
+    math as two small matmuls, which beat SDPA's kernel at one query per row on a CPU (the
+    heads sharing a K/V head are the rows of one [g, d] @ [d, L] product)."""
+    import torch.nn.functional as F
+
+    n, hq, t, d = q.shape
+    kvh = k.shape[1]
+    if mask.is_floating_point():
+        s = torch.matmul(q.view(n, kvh, hq // kvh, d), k.transpose(-1, -2))
+        s = s.mul_(scale).add_(mask).softmax(dim=-1)
+        return torch.matmul(s, v).view(n, hq * d)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                       enable_gqa=hq != kvh)
+    return o.transpose(1, 2).reshape(n * t, -1)
+
+
+def _rope(base: Any, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [T, 1, d] for positions pos [T] from the model's own rotary embedding; sin's
+    first half negated (rotate_half's sign, exact), for `_layer_qkv`."""
+    cos, sin = base.rotary_emb(x[None], pos[None])
+    h = sin.shape[-1] // 2
+    sin = torch.cat([-sin[..., :h], sin[..., h:]], dim=-1)
+    return cos[0].unsqueeze(1), sin[0].unsqueeze(1)
+
+
+def _block_mask(key_mask: torch.Tensor, t: int) -> torch.Tensor:
+    """[n, 1, t, p + t] bool: token i of a block of t tokens attends to the existing keys
+    (key_mask [n, p + t]: p prefix keys then the block's own) up to its own position, and
+    always to itself (so a padding token's row is never empty; no real token sees a pad key)."""
+    p = key_mask.shape[1] - t
+    ar = torch.arange(t, device=key_mask.device)
+    causal = ar[None, :] <= ar[:, None]
+    mask = key_mask[:, None, :] & torch.cat([causal.new_ones((t, p)), causal], dim=1)
+    mask[:, ar, p + ar] = True
+    return mask[:, None]
+
+
+def lean_forward(
+    base: Any,
+    blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]],
+    kv_out: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> list[torch.Tensor]:
+    """The decoder stack's forward without the HF module machinery (`_layer_qkv`, `_attend`,
+    `_layer_out`, as `lean_step`; autograd flows through them) over several blocks of tokens
+    at once: the blocks' tokens are packed into one matrix, so every projection, norm and MLP
+    runs once per layer for all of them; only attention runs per block.
+
+    blocks[b] = (ids [n, t], pos [n, t], key_mask [n, p + t] bool, rows [n] or None). With rows,
+    the block's keys are prefixed by block 0's keys and values of rows `rows` (block 0 is then
+    a prompt block of width p, e.g. each distinct prompt once, and this block continues it);
+    without, p = 0. Returns the final-normed hidden states [n, t, H] of each block; `kv_out`,
+    if given, receives each layer's (k, v) [n, kv_heads, t, d] of block 0 (a prefill's cache)."""
+    ids = torch.cat([b[0].reshape(-1) for b in blocks])
+    pos = torch.cat([b[1].reshape(-1) for b in blocks])
+    x = base.embed_tokens(ids)
+    cos, sin = _rope(base, x, pos)
+    shapes = [tuple(b[0].shape) for b in blocks]
+    sizes = [n * t for n, t in shapes]
+    masks = [_block_mask(b[2], b[0].shape[1]) for b in blocks]
+    for layer in base.layers:
+        q, k, v = _layer_qkv(layer, x, cos, sin)
+        outs, first = [], None
+        # split (not slices): its backward is one cat, where each slice's would be a zero fill
+        for (n, t), mask, (_, _, _, rows), qb, kb, vb in zip(
+                shapes, masks, blocks, q.split(sizes), k.split(sizes), v.split(sizes)):
+            qb, kb, vb = (z.view(n, t, -1, z.shape[-1]).transpose(1, 2) for z in (qb, kb, vb))
+            if first is None:
+                first = (kb, vb)
+                if kv_out is not None:
+                    kv_out.append(first)
+            if rows is not None:
+                kb = torch.cat([first[0][rows], kb], dim=2)
+                vb = torch.cat([first[1][rows], vb], dim=2)
+            outs.append(_attend(qb, kb, vb, mask, layer.self_attn.scaling))
+        x = _layer_out(layer, x, torch.cat(outs) if len(outs) > 1 else outs[0])
+    x = _norm(base.norm, x)
+    return [z.view(n, t, -1) for z, (n, t) in zip(x.split(sizes), shapes)]
+
+
+def lean_step(
+    base: Any,
+    head: torch.nn.Linear,
+    tok: torch.Tensor,
+    pos: torch.Tensor,
+    kv: list[tuple[torch.Tensor, torch.Tensor]],
+    length: int,
+    key_mask: torch.Tensor,
+) -> torch.Tensor:
+    """One decode step of a Qwen2/Llama stack without the HF module machinery: the layer math
+    of `lean_forward` on preallocated KV buffers (attention as matmuls, see `_attend`).
+    tok [n], pos [n, 1], kv buffers [n, kv_heads, T, head_dim] filled up to `length`,
+    key_mask [n, length + 1] bool. Returns the next-token logits [n, V]."""
+    import torch.nn.functional as F
+
+    x = base.embed_tokens(tok)
+    cos, sin = _rope(base, x, pos[:, 0])
+    mask = x.new_zeros(key_mask.shape).masked_fill_(~key_mask, float("-inf"))[:, None, None]
+    for layer, (kbuf, vbuf) in zip(base.layers, kv):
+        q, k, v = _layer_qkv(layer, x, cos, sin)
+        kbuf[:, :, length] = k
+        vbuf[:, :, length] = v
+        keys, values = kbuf[:, :, : length + 1], vbuf[:, :, : length + 1]
+        x = _layer_out(layer, x, _attend(q[:, :, None], keys, values, mask,
+                                         layer.self_attn.scaling))
+    x = _norm(base.norm, x)
+    return F.linear(x, head.weight, head.bias)

@@ -1,0 +1,180 @@
+"""Loading a local Hugging Face causal LM for training: tokenizer padding, dtype, device,
+gradient checkpointing, dropout off, LoRA adapters, and the policy / reference pair a trainer
+starts from (under ZeRO-3 each rank loads only its shard)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def load_model_and_tokenizer(
+    path: str | Path,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    gradient_checkpointing: bool = False,
+) -> tuple[Any, Any]:
+    """Load a local Hugging Face causal LM directory: (model, tokenizer).
+
+    The tokenizer pads on the left (for generation) and always has a pad token (falls back to EOS).
+    `dtype`: None (as saved / fp32), a torch dtype, or a name ("float32", "bfloat16", "auto").
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"model directory {str(p)!r} does not exist")
+    if not (p / "config.json").is_file():
+        raise FileNotFoundError(f"{str(p)!r} is not a Hugging Face model directory (no config.json)")
+    if isinstance(dtype, str) and dtype != "auto":
+        try:
+            dtype = getattr(torch, dtype)
+        except AttributeError:
+            raise ValueError(f"unknown dtype {dtype!r}") from None
+    tokenizer = AutoTokenizer.from_pretrained(p)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer in {str(p)!r} has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs: dict[str, Any] = {}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = AutoModelForCausalLM.from_pretrained(p, **kwargs)
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():  # under zero.Init the shards are placed already
+        model.to(device)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    return model, tokenizer
+
+
+def count_parameters(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def disable_dropout(model: Any) -> None:
+    """Dropout off (p = 0 in every Dropout module and in the config's dropout fields): the
+    policy's log-probs must be the same in the scoring pass and in the update."""
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+    cfg = getattr(model, "config", None)
+    for name in ("attention_dropout", "hidden_dropout", "dropout"):
+        if cfg is not None and isinstance(getattr(cfg, name, None), float):
+            setattr(cfg, name, 0.0)
+
+
+def add_lora(model: Any, lora: Any, *, seed: int, gradient_checkpointing: bool) -> Any:
+    """`model` wrapped with LoRA adapters (peft) as the ``lora`` config section says; the
+    adapters' initialisation is seeded with `seed` without touching the global RNG."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ImportError("lora.enabled needs peft: pip install 'reasoner-grpo[lora]'") from None
+    if gradient_checkpointing:  # checkpointed blocks need a grad-carrying input
+        model.enable_input_require_grads()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(model, LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+        ))
+
+
+def hidden_size_of(model_cfg: Any) -> int | None:
+    """The hidden size from the ``model`` config section alone (no weights loaded)."""
+    if model_cfg.path == "tiny":
+        return int(model_cfg.tiny_hidden_size)
+    try:
+        return int(json.loads((Path(model_cfg.path) / "config.json").read_text())["hidden_size"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def resolve_model_path(model_cfg: Any, out_dir: Path, *, is_main: bool = True) -> str:
+    """The model directory: ``model.path``, or for "tiny" the tiny model built (by rank 0, once)
+    into ``out_dir/init_model`` from the ``model.tiny_*`` fields."""
+    from reasoner import distributed
+    from reasoner.models.tiny import build_tiny_from_config
+
+    if model_cfg.path != "tiny":
+        return model_cfg.path
+    path = out_dir / "init_model"
+    if is_main:
+        build_tiny_from_config(model_cfg, path)
+    distributed.barrier()
+    return str(path)
+
+
+@dataclass
+class StartingModels:
+    """What a trainer starts from."""
+
+    policy: Any  # dropout off; with LoRA, wrapped with adapters
+    tokenizer: Any
+    reference: Any | None  # a frozen copy of the initial policy for the KL term; None without
+    # one, or with LoRA (the reference is then the policy with its adapters disabled)
+
+
+def load_starting_models(cfg: Any, *, out_dir: Path, device: torch.device, is_main: bool,
+                         with_reference: bool, zero3_config: dict[str, Any] | None = None,
+                         ) -> StartingModels:
+    """Load the policy (and a reference copy when `with_reference` and not LoRA) as the config
+    says. `zero3_config`: a resolved ZeRO-3 DeepSpeed config; every rank then loads only its
+    shard (deepspeed.zero.Init inside from_pretrained), the reference too."""
+    m, lora = cfg.model, cfg.lora
+    zero3: AbstractContextManager[Any] = nullcontext()
+    if zero3_config is not None:
+        zero3 = _zero3_loading(zero3_config)
+    with zero3:
+        path = resolve_model_path(m, out_dir, is_main=is_main)
+
+        def load() -> tuple[Any, Any]:
+            model, tokenizer = load_model_and_tokenizer(
+                path, dtype=m.dtype, device=device,
+                gradient_checkpointing=cfg.train.gradient_checkpointing)
+            disable_dropout(model)
+            return model, tokenizer
+
+        policy, tokenizer = load()
+        if lora.enabled:
+            policy = add_lora(policy, lora, seed=cfg.train.seed,
+                              gradient_checkpointing=cfg.train.gradient_checkpointing)
+        ref = None
+        if with_reference and not lora.enabled:
+            # a second load when the policy is sharded already, else a copy
+            ref = load()[0] if zero3_config is not None else copy.deepcopy(policy)
+    return StartingModels(policy, tokenizer, ref)
+
+
+class _zero3_loading(AbstractContextManager[None]):
+    """While inside, from_pretrained loads each rank's shard only (HfDeepSpeedConfig); later
+    loads load whole again."""
+
+    def __init__(self, ds_config: dict[str, Any]) -> None:
+        self.ds_config = ds_config
+
+    def __enter__(self) -> None:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        self.keep = HfDeepSpeedConfig(self.ds_config)  # alive while loading
+
+    def __exit__(self, *exc: object) -> None:
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+        del self.keep

@@ -1,0 +1,35 @@
+"""Trainers: the base loop (`base`) and one module per algorithm (`grpo`; PPO, reward models
+next), the policy update they share (`update`), supervised fine-tuning (`sft`).
+
+An algorithm's trainer is found by ``algo.name`` in `ALGORITHMS` (the one registry helper):
+the built-ins below, other packages' through the entry-point group ``reasoner.algorithms``, or
+a ``module:Class`` path. A trainer class takes ``(cfg, resume=, deepspeed_config=, progress=)``
+and has ``train()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reasoner.registry import Registry
+
+ALGORITHMS: Registry[Any] = Registry("algorithm", "reasoner.algorithms", {
+    "grpo": "reasoner.trainers.grpo:GRPOTrainer",
+})
+
+
+def train(cfg: Any, *, resume: bool = False, deepspeed_config: str | None = None,
+          progress: bool = True) -> dict[str, Any]:
+    """Run the configured algorithm; returns a summary (steps, wall time, last metrics, final
+    path)."""
+    from reasoner import distributed
+
+    trainer = ALGORITHMS.get(cfg.algo.name)(cfg, resume=resume, deepspeed_config=deepspeed_config,
+                                            progress=progress)
+    try:
+        return trainer.train()
+    finally:
+        distributed.shutdown()
+
+
+__all__ = ["ALGORITHMS", "train"]

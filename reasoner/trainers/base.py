@@ -1,0 +1,312 @@
+"""The base trainer: what every trainer shares, whatever it learns from.
+
+`BaseTrainer` owns the setup (processes and device, the output directory, seeds, the starting
+models, the engine, resume), the loop (`train`: steps, metrics.jsonl / TensorBoard / sample
+records written by rank 0, the progress line, checkpoints), atomic checkpoints with bit-exact
+resume (`save` / restore) and the final export. A trainer (`reasoner.trainers.grpo`, and PPO,
+reward-model training next) implements `setup_data` and `train_step`, and says how many
+optimizer steps a step makes and whether it needs a KL reference.
+
+Everything that decides the run's numbers (data order, RNG states, optimizer and schedule) is in
+the checkpoint, so a killed run resumed with --resume ends bit-identical to an uninterrupted one
+on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reasoner import distributed
+from reasoner.checkpoint import (
+    begin_checkpoint,
+    capture_rng_state,
+    commit_checkpoint,
+    debug_kill,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_partial_checkpoints,
+    restore_rng_state,
+    rng_file,
+)
+from reasoner.config import Config, save_config
+from reasoner.engine import Engine, build_engine
+from reasoner.metrics import MetricsLogger, Progress, plot_metrics
+from reasoner.models.loading import StartingModels, hidden_size_of, load_starting_models
+
+
+def set_seed(seed: int) -> None:
+    """Seed python's, numpy's and torch's global RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Runtime:
+    """This process's place in the run."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class StepOutput:
+    """What one training step returns to the loop."""
+
+    metrics: dict[str, Any]
+    # example records for completions.jsonl (written every train.log_completions_steps)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+class PhaseTimer:
+    """Wall seconds spent per phase of a step: ``with timer("generation"): ...``."""
+
+    def __init__(self, *phases: str) -> None:
+        self.seconds = dict.fromkeys(phases, 0.0)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """This process's peak memory so far: allocated GPU memory on CUDA, resident set on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def gathered(x: torch.Tensor) -> torch.Tensor:
+    """The concatenation over ranks (rank 0's first) of a small 1-D tensor; itself in one
+    process."""
+    if distributed.world_size() == 1:
+        return x
+    return torch.cat([part for part in distributed.gather_objects(x.detach().cpu())])
+
+
+def _deepspeed_setup(cfg: Config, deepspeed_config: str | None, world: int
+                     ) -> tuple[dict[str, Any] | None, bool]:
+    """(the DeepSpeed config or None, whether ZeRO-2 defaults were chosen for a launch of
+    several processes without --deepspeed). A bad file fails here, before anything loads."""
+    from reasoner.engine.deepspeed_engine import (
+        default_deepspeed_config,
+        load_deepspeed_config,
+        zero_stage,
+    )
+
+    implicit = deepspeed_config is None and world > 1
+    if deepspeed_config is None and not implicit:
+        return None, False
+    ds = default_deepspeed_config() if implicit else load_deepspeed_config(deepspeed_config)
+    if cfg.lora.enabled and zero_stage(ds) == 3:
+        raise ValueError("lora.enabled under ZeRO-3 is not supported: use a ZeRO-2 config "
+                         "(configs/zero2.json); the adapters are small anyway")
+    return ds, implicit
+
+
+class BaseTrainer(ABC):
+    """Setup, the loop, checkpoints and logging; subclasses add the learning."""
+
+    def __init__(self, cfg: Config, *, resume: bool = False, deepspeed_config: str | None = None,
+                 progress: bool = True, **data: Any) -> None:
+        """`data`: keyword arguments for `setup_data` (e.g. rows / reward functions that replace
+        the config's)."""
+        self.cfg = cfg
+        t = cfg.train
+        # several processes: a launcher (torchrun / deepspeed) started us, or --deepspeed given
+        ds_config, implicit_zero2 = _deepspeed_setup(cfg, deepspeed_config,
+                                                     distributed.launched_world_size())
+        self.out = Path(t.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.runtime = self._start_processes(ds_config is not None)
+        self.rank, self.world = self.runtime.rank, self.runtime.world
+        self.is_main, self.device = self.runtime.is_main, self.runtime.device
+        self.show_progress = progress and self.is_main
+        if self.is_main and implicit_zero2:
+            print(f"{self.world} processes and no --deepspeed: training under ZeRO-2 defaults")
+        set_seed(t.seed)
+        self.resume_from = latest_checkpoint(self.out) if resume else None
+        if self.resume_from is None and not resume and self.is_main:
+            remove_partial_checkpoints(self.out)
+        distributed.barrier()
+
+        models = load_starting_models(
+            cfg, out_dir=self.out, device=self.device, is_main=self.is_main,
+            with_reference=self.needs_reference(), zero3_config=self._zero3_config(ds_config))
+        self.tokenizer = models.tokenizer
+        self.setup_data(models, **data)
+        self.engine: Engine = build_engine(
+            models.policy, t, t.max_steps * self.optimizer_steps_per_step(), self.device,
+            ds_config)
+        self.model = self.engine.model
+        self.ref_model = (None if models.reference is None
+                          else self.engine.prepare_reference(models.reference))
+        self.step = 0
+        if self.resume_from is not None:
+            self._restore(self.resume_from)
+        if self.is_main:
+            save_config(cfg, self.out / "config.yaml")
+
+    # ------------------------------------------------------------------ what a trainer adds
+
+    @abstractmethod
+    def setup_data(self, models: StartingModels, **data: Any) -> None:
+        """Load what the trainer learns from (rows, reward functions, ...), before the engine
+        is built and a checkpoint restored."""
+
+    @abstractmethod
+    def train_step(self) -> StepOutput:
+        """One training step; advances `self.step`."""
+
+    def needs_reference(self) -> bool:
+        """Whether a frozen copy of the initial policy is loaded (a KL term)."""
+        return False
+
+    def optimizer_steps_per_step(self) -> int:
+        """Optimizer steps one training step makes (the learning-rate schedule's length is
+        ``train.max_steps`` times this)."""
+        return 1
+
+    def trainer_state(self) -> dict[str, Any]:
+        """What the checkpoint must hold to continue (beyond step, weights, optimizer, RNG)."""
+        return {}
+
+    def load_trainer_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional
+        """Restore `trainer_state`'s contents."""
+
+    def progress_line(self, metrics: dict[str, Any]) -> str:
+        """The line printed every ``train.logging_steps`` steps."""
+        return f"step {self.step}: " + " ".join(
+            f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+
+    # ------------------------------------------------------------------ setup
+
+    def _start_processes(self, multi: bool) -> Runtime:
+        dev = self.cfg.train.device
+        cuda = torch.cuda.is_available() if dev == "auto" else dev == "cuda"
+        if multi:
+            distributed.init("cuda" if cuda else "cpu")
+            if cuda:
+                torch.cuda.set_device(distributed.local_rank())
+        device = (torch.device("cuda", distributed.local_rank()) if cuda and multi
+                  else torch.device("cuda" if cuda else "cpu"))
+        return Runtime(distributed.rank(), distributed.world_size(), device)
+
+    def _zero3_config(self, ds_config: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The resolved DeepSpeed config when the weights load sharded (ZeRO-3), else None."""
+        from reasoner.engine.deepspeed_engine import resolve_deepspeed_config, zero_stage
+
+        if ds_config is None or zero_stage(ds_config) != 3:
+            return None
+        return resolve_deepspeed_config(ds_config, self.cfg.train, self.world,
+                                        hidden_size_of(self.cfg.model))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @property
+    def _rng_rank(self) -> int | None:
+        return self.rank if self.engine.per_rank_checkpoint else None
+
+    def _state(self) -> dict[str, Any]:
+        return {**self.trainer_state(), "max_steps": self.cfg.train.max_steps}
+
+    def save(self) -> Path:
+        """An atomic checkpoint of this step: every rank writes its part (the engine's, its RNG
+        state) into a temporary directory; rank 0 adds the tokenizer and the trainer state and
+        renames it last."""
+        tmp = self.out / f".tmp-checkpoint-{self.step}"
+        if self.is_main:
+            begin_checkpoint(self.out, self.step)
+        distributed.barrier()
+        self.engine.save(tmp)
+        torch.save(capture_rng_state(), tmp / rng_file(self._rng_rank))
+        distributed.barrier()
+        if self.is_main:
+            self.tokenizer.save_pretrained(tmp)
+            debug_kill("save", self.step)
+            commit_checkpoint(self.out, self.step, tmp, self._state(),
+                              self.cfg.train.save_total_limit)
+        distributed.barrier()
+        return self.out / f"checkpoint-{self.step}"
+
+    def _restore(self, path: Path) -> None:
+        """Continue from checkpoint `path`: weights, optimizer, schedule, step, trainer state and
+        (last, so nothing after it draws from them) the RNG states."""
+        if self.is_main:
+            remove_partial_checkpoints(self.out)
+        self.engine.load(path)
+        ck = load_checkpoint(path, rank=self._rng_rank)
+        self.step = int(ck["trainer"]["step"])
+        self.load_trainer_state(ck["trainer"])
+        restore_rng_state(ck["rng"])
+
+    def save_final(self) -> Path:
+        """The policy in Hugging Face format in output_dir/final (under ZeRO-3 consolidated from
+        the shards: every rank takes part in the gather, rank 0 writes)."""
+        path = self.out / "final"
+        with self.engine.full_weights() as model:
+            if self.is_main:
+                if self.cfg.lora.enabled:
+                    model = copy.deepcopy(model).merge_and_unload()
+                model.save_pretrained(path, safe_serialization=True)
+                self.tokenizer.save_pretrained(path)
+        distributed.barrier()
+        return path
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> dict[str, Any]:
+        """Steps until ``train.max_steps``, then the final export; returns a summary."""
+        t = self.cfg.train
+        start = self.step
+        logger = MetricsLogger(self.out, tensorboard=t.report_to_tensorboard,
+                               resume_step=start if self.resume_from is not None else None) \
+            if self.is_main else None  # only rank 0 writes
+        bar = Progress(t.max_steps, start, enabled=self.show_progress)
+        last: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        try:
+            while self.step < t.max_steps:
+                out = self.train_step()
+                last = out.metrics
+                if logger is not None:
+                    logger.log(self.step, last)
+                    if t.log_completions_steps and self.step % t.log_completions_steps == 0:
+                        logger.log_completions(self.step, out.samples)
+                bar.update(self.step, last)
+                if self.step % t.logging_steps == 0 and self.is_main:
+                    bar.print(self.progress_line(last))
+                if (t.save_steps and self.step % t.save_steps == 0) or self.step == t.max_steps:
+                    self.save()
+        finally:
+            bar.close()
+            if logger is not None:
+                logger.close()
+        self.save_final()
+        if self.is_main:
+            plot_metrics(self.out / "metrics.jsonl", self.out)
+        return {"steps": self.step, "resumed_from": start, "wall_seconds": time.perf_counter() - t0,
+                "last": last, "final": str(self.out / "final"), "rank": self.rank,
+                "world_size": self.world}

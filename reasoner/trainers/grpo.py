@@ -1,0 +1,394 @@
+"""GRPO (and any algorithm made of an advantage estimator and a policy loss without a critic).
+
+One step (see docs/architecture.md):
+
+    prompts (data order) -> rollouts: G completions per prompt (reasoner.rollout)
+      -> rewards: several functions, weights, TRL's None (reasoner.verifiers.rewards)
+      -> [dynamic sampling: replace zero-std groups with fresh prompts, bounded tries]
+      -> reward shaping: soft overlong penalty, [KL in reward] (reasoner.algos.shaping)
+      -> advantages: the registered estimator over every rank's rewards (reasoner.algos)
+      -> old / ref log-probs, no grad, through the kernels (reasoner.scoring)
+      -> num_iterations x (micro-batches, the registered policy loss, token weights ->
+         one optimizer step) (reasoner.trainers.update)
+      -> metrics, sample completions; the loop, checkpoints and logging are the base
+         trainer's (reasoner.trainers.base)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from reasoner_kernels import GRPOTokenOutput
+
+from reasoner import distributed
+from reasoner.algos import AdvantageInput, PolicyLossInput, get_adv_estimator, get_policy_loss
+from reasoner.algos.advantages import group_stats
+from reasoner.algos.losses import kl_coef_in_loss
+from reasoner.algos.shaping import overlong_penalty, sequence_kl
+from reasoner.config import Config
+from reasoner.data import DataOrder, load_training_data, render_prompt
+from reasoner.models.forward import forward_logits
+from reasoner.models.lean import lean_allowed
+from reasoner.models.loading import StartingModels
+from reasoner.rollout import generate_rollouts
+from reasoner.scoring import ScoringSettings, token_logprobs
+from reasoner.trainers.base import BaseTrainer, PhaseTimer, StepOutput, gathered, peak_memory_gb
+from reasoner.trainers.batch import Batch, cat_batches, select_groups
+from reasoner.trainers.update import MicroBatch, UpdateInputs, UpdateSettings, policy_update
+from reasoner.verifiers.rewards import (
+    CombinedRewards,
+    WeightedReward,
+    combine_rewards,
+    resolve_rewards,
+    score_completions,
+)
+
+PHASES = ("generation", "reward", "logprobs", "update")
+
+
+@dataclass(kw_only=True)
+class GRPOStep(StepOutput):
+    """A GRPO step's metrics and samples, and what it trained on (for inspection)."""
+
+    batch: Batch  # this rank's rollout batch
+    rewards: CombinedRewards  # the reward functions' combined rewards (before shaping)
+    shaped: torch.Tensor  # [N] the rewards the advantages were computed from
+    advantages: torch.Tensor  # [N] float64 (0 for dropped samples)
+
+
+class GRPOTrainer(BaseTrainer):
+    """GRPO: group-relative advantages and the clipped policy loss by default; any registered
+    advantage estimator / policy loss by ``algo.adv_estimator`` / ``algo.policy_loss``.
+
+    `rows` and `reward_funcs` replace the config's rows / reward functions (tests, notebooks).
+    """
+
+    default_adv_estimator = "grpo"
+    default_policy_loss = "clipped"
+
+    def __init__(self, cfg: Config, *, rows: list[dict[str, Any]] | None = None,
+                 reward_funcs: list[WeightedReward] | None = None, **kw: Any) -> None:
+        a = cfg.algo
+        self.adv_estimator = get_adv_estimator(a.adv_estimator or self.default_adv_estimator)
+        self.policy_loss = get_policy_loss(a.policy_loss or self.default_policy_loss)
+        super().__init__(cfg, rows=rows, reward_funcs=reward_funcs, **kw)
+
+    # ------------------------------------------------------------------ setup
+
+    def needs_reference(self) -> bool:
+        return self.cfg.algo.beta != 0.0
+
+    def optimizer_steps_per_step(self) -> int:
+        return self.cfg.algo.num_iterations
+
+    def setup_data(self, models: StartingModels, *, rows: list[dict[str, Any]] | None = None,
+                   reward_funcs: list[WeightedReward] | None = None) -> None:
+        """The rows (the config's, or `rows`), the prompt template, the reward functions (the
+        config's, the task's, or `reward_funcs`) and the accuracy reward."""
+        cfg = self.cfg
+        data = load_training_data(cfg.data, rows)
+        self.task, self.template = data.task, data.template
+        kept = data.rows
+        if not kept:
+            raise ValueError("no training rows")
+        if cfg.rollout.max_prompt_length is not None:
+            kept = self._drop_long_prompts(kept, cfg.rollout.max_prompt_length)
+        self.rows = kept
+        r = cfg.rewards
+        if reward_funcs is not None:
+            self.reward_funcs = list(reward_funcs)
+        elif r.names:
+            self.reward_funcs = resolve_rewards(r.names, r.reward_weights)
+        elif self.task is not None:
+            self.reward_funcs = resolve_rewards([n for n, _ in self.task.reward_funcs],
+                                                [w for _, w in self.task.reward_funcs])
+        else:
+            raise ValueError("rewards.names must be set when the rows do not come from a task")
+        if not self.reward_funcs:
+            raise ValueError("no reward functions")
+        names = [f.name for f in self.reward_funcs]
+        task_rewards = self.task is not None and not r.names and reward_funcs is None
+        self.accuracy_reward = r.accuracy_reward or (
+            self.task.accuracy_reward if task_rewards else names[0])
+        self.order = DataOrder(len(self.rows), cfg.train.seed)
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {"data": self.order.state()}
+
+    def load_trainer_state(self, state: dict[str, Any]) -> None:
+        d = state["data"]
+        self.order = DataOrder(len(self.rows), self.cfg.train.seed, d["epoch"], d["index"])
+
+    # ------------------------------------------------------------------ settings
+
+    @property
+    def share_prompts(self) -> bool:
+        # sharing a group's prompt runs a data-dependent number of forwards; under ZeRO-3 each
+        # forward gathers weights collectively, so every rank must run the same number
+        return not self.engine.partitioned
+
+    @property
+    def allow_lean(self) -> bool:
+        return lean_allowed(self.cfg.model.lean_forward)
+
+    def scoring_settings(self) -> ScoringSettings:
+        t = self.cfg.train
+        return ScoringSettings(
+            temperature=self.cfg.rollout.temperature, micro_batch_size=t.per_device_train_batch_size,
+            use_fused_linear=t.use_fused_linear, backend=t.loss_backend,
+            allow_lean=self.allow_lean, share_prompts=self.share_prompts)
+
+    # ------------------------------------------------------------------ rollouts and rewards
+
+    def _sample_seed(self, attempt: int) -> int:
+        seed = self.cfg.train.seed * 1_000_003 + self.step * 1009 + attempt
+        return (seed + self.rank * 7_919_317) % 2**62
+
+    def prompt(self, row: dict[str, Any]) -> str:
+        return render_prompt(str(row["question"]), template=self.template,
+                             tokenizer=self.tokenizer, system_prompt=self.cfg.data.system_prompt)
+
+    def _drop_long_prompts(self, rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+        """Rows whose rendered prompt fits in `limit` tokens (checked once, before training, so
+        a long prompt never stops a run half-way); how many were left out is printed."""
+        ids = self.tokenizer([self.prompt(r) for r in rows], add_special_tokens=False)["input_ids"]
+        kept = [r for r, x in zip(rows, ids) if len(x) <= limit]
+        if not kept:
+            raise ValueError(f"every prompt is longer than rollout.max_prompt_length={limit} "
+                             f"tokens (shortest: {min(map(len, ids))})")
+        if len(kept) < len(rows) and self.is_main:
+            print(f"rollout.max_prompt_length={limit}: left out {len(rows) - len(kept)} of "
+                  f"{len(rows)} rows whose prompt is longer")
+        return kept
+
+    def _take_prompts(self, n: int) -> list[dict[str, Any]]:
+        """This rank's n prompts: every rank walks the same data order and takes its own slice
+        of world * n rows, so the position stays one shared pair of ints."""
+        idx = self.order.take(n * self.world)
+        return [self.rows[i] for i in idx[self.rank * n:(self.rank + 1) * n]]
+
+    def _rollout(self, n_prompts: int, attempt: int, timer: PhaseTimer) -> Batch:
+        ro = self.cfg.rollout
+        rows = self._take_prompts(n_prompts)
+        prompts = [self.prompt(r) for r in rows]
+        with timer("generation"), self.engine.generation(), self.engine.autocast():
+            out = generate_rollouts(
+                self.model, self.tokenizer, prompts, num_generations=ro.num_generations,
+                max_completion_length=ro.max_completion_length, temperature=ro.temperature,
+                top_p=ro.top_p, top_k=ro.top_k, do_sample=True,
+                generator_seed=self._sample_seed(attempt), allow_lean=self.allow_lean,
+            )
+        g = ro.num_generations
+        rep_rows = [r for r in rows for _ in range(g)]
+        rep_prompts = [p for p in prompts for _ in range(g)]
+        with timer("reward"):
+            per_func = score_completions(self.reward_funcs, rep_prompts, out.completion_texts,
+                                         rep_rows)
+        return Batch(out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask,
+                     list(out.completion_texts), out.truncated.bool(), rep_rows, rep_prompts,
+                     per_func)
+
+    def combined(self, b: Batch) -> CombinedRewards:
+        return combine_rewards(b.per_func, [f.weight for f in self.reward_funcs])
+
+    def collect(self, timer: PhaseTimer) -> tuple[Batch, dict[str, float]]:
+        """The step's batch; with dynamic sampling, zero-std groups replaced by fresh ones."""
+        cfg, ro = self.cfg, self.cfg.rollout
+        g, b_prompts = ro.num_generations, cfg.prompts_per_step
+        batch = self._rollout(b_prompts, 0, timer)
+        stats = {"dynamic_sampling/tries": 0.0}
+        if not ro.dynamic_sampling:
+            return batch, stats
+
+        def informative(b: Batch) -> tuple[list[int], list[int]]:
+            c = self.combined(b)
+            flat = group_stats(c.total, c.valid, g).zero_std.tolist()
+            return ([i for i, z in enumerate(flat) if not z], [i for i, z in enumerate(flat) if z])
+
+        good, bad = informative(batch)
+        kept = [select_groups(batch, good, g)] if good else []
+        spare = [select_groups(batch, bad, g)] if bad else []
+        n_good, tries = len(good), 0
+        while tries < ro.max_dynamic_sampling_tries:
+            # ranks roll out in lockstep (generation under ZeRO-3 is collective): the neediest
+            # rank sets how many prompts every rank draws
+            need = int(distributed.max_all([float(b_prompts - n_good)])[0])
+            if need == 0:
+                break
+            tries += 1
+            more = self._rollout(need, tries, timer)
+            good, bad = informative(more)
+            if good and n_good < b_prompts:
+                kept.append(select_groups(more, good[: b_prompts - n_good], g))
+                n_good += min(len(good), b_prompts - n_good)
+            if bad:
+                spare.append(select_groups(more, bad, g))
+        pad_id = self.tokenizer.pad_token_id
+        if n_good < b_prompts:  # out of tries: fill with zero-signal groups (zero advantage)
+            sp = cat_batches(spare, pad_id)
+            kept.append(select_groups(sp, list(range(b_prompts - n_good)), g))
+        stats["dynamic_sampling/tries"] = float(tries)
+        stats["dynamic_sampling/filled_frac"] = n_good / b_prompts
+        return cat_batches(kept, pad_id), stats
+
+    # ------------------------------------------------------------------ advantages and loss
+
+    def advantages(self, rewards: torch.Tensor, valid: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(this rank's advantages, every rank's rewards, every rank's valid flags): the
+        registered estimator sees the global batch; dropped samples get advantage 0."""
+        r_all, v_all = gathered(rewards.double()), gathered(valid)
+        adv = self.adv_estimator(
+            AdvantageInput(r_all, v_all, self.cfg.rollout.num_generations), self.cfg.algo)
+        if adv.shape != r_all.shape:
+            raise ValueError(f"advantage estimator returned shape {tuple(adv.shape)} for "
+                             f"{tuple(r_all.shape)} rewards")
+        adv = torch.where(v_all, adv.double(), torch.zeros_like(r_all))
+        n = rewards.numel()
+        return adv[self.rank * n:(self.rank + 1) * n], r_all, v_all
+
+    def micro_batch_loss(self, mb: MicroBatch) -> GRPOTokenOutput:
+        """The registered policy loss of one micro-batch, over the model's forward (from the
+        logits, or with train.use_fused_linear from the hidden states and the LM head)."""
+        t, rows = self.cfg.train, mb.rows
+        x = forward_logits(self.model, rows.prompt_ids, rows.prompt_mask, rows.completion_ids,
+                           rows.completion_mask, return_hidden=t.use_fused_linear,
+                           share_prompts=self.share_prompts, allow_lean=self.allow_lean)
+        inp = PolicyLossInput(ids=rows.completion_ids, advantages=mb.advantages,
+                              mask=mb.loss_mask, old_logp=mb.old_logp, ref_logp=mb.ref_logp,
+                              temperature=self.cfg.rollout.temperature, backend=t.loss_backend)
+        if t.use_fused_linear:
+            head = self.model.get_output_embeddings()
+            # the kernel reads the head's weight outside the module's forward: under ZeRO-3 it
+            # is gathered here, after the decoder's forward (whose hooks release a tied
+            # embedding), and stays whole through this micro-batch's backward
+            mb.stack.enter_context(self.engine.gathered(list(head.parameters())))
+            inp.hidden, inp.weight, inp.bias = x, head.weight, getattr(head, "bias", None)
+        else:
+            inp.logits = x
+        return self.policy_loss(inp, self.cfg.algo)
+
+    # ------------------------------------------------------------------ the step
+
+    def train_step(self) -> GRPOStep:
+        """One full step; returns its metrics and what it trained on."""
+        ro, a, t = self.cfg.rollout, self.cfg.algo, self.cfg.train
+        t_step = time.perf_counter()
+        timer = PhaseTimer(*PHASES)
+        b, ds_stats = self.collect(timer)
+
+        comb = self.combined(b)
+        rewards, valid = comb.total.clone(), comb.valid
+        lengths = b.completion_mask.sum(1).cpu()
+        if a.overlong_buffer_len is not None:
+            rewards = rewards + overlong_penalty(lengths, ro.max_completion_length,
+                                                 a.overlong_buffer_len, a.overlong_penalty_factor)
+        # old / ref log-probs (no grad)
+        with timer("logprobs"):
+            settings = self.scoring_settings()
+            need_old = a.num_iterations > 1 or a.kl_in_reward
+            old = token_logprobs(self.model, b, settings, self.engine) if need_old else None
+            ref = None
+            if a.beta != 0.0:
+                ref = (token_logprobs(self.model, b, settings, self.engine, disable_adapter=True)
+                       if self.cfg.lora.enabled
+                       else token_logprobs(self.ref_model, b, settings, self.engine))
+        seq_kl = None
+        if a.kl_in_reward:
+            seq_kl = sequence_kl(old, ref, b.completion_mask, a.kl_estimator).cpu()
+            rewards = rewards - a.beta * seq_kl
+        adv, r_all, v_all = self.advantages(rewards, valid)
+        loss_mask = b.completion_mask.clone()
+        loss_mask[~valid.to(loss_mask.device)] = 0
+        if a.mask_truncated_completions:
+            loss_mask[b.truncated] = 0
+        with timer("update"):
+            upd = policy_update(
+                self.engine,
+                UpdateInputs(b, adv.float().to(self.device), loss_mask,
+                             valid.to(self.device), old, ref),
+                UpdateSettings(micro_batch_size=t.per_device_train_batch_size,
+                               num_iterations=a.num_iterations, loss_type=a.loss_type,
+                               max_completion_length=ro.max_completion_length,
+                               kl_estimator=a.kl_estimator,
+                               kl_in_loss=kl_coef_in_loss(a) != 0.0,
+                               skip_zero_advantage=a.skip_zero_advantage),
+                self.micro_batch_loss)
+        self.step += 1
+        dt = time.perf_counter() - t_step
+        m = self._metrics(b, comb, r_all, v_all, adv, lengths, seq_kl, timer, dt)
+        m.update(upd)
+        m.update(ds_stats)
+        return GRPOStep(metrics=m, samples=self._samples(b, rewards, adv), batch=b, rewards=comb,
+                        shaped=rewards, advantages=adv)
+
+    def _metrics(self, b: Batch, comb: CombinedRewards, r_all: torch.Tensor,
+                 v_all: torch.Tensor, adv: torch.Tensor, lengths: torch.Tensor,
+                 seq_kl: torch.Tensor | None, timer: PhaseTimer, dt: float) -> dict[str, Any]:
+        """Metrics over the global batch (every rank's completions)."""
+        m: dict[str, Any] = {}
+        good = r_all[v_all]
+        m["reward/mean"] = float(good.mean()) if good.numel() else float("nan")
+        m["reward/std"] = float(good.std()) if good.numel() > 1 else 0.0
+        names = [f.name for f in self.reward_funcs]
+        per_func = [[v for part in distributed.gather_objects(vals) for v in part]
+                    for vals in b.per_func] if self.world > 1 else b.per_func
+        for name, vals in zip(names, per_func):
+            x = torch.tensor([v for v in vals if v is not None and math.isfinite(v)],
+                             dtype=torch.float64)
+            m[f"rewards/{name}/mean"] = float(x.mean()) if x.numel() else float("nan")
+            m[f"rewards/{name}/std"] = float(x.std()) if x.numel() > 1 else 0.0
+        if self.accuracy_reward in names:
+            x = [v for v in per_func[names.index(self.accuracy_reward)]
+                 if v is not None and math.isfinite(v)]
+            m["accuracy"] = sum(1.0 for v in x if v >= 1.0) / len(x) if x else float("nan")
+        m["skipped_samples"] = float((~v_all).sum())
+        m["skipped_samples/unscorable"], m["skipped_samples/non_finite"] = distributed.sum_all(
+            [float(comb.unscorable.sum()), float(comb.non_finite.sum())])
+        g = self.cfg.rollout.num_generations
+        m["frac_zero_std_groups"] = float(group_stats(r_all, v_all, g).zero_std.float().mean())
+        m["advantage/abs_mean"] = float(gathered(adv).abs().mean())
+        lengths = gathered(lengths)
+        m["completion_length/mean"] = float(lengths.float().mean())
+        m["completion_length/max"] = float(lengths.max())
+        m["truncated_ratio"] = float(gathered(b.truncated.cpu()).float().mean())
+        if seq_kl is not None:
+            m["kl_in_reward/mean"] = float(gathered(seq_kl).mean())
+        phases = list(timer.seconds)
+        slowest = distributed.max_all([timer.seconds[k] for k in phases] + [dt])
+        for k, v in zip(phases, slowest):  # the slowest rank sets the pace
+            m[f"time/{k}"] = v
+        dt = slowest[-1]
+        m["time/step"] = dt
+        tok_p, tok_c = distributed.sum_all([float(b.prompt_mask.sum()),
+                                            float(b.completion_mask.sum())])
+        m["tokens_per_second"] = (tok_p + tok_c) / dt
+        m["completion_tokens_per_second"] = tok_c / dt
+        peaks = distributed.gather_objects(peak_memory_gb(self.device))
+        m["memory/peak_gb"] = max(peaks)
+        if self.world > 1:
+            for r, v in enumerate(peaks):
+                m[f"memory/rank{r}_peak_gb"] = v
+        return m
+
+    def _samples(self, b: Batch, rewards: torch.Tensor, adv: torch.Tensor) -> list[dict[str, Any]]:
+        recs = []
+        for i in range(min(self.cfg.train.num_completions_to_log, len(b))):
+            recs.append({
+                "prompt": b.prompts[i], "completion": b.texts[i],
+                "answer": b.rows[i].get("answer"),
+                "reward": None if math.isnan(float(rewards[i])) else float(rewards[i]),
+                "advantage": float(adv[i]),
+                **{f"reward/{f.name}": vals[i] for f, vals in zip(self.reward_funcs, b.per_func)},
+            })
+        return recs
+
+    def progress_line(self, m: dict[str, Any]) -> str:
+        return (f"step {self.step}: reward {m.get('reward/mean', float('nan')):.3f} "
+                f"acc {m.get('accuracy', float('nan')):.3f} "
+                f"len {m['completion_length/mean']:.1f} kl {m['kl']:.4f} "
+                f"grad {m['grad_norm']:.3f} {m['tokens_per_second']:.0f} tok/s")
