@@ -201,8 +201,27 @@ def strip_local_rank(argv: list[str]) -> list[str]:
     return out
 
 
+def cwd_on_path() -> None:
+    """The working directory first on sys.path, as ``python -m reasoner`` has it, so that
+    ``module:function`` names (rewards.names, algo.policy_loss, data.task, ...) of modules in
+    the working directory import under the ``reasoner`` script too."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def quiet_libraries() -> None:
+    """transformers' and datasets' progress bars ("Loading weights", "Writing model shards")
+    off in our runs; setting the variables to 0 turns them back on. (DeepSpeed's accelerator
+    warning: `reasoner.distributed.quiet_deepspeed_accelerator`.)"""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+
 def main() -> None:
     sys.argv[1:] = strip_local_rank(sys.argv[1:])
+    cwd_on_path()
+    quiet_libraries()
     app()
 
 

@@ -45,10 +45,13 @@ class ModelConfig:
     path: str = _f("tiny", "Local Hugging Face model directory, or 'tiny' to build the tiny "
                    "random model (char tokenizer) described by the tiny_* fields below.")
     dtype: str = _f("float32", "Weights dtype when loading: float32 | bfloat16 | float16.")
-    lean_forward: str = _f("auto", "auto: plain Qwen2/Llama models run the lean forward (the "
-                           "same math without the transformers module machinery) in training, "
-                           "scoring and decoding | off: always the model's own forward.")
-    tiny_arch: str = _f("qwen2", "Tiny model architecture: qwen2 | llama.")
+    lean_forward: str = _f("auto", "auto: plain Qwen2 / Llama / Mistral / Qwen3 models run the "
+                           "lean forward (the same math without the transformers module "
+                           "machinery) in training, scoring and decoding; the log and the "
+                           "metrics forward/lean_decode, forward/lean_update say which ran | "
+                           "off: always the model's own forward.")
+    tiny_arch: str = _f("qwen2", "Tiny model architecture: qwen2 | llama | mistral | qwen3 | "
+                        "gpt2.")
     tiny_hidden_size: int = _f(64, "Tiny model hidden size.")
     tiny_num_layers: int = _f(2, "Tiny model number of layers.")
     tiny_num_heads: int = _f(4, "Tiny model attention heads.")

@@ -64,6 +64,15 @@ def quiet_deepspeed() -> None:
         logger.setLevel(logging.WARNING)
 
 
+def quiet_deepspeed_accelerator() -> None:
+    """DeepSpeed warns "Setting accelerator to CPU" whenever it is imported on a machine without
+    CUDA, and accelerate imports it for every save_pretrained, in runs without --deepspeed too.
+    Without CUDA the CPU is what DeepSpeed would choose, and our only other device: say so in
+    DS_ACCELERATOR (unless it is set already) before anything imports deepspeed."""
+    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
+
 def _free_port() -> int:
     import socket
 

@@ -155,8 +155,12 @@ class Progress:
         self.bar.update(self.task, completed=step, info=info)
 
     def print(self, text: str) -> None:
+        """A log line (above the bar; plain stdout without one: --no-progress hides the bar,
+        not the per-step lines)."""
         if self.enabled:
             self.bar.console.print(text)
+        else:
+            print(text, flush=True)
 
     def close(self) -> None:
         if self.enabled:

@@ -32,7 +32,7 @@ from reasoner.algos.shaping import overlong_penalty, sequence_kl
 from reasoner.config import Config
 from reasoner.data import DataOrder, load_training_data, render_prompt
 from reasoner.models.forward import forward_logits
-from reasoner.models.lean import lean_allowed
+from reasoner.models.lean import forward_path, lean_allowed
 from reasoner.models.loading import StartingModels
 from reasoner.rollout import generate_rollouts
 from reasoner.scoring import ScoringSettings, token_logprobs
@@ -115,6 +115,9 @@ class GRPOTrainer(BaseTrainer):
         self.accuracy_reward = r.accuracy_reward or (
             self.task.accuracy_reward if task_rewards else names[0])
         self.order = DataOrder(len(self.rows), cfg.train.seed)
+        # what ran the forward, in words (`forward_path`), for the log and the metrics
+        self.paths: dict[str, str] = {"decode": "none yet", "update": "none yet"}
+        self._paths_said = ""
 
     def trainer_state(self) -> dict[str, Any]:
         return {"data": self.order.state()}
@@ -182,6 +185,7 @@ class GRPOTrainer(BaseTrainer):
                 top_p=ro.top_p, top_k=ro.top_k, do_sample=True,
                 generator_seed=self._sample_seed(attempt), allow_lean=self.allow_lean,
             )
+        self.paths["decode"] = out.forward
         g = ro.num_generations
         rep_rows = [r for r in rows for _ in range(g)]
         rep_prompts = [p for p in prompts for _ in range(g)]
@@ -255,6 +259,8 @@ class GRPOTrainer(BaseTrainer):
         """The registered policy loss of one micro-batch, over the model's forward (from the
         logits, or with train.use_fused_linear from the hidden states and the LM head)."""
         t, rows = self.cfg.train, mb.rows
+        self.paths["update"] = forward_path(
+            self.model, self.allow_lean, rows.prompt_ids.shape[1] + rows.completion_ids.shape[1])
         x = forward_logits(self.model, rows.prompt_ids, rows.prompt_mask, rows.completion_ids,
                            rows.completion_mask, return_hidden=t.use_fused_linear,
                            share_prompts=self.share_prompts, allow_lean=self.allow_lean)
@@ -323,6 +329,7 @@ class GRPOTrainer(BaseTrainer):
         m = self._metrics(b, comb, r_all, v_all, adv, lengths, seq_kl, timer, dt)
         m.update(upd)
         m.update(ds_stats)
+        m.update(self.forward_paths())
         return GRPOStep(metrics=m, samples=self._samples(b, rewards, adv), batch=b, rewards=comb,
                         shaped=rewards, advantages=adv)
 
@@ -386,6 +393,17 @@ class GRPOTrainer(BaseTrainer):
                 **{f"reward/{f.name}": vals[i] for f, vals in zip(self.reward_funcs, b.per_func)},
             })
         return recs
+
+    def forward_paths(self) -> dict[str, float]:
+        """Metrics ``forward/lean_decode`` and ``forward/lean_update`` (1.0: the lean forward
+        ran, 0.0: the model's own); the first step, and any step where a path changes, also
+        prints them in words with the reason."""
+        said = " ".join(f"{k}: {v};" for k, v in self.paths.items())
+        if said != self._paths_said and self.is_main:
+            print(f"forward paths: {said.rstrip(';')}", flush=True)
+        self._paths_said = said
+        return {f"forward/lean_{k}": float(v == "lean") for k, v in self.paths.items()
+                if v != "none yet"}
 
     def progress_line(self, m: dict[str, Any]) -> str:
         return (f"step {self.step}: reward {m.get('reward/mean', float('nan')):.3f} "
