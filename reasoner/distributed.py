@@ -24,6 +24,12 @@ def launched_world_size() -> int:
         raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from None
 
 
+def launched_rank() -> int:
+    """This process's rank as the launcher set it (RANK), 0 without a launcher; known before
+    the process group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 

@@ -13,6 +13,7 @@ from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
 COMPLETIONS_FILE = "completions.jsonl"
+TB_DIR = "tb"
 PLOTS = (  # file name -> (title, metric keys)
     ("reward.png", "reward", ("reward/mean",)),
     ("accuracy.png", "accuracy", ("accuracy",)),
@@ -66,7 +67,7 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(self.dir / "tb"), purge_step=resume_step)
+                self.tb = SummaryWriter(str(self.dir / TB_DIR), purge_step=resume_step)
             except ImportError:  # tensorboard not installed: jsonl only
                 self.tb = None
 

@@ -80,6 +80,9 @@ def build_tiny_model(
     `out_dir` in Hugging Face format (safetensors). Returns the directory. `arch`: one of
     `ARCHS` (gpt2 has no grouped-query attention: `num_kv_heads` is not used; mistral gets no
     sliding window)."""
+    from reasoner.distributed import quiet_deepspeed_accelerator
+
+    quiet_deepspeed_accelerator()  # before transformers imports deepspeed (to save)
     import transformers
 
     if hidden_size % num_heads:
