@@ -495,7 +495,8 @@ def validate(cfg: Config) -> None:
     if d.task is not None:
         _check_task(d.task, d.task_options)
     else:
-        _require(not d.task_options, "data.task_options needs data.task (a dataset takes none)")
+        _require(not d.task_options, "data.task_options needs data.task (a dataset takes none): "
+                 "set data.task_options={}")
 
     if r.reward_weights is not None:
         _require(len(r.names) > 0, "rewards.reward_weights needs rewards.names")

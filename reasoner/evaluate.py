@@ -139,8 +139,8 @@ def evaluate(
 
 
 def eval_main(
-    *, model: str, overrides: Sequence[str] = (), config: str | None = None, split: str | None = None,
-    n: int = 200, num_samples: int = 1, temperature: float = 0.0, max_new_tokens: int = 64,
+    *, model: str, overrides: Sequence[str] = (), config: str | None = None,
+    split: str | None = None, n: int = 200, num_samples: int = 1, temperature: float = 0.0, max_new_tokens: int = 64,
     batch_size: int = 64, k_values: Sequence[int] = (1,), seed: int = 0, show: int = 0,
 ) -> dict[str, Any]:
     """`reasoner eval`: load a local model and evaluate it on `n` rows of what the ``data`` and

@@ -108,7 +108,8 @@ def test_a_file_with_the_old_grpo_section_reads_the_same():
         ("train.device=tpu", "train.device must be one of auto, cpu, cuda"),
         ("train.loss_backend=cuda", "train.loss_backend must be one of auto, triton, torch"),
         ("rollout.top_p=0", "rollout.top_p must be in (0, 1]"),
-        ("model.tiny_arch=gpt3", "model.tiny_arch must be one of qwen2, llama, mistral, qwen3, gpt2"),
+        ("model.tiny_arch=gpt3",
+         "model.tiny_arch must be one of qwen2, llama, mistral, qwen3, gpt2"),
         ("model.dtype=int8", "model.dtype must be one of float32, bfloat16, float16"),
         ("model.dtype=float16", "model.dtype=float16 does not train here (fp16 gradients need "
                                 "loss scaling, which is not implemented); use model.dtype=bfloat16"),

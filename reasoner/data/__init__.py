@@ -42,7 +42,10 @@ def load_training_data(data_cfg: Any, rows: list[dict[str, Any]] | None = None) 
         task = get_task(data_cfg.task, **data_cfg.task_options)
     if rows is None:
         if task is not None:
-            rows = task.rows("train", data_cfg.num_train_rows, data_cfg.data_seed)
+            try:
+                rows = task.rows("train", data_cfg.num_train_rows, data_cfg.data_seed)
+            except ValueError as e:  # a task too small for the rows asked for
+                raise ConfigError(f"data.num_train_rows={data_cfg.num_train_rows}: {e}") from None
         else:
             check_dataset_path(data_cfg.dataset_path)
             rows = load_rows(data_cfg.dataset_path, columns=data_cfg.column_map or None,
@@ -72,5 +75,6 @@ def check_dataset_path(path: str | None) -> None:
 
 
 __all__ = ["OUR_COLUMNS", "R1_ZERO_SYSTEM", "TAG_TOKENS", "TEMPLATES", "DataOrder",
-           "TrainingData", "check_dataset_path", "default_template", "extract_answer", "iter_jsonl", "load_rows", "load_training_data",
+           "TrainingData", "check_dataset_path", "default_template", "extract_answer",
+           "iter_jsonl", "load_rows", "load_training_data",
            "rename_columns", "render_prompt"]

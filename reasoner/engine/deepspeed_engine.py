@@ -141,8 +141,8 @@ class DeepSpeedEngine(Engine):
         # (`device` is DeepSpeed's to choose: LOCAL_RANK's GPU, or the CPU)
         self.world = distributed.world_size()
         self.ds_config = resolve_deepspeed_config(
-            ds_config, cfg, self.world, getattr(getattr(model, "config", None), "hidden_size", None),
-            bf16_weights=any(p.dtype == torch.bfloat16 for p in model.parameters()
+            ds_config, cfg, self.world,
+            getattr(getattr(model, "config", None), "hidden_size", None), bf16_weights=any(p.dtype == torch.bfloat16 for p in model.parameters()
                              if p.requires_grad))
         self.stage = zero_stage(self.ds_config)
         self.partitioned = self.stage == 3

@@ -59,10 +59,10 @@ def forward_logits(
     gathered back to the N rows (differentiably) and the completions attend to it. Same values
     up to float rounding, gradients included; fewer FLOPs when G > 1.
 
-    For a plain Qwen2/Llama/Mistral/Qwen3 model (`lean_decoder`), the forward runs `lean_forward`, the same
-    ops as the model's forward without its module machinery, unless `allow_lean` is False
-    (``model.lean_forward: off``); other models (peft, ZeRO-3, gradient checkpointing, ...) run
-    their own forward."""
+    For a plain Qwen2/Llama/Mistral/Qwen3 model (`lean_decoder`), the forward runs
+    `lean_forward`, the same ops as the model's forward without its module machinery, unless
+    `allow_lean` is False (``model.lean_forward: off``); other models (peft, ZeRO-3, gradient
+    checkpointing, ...) run their own forward."""
     c = completion_ids.shape[1]
     width = prompt_ids.shape[1] + c
     lean = lean_decoder(model, width) if allow_lean else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ def context_length(model_config: Any) -> tuple[int, str] | None:
             break
     else:
         return None
+    name = getattr(model_config, "attribute_map", {}).get(name, name)  # GPT-2: n_positions
     rope = getattr(model_config, "rope_parameters", None) or getattr(
         model_config, "rope_scaling", None)
     if isinstance(rope, dict) and rope.get("factor") and rope.get(
@@ -106,8 +108,10 @@ def load_model_and_tokenizer(
         model.to(device)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if gradient_checkpointing:  # (transformers 5 renamed it; the old name warns)
+        enable = getattr(model, "activation_checkpointing_enable", None) \
+            or model.gradient_checkpointing_enable
+        enable()
         model.config.use_cache = False
     return model, tokenizer
 
@@ -147,11 +151,16 @@ def add_lora(model: Any, lora: Any, *, seed: int, gradient_checkpointing: bool) 
                 f"lora.target_modules to some of them, or to all-linear")
     if gradient_checkpointing:  # checkpointed blocks need a grad-carrying input
         model.enable_input_require_grads()
-    with torch.random.fork_rng(devices=[]):
+    # GPT-2's Conv1D layers store their weight transposed (peft would fix it, with a warning)
+    conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # peft reads transformers' deprecated is_gradient_checkpointing: its noise, not ours
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated",
+                                category=FutureWarning)
         torch.manual_seed(seed)
         return get_peft_model(model, LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=targets, task_type="CAUSAL_LM",
+            target_modules=targets, task_type="CAUSAL_LM", fan_in_fan_out=conv1d,
         ))
 
 

@@ -33,9 +33,9 @@ def decode_loop(
     position ids = cumsum(mask) - 1), then one forward per new token. Rows stop at their first
     EOS (later tokens are `pad_id`); with `compact`, finished rows are dropped from the batch and
     the cache, so the remaining forwards only compute the rows still running. With `allow_lean`
-    (``model.lean_forward: auto``) and a plain Qwen2/Llama/Mistral/Qwen3 model (`lean_decoder`), the
-    prefill runs `lean_forward` and the decode steps `lean_step` on preallocated KV buffers
-    instead of the HF forward (same ops).
+    (``model.lean_forward: auto``) and a plain Qwen2/Llama/Mistral/Qwen3 model
+    (`lean_decoder`), the prefill runs `lean_forward` and the decode steps `lean_step` on
+    preallocated KV buffers instead of the HF forward (same ops).
 
     Returns (tokens [N, T] with T <= max_new_tokens, raw logits [N, T, V] or None; logits of
     the steps after a row finished are zeros)."""

@@ -118,7 +118,8 @@ def generate_rollouts(
     given (they go to ``model.generate`` as they are, e.g. a ``logits_processor``), else "loop".
     Both engines sample from the same distribution but draw different random numbers.
 
-    `allow_lean`: the loop engine may run the lean Qwen2/Llama decoder (``model.lean_forward``).
+    `allow_lean`: the loop engine may run the lean decoder of Qwen2 / Llama / Mistral / Qwen3
+    (``model.lean_forward``).
     temperature == 0 (or do_sample=False) is greedy decoding. With `return_logits`, the
     generate-time logits [N, C, V] are attached as ``rollout.generation_logits`` (for tests).
     """

@@ -64,7 +64,8 @@ def _lm_steps(model, steps, lr):
     engine."""
     cfg = TrainConfig(learning_rate=lr, lr_scheduler_type="constant", max_grad_norm=0.0)
     eng = build_engine(model, cfg, steps, torch.device("cpu"))
-    ids = torch.randint(0, model.config.vocab_size, (4, 16), generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (4, 16), generator=gen)
     for _ in range(steps):
         logits = model(input_ids=ids).logits[:, :-1].float()
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),

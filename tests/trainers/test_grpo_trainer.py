@@ -366,7 +366,7 @@ def test_a_non_finite_reward_drops_that_sample_not_the_step(tmp_path):
 
 
 def test_lean_forward_off_runs_the_models_own_forward_everywhere(tmp_path, monkeypatch, capsys):
-    """model.lean_forward: auto takes the lean Qwen2/Llama path for decoding, scoring and the
+    """model.lean_forward: auto takes the lean path for decoding, scoring and the
     update; off never does, and the step's numbers are the same up to rounding. The metrics
     and the log say which path ran."""
     import reasoner.models.forward as forward
