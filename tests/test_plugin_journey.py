@@ -8,16 +8,14 @@ noise; --no-progress keeps the step lines), then the dataset variant in process.
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from readme_blocks import blocks, commands, section
 from typer.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("reasoner")
 NOISE = ("Setting accelerator", "Loading weights", "Writing model shards", "deprecated",
          "Traceback")
@@ -37,31 +35,16 @@ MY_REWARDS = "def brevity(prompts, completions, **columns):\n" \
              "    return [-len(c) / 100 for c in completions]\n"
 
 
-def _readme_section(heading: str) -> str:
-    text = (ROOT / "README.md").read_text()
-    start = text.index(f"## {heading}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start:end if end != -1 else None]
-
-
-def _blocks(section: str, lang: str) -> list[str]:
-    return [textwrap.dedent(b) for b in re.findall(rf"```{lang}\n(.*?)```", section, re.S)]
-
-
-def _commands(block: str) -> list[list[str]]:
-    return [shlex.split(c) for c in block.replace("\\\n", " ").splitlines() if c.strip()]
-
-
 def install_plugin(site: Path) -> None:
     """The README's package, installed the way pip would leave it: the module and a dist-info
     with the entry points of its pyproject block."""
-    section = _readme_section("Adding a verifier task")
+    text = section("Adding a verifier task")
     (site / "my_pkg").mkdir(parents=True)
     (site / "my_pkg" / "__init__.py").write_text("")
-    (site / "my_pkg" / "reverse.py").write_text(_blocks(section, "python")[0])
+    (site / "my_pkg" / "reverse.py").write_text(blocks(text, "python")[0])
     groups: dict[str, list[str]] = {}
     group = None
-    for line in _blocks(section, "toml")[0].splitlines():
+    for line in blocks(text, "toml")[0].splitlines():
         m = re.fullmatch(r'\[project\.entry-points\."(.+)"\]', line.strip())
         if m:
             group = groups.setdefault(m.group(1), [])
@@ -100,8 +83,8 @@ def test_readme_plugin_walkthrough_end_to_end(tmp_path, monkeypatch):
             assert noise not in r.stderr + r.stdout, (argv, noise, r.stderr[-3000:])
         return r
 
-    step5 = _blocks(_readme_section("Adding a verifier task"), "bash")
-    verify, train, evaluate = _commands(step5[0])
+    step5 = blocks(section("Adding a verifier task"), "bash")
+    verify, train, evaluate = commands(step5[0])
     run(verify)
     scored = [json.loads(x) for x in (work / "scored.jsonl").read_text().splitlines()]
     assert [(r["correct"], r["reason"]) for r in scored] == [
@@ -130,7 +113,7 @@ def test_readme_plugin_walkthrough_end_to_end(tmp_path, monkeypatch):
     (work / "words.jsonl").write_text("".join(json.dumps(r) + "\n" for r in words))
     from reasoner.cli import app
 
-    train_words, eval_words = _commands(step5[1])
+    train_words, eval_words = commands(step5[1])
     res = CliRunner().invoke(app, train_words[1:] + ["train.max_steps=1"])
     assert res.exit_code == 0, res.output
     recs = [json.loads(x) for x in (work / "runs/words/metrics.jsonl").read_text().splitlines()]
