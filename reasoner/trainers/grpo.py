@@ -111,7 +111,7 @@ class GRPOTrainer(BaseTrainer):
             self.reward_funcs, self.accuracy_reward = run_rewards(cfg.rewards, self.task)
         self.order = DataOrder(len(self.rows), cfg.train.seed)
         # what ran the forward, in words (`forward_path`), for the log and the metrics
-        self.paths: dict[str, str] = {"decode": "none yet", "update": "none yet"}
+        self.paths: dict[str, str] = {"decode": "", "update": ""}  # "": not run yet
         self._paths_said = ""
 
     def trainer_state(self) -> dict[str, Any]:
@@ -420,14 +420,15 @@ class GRPOTrainer(BaseTrainer):
 
     def forward_paths(self) -> dict[str, float]:
         """Metrics ``forward/lean_decode`` and ``forward/lean_update`` (1.0: the lean forward
-        ran, 0.0: the model's own); the first step, and any step where a path changes, also
-        prints them in words with the reason."""
-        said = " ".join(f"{k}: {v};" for k, v in self.paths.items())
+        ran, 0.0: the model's own; absent until that phase first ran: a step whose rows have
+        no gradient runs no update forward); the first step, and any step where what ran
+        changes, also prints them in words with the reason."""
+        ran = {k: v for k, v in self.paths.items() if v}
+        said = "; ".join(f"{k}: {v}" for k, v in ran.items())
         if said != self._paths_said and self.is_main:
-            print(f"forward paths: {said.rstrip(';')}", flush=True)
+            print(f"forward paths: {said}", flush=True)
         self._paths_said = said
-        return {f"forward/lean_{k}": float(v == "lean") for k, v in self.paths.items()
-                if v != "none yet"}
+        return {f"forward/lean_{k}": float(v == "lean") for k, v in ran.items()}
 
     def progress_line(self, m: dict[str, Any]) -> str:
         return (f"step {self.step}: reward {m.get('reward/mean', float('nan')):.3f} "
