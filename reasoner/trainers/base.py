@@ -153,7 +153,7 @@ class BaseTrainer(ABC):
         self.out = Path(t.output_dir)
         check_output_dir(self.out, resume=resume, overwrite=overwrite)
         # what was there before (a failed start removes only what it added)
-        self._found = set(p.name for p in self.out.iterdir()) if self.out.is_dir() else None
+        self._found = {p.name for p in self.out.iterdir()} if self.out.is_dir() else None
         try:
             self._setup(ds_config, implicit_zero2, resume=resume, overwrite=overwrite,
                         progress=progress, data=data)
@@ -183,8 +183,12 @@ class BaseTrainer(ABC):
             shutil.rmtree(self.out, ignore_errors=True)
             return
         for p in self.out.iterdir():
-            if p.name not in self._found:
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            if p.name in self._found:
+                continue
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
     def _setup(self, ds_config: dict[str, Any] | None, implicit_zero2: bool, *, resume: bool,
                overwrite: bool, progress: bool, data: dict[str, Any]) -> None:
