@@ -140,8 +140,9 @@ def evaluate(
 
 def eval_main(
     *, model: str, overrides: Sequence[str] = (), config: str | None = None,
-    split: str | None = None, n: int = 200, num_samples: int = 1, temperature: float = 0.0, max_new_tokens: int = 64,
-    batch_size: int = 64, k_values: Sequence[int] = (1,), seed: int = 0, show: int = 0,
+    split: str | None = None, n: int = 200, num_samples: int = 1, temperature: float = 0.0,
+    max_new_tokens: int = 64, batch_size: int = 64, k_values: Sequence[int] = (1,),
+    seed: int = 0, show: int = 0,
 ) -> dict[str, Any]:
     """`reasoner eval`: load a local model and evaluate it on `n` rows of what the ``data`` and
     ``rewards`` config sections describe (a training config file and / or dotted overrides,
@@ -163,7 +164,10 @@ def eval_main(
         split = split or "test"
         if split not in SPLITS:
             raise ConfigError(f"--split {split!r}: a task's splits are {', '.join(SPLITS)}")
-        rows = setup.task.rows(split, n, seed)
+        try:
+            rows = setup.task.rows(split, n, seed)
+        except ValueError as e:  # a task too small for the rows asked for
+            raise ConfigError(f"--n {n}: {e}") from None
     else:
         if split is not None:
             d.split = split

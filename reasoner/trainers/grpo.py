@@ -166,8 +166,8 @@ class GRPOTrainer(BaseTrainer):
         is printed."""
         keep = [i for i, n in enumerate(lengths) if n <= limit]
         if not keep:
-            raise ValueError(f"every prompt is longer than rollout.max_prompt_length={limit} "
-                             f"tokens (shortest: {min(lengths)})")
+            raise ConfigError(f"every prompt is longer than rollout.max_prompt_length={limit} "
+                              f"tokens (shortest: {min(lengths)})")
         if len(keep) < len(rows) and self.is_main:
             print(f"rollout.max_prompt_length={limit}: left out {len(rows) - len(keep)} of "
                   f"{len(rows)} rows whose prompt is longer")
