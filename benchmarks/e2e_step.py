@@ -186,29 +186,34 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown variants {unknown}; choose from {list(VARIANTS)}", file=sys.stderr)
         return 2
-    rows = []
+    device = "cpu (rehearsal)" if args.cpu_rehearsal else torch.cuda.get_device_name()
+    notes = (f"shape {shape}; {args.prompts} prompts x {args.generations} completions of up to "
+             f"{args.completion_length} tokens per step, micro-batches of {args.micro_batch}; "
+             f"weights {args.model_dtype}, bf16 autocast; the last of {args.steps} steps.\n\n"
+             + (__doc__ or ""))  # fmt: skip
+    rows: list[Row] = []
+
+    def save() -> None:  # after every variant: a run stopped by a time limit keeps what it has
+        if args.out_dir or not args.cpu_rehearsal:
+            write_results(
+                "e2e_step", [asdict(r) for r in rows],
+                packages=("torch", "triton", "transformers"),
+                extra={"model_shape": shape, "cpu_rehearsal": args.cpu_rehearsal}, notes=notes,
+                out_dir=args.out_dir,
+                title="End-to-end GRPO step (Qwen2.5-0.5B shape, random weights)",
+                device_name=device,
+            )  # fmt: skip
+
     with tempfile.TemporaryDirectory(prefix="e2e_step_") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
         model_dir = build_model(work / "model", shape, args.model_dtype)
         print(f"built the random model in {time.perf_counter() - t0:.1f} s", flush=True)
         for name in names:
-            row = run_variant(name, args, model_dir, work)
-            rows.append(row)
-            print(markdown_table([asdict(row)]), flush=True)
-    device = "cpu (rehearsal)" if args.cpu_rehearsal else torch.cuda.get_device_name()
-    notes = (f"shape {shape}; {args.prompts} prompts x {args.generations} completions of up to "
-             f"{args.completion_length} tokens per step, micro-batches of {args.micro_batch}; "
-             f"weights {args.model_dtype}, bf16 autocast; the last of {args.steps} steps.\n\n"
-             + (__doc__ or ""))  # fmt: skip
-    if args.out_dir or not args.cpu_rehearsal:
-        write_results(
-            "e2e_step", [asdict(r) for r in rows], packages=("torch", "triton", "transformers"),
-            extra={"model_shape": shape, "cpu_rehearsal": args.cpu_rehearsal}, notes=notes,
-            out_dir=args.out_dir, title="End-to-end GRPO step (Qwen2.5-0.5B shape, random weights)",
-            device_name=device,
-        )  # fmt: skip
-    else:
+            rows.append(run_variant(name, args, model_dir, work))
+            print(markdown_table([asdict(rows[-1])]), flush=True)
+            save()
+    if not (args.out_dir or not args.cpu_rehearsal):
         print(markdown_table([asdict(r) for r in rows]))
     return 0 if all(r.status.startswith("ok") for r in rows) else 1
 
