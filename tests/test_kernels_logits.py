@@ -635,3 +635,67 @@ def test_partial_tiles_odd_rows_and_vocabulary(n, v, block_v):
     (grpo_loss_reference(rl, *case[1:], **kw).loss * weights).sum().backward()
     close(wgrad, rl.grad, rtol=1e-4, atol=1e-6)
     close(wout.tokens.entropy, rout.entropy)
+
+
+@pytest.mark.parametrize("delta,bias_kl", [(None, False), (1.6, True)])
+def test_equals_real_trl_1_16_compute_loss(delta, bias_kl):
+    """Where TRL 1.16 is installed: its GRPOTrainer._compute_loss (bnpo), run on the same
+    log-probs through a stub trainer, gives our loss, gradient and KL / clip metrics."""
+    trl = pytest.importorskip("trl")
+    if not trl.__version__.startswith("1.16."):
+        pytest.skip(f"written against TRL 1.16's _compute_loss, found {trl.__version__}")
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    g = torch.Generator().manual_seed(50)
+    B, T, V, temp = 3, 9, 140, 0.9
+    logits = torch.randn(B, T, V, generator=g, dtype=torch.float64) * 2
+    ids = torch.randint(0, V, (B, T), generator=g)
+    logp0 = selective_logp(logits, ids, temp)
+    old = logp0 - (torch.rand(B, T, generator=g, dtype=torch.float64) * 3 - 1.5)
+    ref = logp0 + torch.randn(B, T, generator=g, dtype=torch.float64)
+    adv = torch.randn(B, generator=g, dtype=torch.float64)
+    mask = (torch.rand(B, T, generator=g) > 0.2).long()
+    kw = dict(eps_low=0.2, eps_high=0.28, delta=delta, beta=0.07)
+
+    x = logits.clone().requires_grad_()
+    lp = selective_logp(x, ids, temp)
+    stub = SimpleNamespace(
+        _get_per_token_logps_and_entropies=lambda *a, **k: (lp, torch.zeros_like(lp), None),
+        aux_loss_enabled=False, top_entropy_quantile=1.0, off_policy_mask_threshold=None,
+        importance_sampling_level="token", beta=kw["beta"], loss_type="bnpo",
+        epsilon_low=kw["eps_low"], epsilon_high=kw["eps_high"], use_vllm=False,
+        args=SimpleNamespace(use_bias_correction_kl=bias_kl, delta=delta),
+        model=SimpleNamespace(training=True), current_gradient_accumulation_steps=1,
+        _entropy_bonus_enabled=False, max_completion_length=T,
+        accelerator=SimpleNamespace(num_processes=1, sync_gradients=True,
+                                    gather=lambda t: t, gather_for_metrics=lambda t: t,
+                                    reduce=lambda t, reduction="sum": t),
+        _metrics=defaultdict(lambda: defaultdict(list)),
+    )  # fmt: skip
+    inputs = dict(
+        prompt_ids=torch.zeros(B, 1, dtype=torch.long), prompt_mask=torch.ones(B, 1),
+        completion_ids=ids, completion_mask=mask, advantages=adv,
+        old_per_token_logps=old, ref_per_token_logps=ref,
+    )  # fmt: skip
+    trl_loss = GRPOTrainer._compute_loss(stub, None, inputs)
+    trl_loss.backward()
+    m = stub._metrics["train"]
+
+    leaf = logits.float().to(DEV).requires_grad_()
+    out = grpo_loss(
+        leaf * 1, ids.to(DEV), fp32(old), fp32(ref), fp32(adv[:, None]), mask.bool().to(DEV),
+        temperature=temp, use_bias_correction_kl=bias_kl, backend="triton", block_v=64, **kw,
+    )  # fmt: skip
+    mk = mask.bool().to(DEV)
+    ours = out.loss.sum() / mk.sum()
+    ours.backward()
+    close(ours, trl_loss.detach(), rtol=1e-5, atol=1e-7)
+    close(leaf.grad, x.grad, rtol=1e-4, atol=1e-7)
+    close(torch.tensor(m["kl"][0]), out.kl.sum() / mk.sum(), rtol=1e-5, atol=1e-7)
+    close(torch.tensor(m["clip_ratio/low_mean"][0]), out.clipped_low.sum() / mk.sum())
+    close(torch.tensor(m["clip_ratio/high_mean"][0]), out.clipped_high.sum() / mk.sum())
+    assert m["clip_ratio/low_mean"][0] > 0 and m["clip_ratio/high_mean"][0] > 0
+    assert bool(out.clipped_delta.any()) == (delta is not None)  # the cap binds somewhere
