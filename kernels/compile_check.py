@@ -98,6 +98,12 @@ def kernel_variants(dtype: str) -> list[tuple[str, object, dict, dict]]:
                      KL=3, BIAS_KL=False, ENTROPY=True, CLAMP=20.0, GRAD=False, **row),
                 row_opts))
     out.append(("logits_bwd", lg._logits_bwd_kernel, dict(**row), row_opts))
+    piped = dict(row, NUM_STAGES=max(2, lgl.num_stages))  # cp.async double buffering
+    out.append((f"logits_fwd[fused fwd+bwd, {piped['NUM_STAGES']} stages]", lg._logits_fwd_kernel,
+                dict(LOSS=True, HAS_OLD=True, HAS_DELTA=True, HAS_DUAL=False, HAS_REF=True, KL=3,
+                     BIAS_KL=True, ENTROPY=True, CLAMP=20.0, GRAD=True, **piped), row_opts))
+    out.append((f"logits_bwd[{piped['NUM_STAGES']} stages]", lg._logits_bwd_kernel, piped,
+                row_opts))
     for bias, ent in ((True, True), (False, False)):
         out.append((f"fl_fwd[bias={bias}, entropy={ent}]", fl._fl_fwd_kernel,
                     dict(HAS_BIAS=bias, ENTROPY=ent, **dot, **tiles, **unit_k), tile_opts))

@@ -16,8 +16,10 @@ Backward (`_logits_bwd_kernel`, one program per row):
     writes  dlogits[row, v] = coef / T * (onehot(id)[v] - softmax(x)[v]), possibly INTO the logits
             buffer (each element is read, then overwritten by the same program); a row with
             coef == 0 (masked) gets zeros without being read
-Vocabulary loops are software-pipelined (tl.range(..., num_stages)): Triton pipelines a loop
-without tl.dot only when asked.
+Vocabulary loops are tl.range(..., num_stages): with 1 stage (the default) the loop has no
+barrier, each thread keeping two 16-byte loads in flight; 2-3 stages (a launch-table choice)
+double-buffer through shared memory with cp.async, which Triton does for a loop without tl.dot
+only when asked, at the price of a barrier per iteration.
 
 Rows are addressed as (row // T_INNER) * stride_b + (row % T_INNER) * stride_t with int64 offsets,
 so a [B, T, V] view such as `logits[:, :-1]` is used without a copy and N * V may exceed 2^31.

@@ -58,13 +58,15 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def logits_launch(V: int, dtype: torch.dtype, block_v: int | None = None) -> LogitsLaunch:
-    """The table's entry for (V, dtype), else the default: 4096-wide blocks (one 16-byte load per
-    thread of 8 warps for 16-bit logits, two for fp32), two stages in flight. `block_v` overrides
-    the block width (tests)."""
+    """The table's entry for (V, dtype), else the default: 4096-wide blocks over 8 warps (two
+    16-byte loads in flight per thread for 16-bit logits, four for fp32) and one stage: no
+    barrier inside the loop, the bytes in flight coming from the several rows each SM runs at once.
+    num_stages >= 2 double-buffers through shared memory with cp.async instead, at the price of a
+    barrier per iteration; the sweep decides. `block_v` overrides the block width (tests)."""
     hit = LOGITS_TABLE.get((int(V), dtype_name(dtype)))
     if hit is None:
         bv = min(4096, next_pow2(V))
-        hit = LogitsLaunch(bv, 8 if bv >= 2048 else 4, 2)
+        hit = LogitsLaunch(bv, 8 if bv >= 2048 else 4, 1)
     if block_v is not None:
         if block_v < 1 or block_v & (block_v - 1):
             raise ValueError(f"block_v must be a power of two, got {block_v}")
