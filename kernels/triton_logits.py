@@ -258,11 +258,13 @@ def _logits_fwd_kernel(
     bi = row // T_INNER
     ti = row % T_INNER
     row_ptr = logits_ptr + bi * stride_b + ti * stride_t
+    # The target logit is read before the row pass: in the fused in-place mode a warp that is
+    # through the row's reductions (barriers) may already be overwriting the row with dlogits.
+    tok = tl.load(ids_ptr + row).to(tl.int64)
+    x_tok = tl.load(row_ptr + tok).to(tl.float32) / temperature
     mx, s, w = _row_stats(row_ptr, V, temperature, ENTROPY, BLOCK_V, NUM_STAGES)
     log_s = tl.log(s)
     lse = mx + log_s
-    tok = tl.load(ids_ptr + row).to(tl.int64)
-    x_tok = tl.load(row_ptr + tok).to(tl.float32) / temperature
     logp = x_tok - lse
     tl.store(logp_ptr + row, logp)
     tl.store(lse_ptr + row, lse)
