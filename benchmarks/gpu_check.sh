@@ -168,7 +168,7 @@ fi
 PYT=(-q -p no:cacheprovider -rfEs -o addopts= --timeout 300)
 
 stage "gpu tests" 190 $PY -m pytest "${PYT[@]}" "${XDIST[@]}" -m gpu \
-  tests/test_kernels_gpu.py tests/test_trainer.py
+  tests/test_kernels_gpu.py tests/trainers/test_grpo_trainer.py
 stage "bench: ours + eager" 130 $PY benchmarks/kernels.py "${BENCH[@]}" "${GPU_SHAPES[@]}" \
   --methods ours,ours_out_of_place,ours_fused,ours_fused_out_of_place,eager \
   --name bench__ours --out-dir "$SCR/bench"
