@@ -13,6 +13,7 @@ from reasoner.data.templates import (
     R1_ZERO_SYSTEM,
     TAG_TOKENS,
     TEMPLATES,
+    answer_blocks,
     extract_answer,
     render_prompt,
 )
@@ -47,5 +48,5 @@ def load_training_data(data_cfg: Any, rows: list[dict[str, Any]] | None = None) 
 
 
 __all__ = ["OUR_COLUMNS", "R1_ZERO_SYSTEM", "TAG_TOKENS", "TEMPLATES", "DataOrder",
-           "TrainingData", "extract_answer", "iter_jsonl", "load_rows", "load_training_data",
-           "rename_columns", "render_prompt"]
+           "TrainingData", "answer_blocks", "extract_answer", "iter_jsonl", "load_rows",
+           "load_training_data", "rename_columns", "render_prompt"]
