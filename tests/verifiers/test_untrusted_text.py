@@ -79,7 +79,7 @@ SCANNERS: dict[str, Callable[[str], Any]] = {
     "extract_program": extract_program,
 }
 
-N = 25_000  # the test reads N and 4N (100 KB)
+N = 25_000  # the test reads 4N characters (100 KB)
 MAX_SECONDS_4N = 1.0  # CPU seconds at 100 KB; the new code takes under 0.1 s, the old many
 
 
@@ -94,14 +94,16 @@ def _cpu_seconds(f: Callable[[str], Any], text: str, repeat: int = 2) -> float:
 
 @pytest.mark.parametrize("scanner", list(SCANNERS))
 def test_every_scanner_is_linear_on_degenerate_completions(scanner: str) -> None:
+    # One CPU-time bound at 100 KB, far from both sides: the linear scanners take under 0.1 s
+    # there, the quadratic ones they replace took minutes (3 s already at 16 KB). No ratio of
+    # two timings: that would make a loaded machine's noise part of the verdict.
     f = SCANNERS[scanner]
     slow = []
     for name, make in ADVERSARIAL.items():
-        small, big = make(N), make(4 * N)
-        t1, t4 = _cpu_seconds(f, small), _cpu_seconds(f, big)
-        # linear: ~4x; quadratic: ~16x. The floor keeps timer noise on fast scans out of it.
-        if t4 > MAX_SECONDS_4N or t4 > 10 * max(t1, 0.002):
-            slow.append(f"{name}: {t1:.4f}s at {len(small)} chars, {t4:.4f}s at {len(big)}")
+        big = make(4 * N)
+        t4 = _cpu_seconds(f, big)
+        if t4 > MAX_SECONDS_4N:
+            slow.append(f"{name}: {t4:.4f}s at {len(big)} chars")
     assert not slow, f"{scanner} is not linear on: " + "; ".join(slow)
 
 
