@@ -102,6 +102,32 @@ def _log_sigmoid(x: np.ndarray) -> np.ndarray:
     return -np.logaddexp(0.0, -x)
 
 
+def _mle_exists(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int) -> bool:
+    """Whether the plain MLE is finite: in the graph with an edge a -> b whenever a scored
+    against b (a win or a tie), every player reaches every other (Zermelo / Ford's
+    condition); otherwise some group never lost to the rest and its ratings run off."""
+    edges: list[list[int]] = [[] for _ in range(n)]
+    back: list[list[int]] = [[] for _ in range(n)]
+    for a, b, x in zip(i.tolist(), j.tolist(), s.tolist()):
+        if x > 0:
+            edges[a].append(b)
+            back[b].append(a)
+        if x < 1:
+            edges[b].append(a)
+            back[a].append(b)
+
+    def reach(adj: list[list[int]]) -> int:
+        seen, stack = {0}, [0]
+        while stack:
+            for y in adj[stack.pop()]:
+                if y not in seen:
+                    seen.add(y)
+                    stack.append(y)
+        return len(seen)
+
+    return reach(edges) == n and reach(back) == n
+
+
 def _fit_component(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int, prior: float,
                    max_iter: int, tol: float) -> tuple[np.ndarray, np.ndarray, int]:
     """(theta [n] centred, covariance [n, n] of the centred theta, iterations) for one connected
@@ -125,6 +151,9 @@ def _fit_component(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int, prior: f
         np.add.at(h, (j, i), -w)
         return g, h + prior * np.eye(n)
 
+    if prior == 0 and not _mle_exists(i, j, s, n):
+        raise ValueError("the ratings diverge: some players won (or lost) every comparison "
+                         "with the others; set a prior > 0 (e.g. 0.01) to keep them finite")
     theta = np.zeros(n)
     f = objective(theta)
     it = 0
@@ -141,9 +170,6 @@ def _fit_component(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int, prior: f
         theta, f = cand - cand.mean(), fc
         if np.max(np.abs(t * step)) < tol:
             break
-    if np.max(np.abs(theta)) > 30:
-        raise ValueError("the ratings diverge: some player won (or lost) every comparison; set "
-                         "a prior > 0 (e.g. 0.01) to keep them finite")
     _, h = grad_hess(theta)
     cov = np.linalg.inv(h + ones) - ones  # = the pseudo-inverse on centred vectors
     c = np.eye(n) - ones
