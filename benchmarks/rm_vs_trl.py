@@ -122,7 +122,9 @@ def run_trl(args: argparse.Namespace, model_dir: str, pairs: str, work: Path) ->
     conf = RewardConfig(
         output_dir=str(work / "trl"), num_train_epochs=args.epochs,
         per_device_train_batch_size=args.pairs_per_step, gradient_accumulation_steps=1,
-        learning_rate=args.lr, lr_scheduler_type="linear", warmup_ratio=args.warmup_ratio,
+        learning_rate=args.lr, lr_scheduler_type="linear",
+        warmup_steps=math.ceil(args.warmup_ratio * math.ceil(len(rows) / args.pairs_per_step)
+                               * args.epochs),
         weight_decay=0.0, adam_beta2=0.999, max_grad_norm=1.0, use_cpu=True, bf16=False,
         report_to="none", logging_steps=10**6, save_strategy="no", seed=0,
         dataloader_num_workers=0, gradient_checkpointing=False, max_length=1024,

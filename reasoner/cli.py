@@ -201,9 +201,12 @@ def elo(
     except (PreferenceDataError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+    def num(x: object) -> str:
+        return f"{x:8.1f}" if isinstance(x, float) else f"{'-':>8}"
+
     for p in out["players"][:10]:
         name = p["player"] if isinstance(p["player"], str) else json.dumps(p["player"])
-        typer.echo(f"{p['rating']:8.1f}  [{p['ci_low']!s:>8.8}, {p['ci_high']!s:>8.8}]  "
+        typer.echo(f"{num(p['rating'])}  [{num(p['ci_low'])}, {num(p['ci_high'])}]  "
                    f"{p['games']:5d} games  {name[:60]!r}")
     typer.echo(f"{out['num_players']} players, {out['num_comparisons']} comparisons -> {output}")
 
