@@ -297,10 +297,8 @@ class RewardTrainer(BaseTrainer):
         """The loop, then the held-out evaluation: output_dir/eval.json and calibration.png."""
         summary = super().train()
         if self.eval_records:
-            t0 = time.perf_counter()
             metrics = self.evaluate(progress=self.show_progress)
             metrics = {"step": self.step, **metrics,
-                       "seconds": time.perf_counter() - t0,
                        "dataset": self.cfg.rm.eval_dataset_path or
                        f"{self.cfg.rm.dataset_path} (rm.eval_fraction={self.cfg.rm.eval_fraction})"}
             if self.is_main:
