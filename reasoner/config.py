@@ -5,7 +5,8 @@
 Sections: ``model`` (what is trained), ``lora``, ``data`` (rows and prompts), ``rewards`` (the
 reward functions), ``rollout`` (sampling the completions), ``algo`` (the algorithm: trainer,
 advantage estimator, policy loss and their settings), ``train`` (the run and its optimisation,
-shared by every trainer). Every field carries its help text (``reasoner train --help-config``
+shared by every trainer), ``rm`` (reward-model training: the preference data and TRL
+RewardConfig's settings). Every field carries its help text (``reasoner train --help-config``
 prints them all). Hyperparameter names follow TRL's GRPOConfig / TrainingArguments where the
 concept is the same, and then mean what TRL's mean. Every bad value is rejected with a
 ``ConfigError`` naming the field: unknown keys, wrong types, out-of-range values and incompatible
@@ -96,6 +97,13 @@ class RewardsConfig:
                                                "reward_weights); null = all 1.0.")
     accuracy_reward: Optional[str] = _f(None, "Reward whose value is logged as accuracy "
                                         "(default: the task's, else the first name).")
+    reward_model_path: Optional[str] = _f(None, "The reward model of the reward_model reward "
+                                          "(a directory saved by reasoner rm, its final/; any "
+                                          "AutoModelForSequenceClassification with one label).")
+    reward_model_batch_size: int = _f(64, "Completions the reward model scores per forward.")
+    reward_model_normalize: bool = _f(False, "Normalize the reward model's scores by the running "
+                                      "mean and std of every score so far (this batch "
+                                      "included; the same on every rank, kept in checkpoints).")
 
 
 @dataclass
@@ -159,6 +167,36 @@ class AlgoConfig:
 
 
 @dataclass
+class RMConfig:
+    """Reward-model training (`reasoner rm`, algo.name=rm); the run and its optimisation are the
+    train section's (train.per_device_train_batch_size counts preference records: a pair, a
+    ranking, or a prompt's comparisons). Names are TRL RewardConfig's where the concept is the
+    same."""
+
+    dataset_path: Optional[str] = _f(None, "Preference JSONL: TRL pairs (prompt, chosen, "
+                                     "rejected, margin), rankings (prompt, completions best "
+                                     "first, a list = tied group) or comparisons (prompt, a, "
+                                     "b, winner); see reasoner/preferences/formats.py.")
+    eval_dataset_path: Optional[str] = _f(None, "Held-out preference JSONL (null: hold out "
+                                          "rm.eval_fraction of the training prompts).")
+    eval_fraction: float = _f(0.1, "Without eval_dataset_path: the fraction of prompts held out "
+                              "for evaluation (by a stable hash of the prompt; 0 = none).")
+    format: str = _f("auto", "auto (each line by its keys) | pairs | rankings | comparisons.")
+    max_length: Optional[int] = _f(1024, "TRL's: records with a sequence (prompt + completion) "
+                                   "longer than this many tokens are left out (counted and "
+                                   "printed); null = no limit.")
+    center_rewards_coefficient: Optional[float] = _f(None, "TRL's: adds coefficient * mean over "
+                                                     "pairs of (r_chosen + r_rejected)^2 to the "
+                                                     "loss (mean-zero rewards); e.g. 0.01.")
+    ties: str = _f("drop", "Tied pairs: drop (not in the loss) | half (each side half a win: "
+                   "-(log s(d) + log s(-d)) / 2).")
+    eval_steps: int = _f(0, "Evaluate on the held-out records every N steps (0 = at the end "
+                         "only).")
+    eval_batch_size: int = _f(64, "Sequences per forward in evaluation.")
+    calibration_bins: int = _f(10, "Bins of predicted win probability for calibration and ECE.")
+
+
+@dataclass
 class TrainConfig:
     """The run and its optimisation, shared by every trainer (TRL's TrainingArguments names)."""
 
@@ -207,6 +245,7 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    rm: RMConfig = field(default_factory=RMConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -486,6 +525,12 @@ def validate(cfg: Config) -> None:
     if r.accuracy_reward is not None and r.names:
         _require(r.accuracy_reward in r.names,
                  f"rewards.accuracy_reward {r.accuracy_reward!r} is not in rewards.names")
+    _require("reward_model" not in r.names or r.reward_model_path is not None,
+             "rewards.names has reward_model: set rewards.reward_model_path (reasoner rm's "
+             "output_dir/final)")
+    _require(r.reward_model_batch_size >= 1,
+             f"rewards.reward_model_batch_size must be >= 1, got {r.reward_model_batch_size}")
+    _validate_rm(cfg)
 
     for sec, obj, names in (
             ("rollout", ro, ("num_generations", "max_completion_length")),
@@ -498,7 +543,7 @@ def validate(cfg: Config) -> None:
                      f"{sec}.{name} must be >= 1, got {getattr(obj, name)}")
     _require(ro.num_generations >= 2, f"rollout.num_generations must be >= 2 (group-relative "
              f"advantages need a group), got {ro.num_generations}")
-    _require(cfg.generation_batch_size % ro.num_generations == 0,
+    _require(a.name == "rm" or cfg.generation_batch_size % ro.num_generations == 0,
              f"train.per_device_train_batch_size * train.gradient_accumulation_steps "
              f"({cfg.generation_batch_size}) must be divisible by rollout.num_generations "
              f"({ro.num_generations})")
@@ -554,6 +599,26 @@ def validate(cfg: Config) -> None:
     _require(t.save_total_limit is None or t.save_total_limit >= 1,
              f"train.save_total_limit must be >= 1 or null, got {t.save_total_limit}")
     _require(t.log_completions_steps >= 0, "train.log_completions_steps must be >= 0")
+
+
+def _validate_rm(cfg: Config) -> None:
+    from reasoner.preferences.formats import FORMATS
+    from reasoner.trainers.reward import TIES
+
+    rm = cfg.rm
+    _require(cfg.algo.name != "rm" or rm.dataset_path is not None,
+             "rm.dataset_path must be set (a preference JSONL) to train a reward model")
+    _choice(rm.format, ("auto", *FORMATS), "rm.format")
+    _choice(rm.ties, TIES, "rm.ties")
+    _require(0 <= rm.eval_fraction < 1, f"rm.eval_fraction must be in [0, 1), got "
+             f"{rm.eval_fraction}")
+    _require(rm.max_length is None or rm.max_length >= 1, "rm.max_length must be >= 1 or null")
+    _require(rm.center_rewards_coefficient is None or rm.center_rewards_coefficient >= 0,
+             f"rm.center_rewards_coefficient must be >= 0 or null, got "
+             f"{rm.center_rewards_coefficient}")
+    for name in ("eval_batch_size", "calibration_bins"):
+        _require(getattr(rm, name) >= 1, f"rm.{name} must be >= 1, got {getattr(rm, name)}")
+    _require(rm.eval_steps >= 0, f"rm.eval_steps must be >= 0, got {rm.eval_steps}")
 
 
 def _check_task(name: str, options: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,10 @@ class MetricsLogger:
             self.tb.close()
 
 
-def plot_metrics(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
-    """PNG line plots of reward, accuracy and completion length over steps (matplotlib Agg)."""
+def plot_metrics(metrics_path: str | Path, out_dir: str | Path,
+                 plots: Sequence[tuple[str, str, tuple[str, ...]]] | None = None) -> list[Path]:
+    """PNG line plots over steps (matplotlib Agg): `plots` (file name, title, metric keys),
+    default PLOTS (reward, accuracy, completion length)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,7 +103,7 @@ def plot_metrics(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
 
     recs = read_metrics(metrics_path)
     out = []
-    for fname, title, keys in PLOTS:
+    for fname, title, keys in (PLOTS if plots is None else plots):
         fig, ax = plt.subplots(figsize=(6, 3.5))
         drawn = False
         for k in keys:
@@ -125,8 +128,12 @@ class Progress:
     """A rich progress bar with ETA and live reward / accuracy; a no-op when disabled."""
 
     def __init__(self, total: int, start: int = 0, *, enabled: bool = True,
-                 description: str = "GRPO") -> None:
+                 description: str = "GRPO",
+                 info: Callable[[dict[str, Any]], str | None] | None = None) -> None:
+        """`info`: the live text from a step's metrics (None, or returning None: reward,
+        accuracy and length)."""
         self.enabled = enabled
+        self.info = info
         if not enabled:
             return
         from rich.progress import (
@@ -149,9 +156,11 @@ class Progress:
     def update(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        info = (f"reward {metrics.get('reward/mean', float('nan')):.3f}  "
-                f"acc {metrics.get('accuracy', float('nan')):.3f}  "
-                f"len {metrics.get('completion_length/mean', float('nan')):.1f}")
+        info = self.info(metrics) if self.info is not None else None
+        if info is None:
+            info = (f"reward {metrics.get('reward/mean', float('nan')):.3f}  "
+                    f"acc {metrics.get('accuracy', float('nan')):.3f}  "
+                    f"len {metrics.get('completion_length/mean', float('nan')):.1f}")
         self.bar.update(self.task, completed=step, info=info)
 
     def print(self, text: str) -> None:

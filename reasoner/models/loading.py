@@ -22,11 +22,15 @@ def load_model_and_tokenizer(
     dtype: str | torch.dtype | None = None,
     device: str | torch.device = "cpu",
     gradient_checkpointing: bool = False,
+    auto_class: Any = None,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """Load a local Hugging Face causal LM directory: (model, tokenizer).
 
     The tokenizer pads on the left (for generation) and always has a pad token (falls back to EOS).
     `dtype`: None (as saved / fp32), a torch dtype, or a name ("float32", "bfloat16", "auto").
+    `auto_class` / `model_kwargs`: another transformers Auto class and its from_pretrained
+    keywords (a reward model: AutoModelForSequenceClassification, num_labels=1).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -46,16 +50,17 @@ def load_model_and_tokenizer(
         if tokenizer.eos_token is None:
             raise ValueError(f"tokenizer in {str(p)!r} has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(model_kwargs or {})
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = AutoModelForCausalLM.from_pretrained(p, **kwargs)
+    model = (auto_class or AutoModelForCausalLM).from_pretrained(p, **kwargs)
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     if not is_deepspeed_zero3_enabled():  # under zero.Init the shards are placed already
         model.to(device)
-    if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    gen_cfg = getattr(model, "generation_config", None)
+    if gen_cfg is not None and gen_cfg.pad_token_id is None:
+        gen_cfg.pad_token_id = tokenizer.pad_token_id
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -78,9 +83,11 @@ def disable_dropout(model: Any) -> None:
             setattr(cfg, name, 0.0)
 
 
-def add_lora(model: Any, lora: Any, *, seed: int, gradient_checkpointing: bool) -> Any:
+def add_lora(model: Any, lora: Any, *, seed: int, gradient_checkpointing: bool,
+             task_type: str = "CAUSAL_LM") -> Any:
     """`model` wrapped with LoRA adapters (peft) as the ``lora`` config section says; the
-    adapters' initialisation is seeded with `seed` without touching the global RNG."""
+    adapters' initialisation is seeded with `seed` without touching the global RNG. `task_type`:
+    peft's (SEQ_CLS for a reward model: its score head is trained in full)."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
@@ -91,7 +98,7 @@ def add_lora(model: Any, lora: Any, *, seed: int, gradient_checkpointing: bool) 
         torch.manual_seed(seed)
         return get_peft_model(model, LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+            target_modules=list(lora.target_modules), task_type=task_type,
         ))
 
 
@@ -132,10 +139,13 @@ class StartingModels:
 
 def load_starting_models(cfg: Any, *, out_dir: Path, device: torch.device, is_main: bool,
                          with_reference: bool, zero3_config: dict[str, Any] | None = None,
-                         ) -> StartingModels:
+                         auto_class: Any = None, model_kwargs: dict[str, Any] | None = None,
+                         lora_task_type: str = "CAUSAL_LM") -> StartingModels:
     """Load the policy (and a reference copy when `with_reference` and not LoRA) as the config
     says. `zero3_config`: a resolved ZeRO-3 DeepSpeed config; every rank then loads only its
-    shard (deepspeed.zero.Init inside from_pretrained), the reference too."""
+    shard (deepspeed.zero.Init inside from_pretrained), the reference too. `auto_class`,
+    `model_kwargs`, `lora_task_type`: another kind of model (a reward model,
+    `reasoner.models.reward.reward_model_options`)."""
     m, lora = cfg.model, cfg.lora
     zero3: AbstractContextManager[Any] = nullcontext()
     if zero3_config is not None:
@@ -146,14 +156,16 @@ def load_starting_models(cfg: Any, *, out_dir: Path, device: torch.device, is_ma
         def load() -> tuple[Any, Any]:
             model, tokenizer = load_model_and_tokenizer(
                 path, dtype=m.dtype, device=device,
-                gradient_checkpointing=cfg.train.gradient_checkpointing)
+                gradient_checkpointing=cfg.train.gradient_checkpointing,
+                auto_class=auto_class, model_kwargs=model_kwargs)
             disable_dropout(model)
             return model, tokenizer
 
         policy, tokenizer = load()
         if lora.enabled:
             policy = add_lora(policy, lora, seed=cfg.train.seed,
-                              gradient_checkpointing=cfg.train.gradient_checkpointing)
+                              gradient_checkpointing=cfg.train.gradient_checkpointing,
+                              task_type=lora_task_type)
         ref = None
         if with_reference and not lora.enabled:
             # a second load when the policy is sharded already, else a copy
@@ -178,3 +190,6 @@ class _zero3_loading(AbstractContextManager[None]):
 
         unset_hf_deepspeed_config()
         del self.keep
+
+
+zero3_loading = _zero3_loading  # public name (a reward model loads sharded the same way)

@@ -1,5 +1,5 @@
-"""Trainers: the base loop (`base`) and one module per algorithm (`grpo`; PPO, reward models
-next), the policy update they share (`update`), supervised fine-tuning (`sft`).
+"""Trainers: the base loop (`base`) and one module per algorithm (`grpo`, `reward`: reward
+models from preferences; PPO next), the policy update they share (`update`), supervised fine-tuning (`sft`).
 
 An algorithm's trainer is found by ``algo.name`` in `ALGORITHMS` (the one registry helper):
 the built-ins below, other packages' through the entry-point group ``reasoner.algorithms``, or
@@ -15,6 +15,7 @@ from reasoner.registry import Registry
 
 ALGORITHMS: Registry[Any] = Registry("algorithm", "reasoner.algorithms", {
     "grpo": "reasoner.trainers.grpo:GRPOTrainer",
+    "rm": "reasoner.trainers.reward:RewardTrainer",
 })
 
 

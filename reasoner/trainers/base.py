@@ -152,9 +152,12 @@ class BaseTrainer(ABC):
             remove_partial_checkpoints(self.out)
         distributed.barrier()
 
+        # under ZeRO-3 the weights load sharded (kept for frozen models loaded in setup_data)
+        self.zero3_config = self._zero3_config(ds_config)
         models = load_starting_models(
             cfg, out_dir=self.out, device=self.device, is_main=self.is_main,
-            with_reference=self.needs_reference(), zero3_config=self._zero3_config(ds_config))
+            with_reference=self.needs_reference(), zero3_config=self.zero3_config,
+            **self.starting_model_options())
         self.tokenizer = models.tokenizer
         self.setup_data(models, **data)
         self.engine: Engine = build_engine(
@@ -163,6 +166,7 @@ class BaseTrainer(ABC):
         self.model = self.engine.model
         self.ref_model = (None if models.reference is None
                           else self.engine.prepare_reference(models.reference))
+        self.after_engine()
         self.step = 0
         if self.resume_from is not None:
             self._restore(self.resume_from)
@@ -184,6 +188,15 @@ class BaseTrainer(ABC):
         """Whether a frozen copy of the initial policy is loaded (a KL term)."""
         return False
 
+    def starting_model_options(self) -> dict[str, Any]:
+        """Extra `load_starting_models` keywords: another kind of model than a causal LM (a
+        reward model: `reasoner.models.reward.reward_model_options`)."""
+        return {}
+
+    def after_engine(self) -> None:  # noqa: B027 - optional
+        """Once the engine exists (before a checkpoint is restored): place other frozen models
+        as the engine places the reference (a reward model used as a reward)."""
+
     def optimizer_steps_per_step(self) -> int:
         """Optimizer steps one training step makes (the learning-rate schedule's length is
         ``train.max_steps`` times this)."""
@@ -195,6 +208,13 @@ class BaseTrainer(ABC):
 
     def load_trainer_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional
         """Restore `trainer_state`'s contents."""
+
+    progress_description = "GRPO"
+    plots: tuple[tuple[str, str, tuple[str, ...]], ...] | None = None  # None: metrics.PLOTS
+
+    def progress_info(self, metrics: dict[str, Any]) -> str | None:
+        """The live text of the progress bar (None: metrics.Progress's default)."""
+        return None
 
     def progress_line(self, metrics: dict[str, Any]) -> str:
         """The line printed every ``train.logging_steps`` steps."""
@@ -284,7 +304,8 @@ class BaseTrainer(ABC):
         logger = MetricsLogger(self.out, tensorboard=t.report_to_tensorboard,
                                resume_step=start if self.resume_from is not None else None) \
             if self.is_main else None  # only rank 0 writes
-        bar = Progress(t.max_steps, start, enabled=self.show_progress)
+        bar = Progress(t.max_steps, start, enabled=self.show_progress,
+                       description=self.progress_description, info=self.progress_info)
         last: dict[str, Any] = {}
         t0 = time.perf_counter()
         try:
@@ -306,7 +327,7 @@ class BaseTrainer(ABC):
                 logger.close()
         self.save_final()
         if self.is_main:
-            plot_metrics(self.out / "metrics.jsonl", self.out)
+            plot_metrics(self.out / "metrics.jsonl", self.out, plots=self.plots)
         return {"steps": self.step, "resumed_from": start, "wall_seconds": time.perf_counter() - t0,
                 "last": last, "final": str(self.out / "final"), "rank": self.rank,
                 "world_size": self.world}

@@ -41,9 +41,13 @@ from reasoner.trainers.batch import Batch, cat_batches, select_groups
 from reasoner.trainers.update import MicroBatch, UpdateInputs, UpdateSettings, policy_update
 from reasoner.verifiers.rewards import (
     CombinedRewards,
+    RewardContext,
     WeightedReward,
     combine_rewards,
+    load_reward_states,
+    prepare_rewards,
     resolve_rewards,
+    reward_states,
     score_completions,
 )
 
@@ -101,8 +105,10 @@ class GRPOTrainer(BaseTrainer):
         r = cfg.rewards
         if reward_funcs is not None:
             self.reward_funcs = list(reward_funcs)
-        elif r.names:
-            self.reward_funcs = resolve_rewards(r.names, r.reward_weights)
+        elif r.names:  # a reward that holds a model loads it here (sharded under ZeRO-3)
+            self.reward_funcs = resolve_rewards(
+                r.names, r.reward_weights,
+                context=RewardContext(cfg, self.device, self.zero3_config))
         elif self.task is not None:
             self.reward_funcs = resolve_rewards([n for n, _ in self.task.reward_funcs],
                                                 [w for _, w in self.task.reward_funcs])
@@ -116,12 +122,16 @@ class GRPOTrainer(BaseTrainer):
             self.task.accuracy_reward if task_rewards else names[0])
         self.order = DataOrder(len(self.rows), cfg.train.seed)
 
+    def after_engine(self) -> None:
+        prepare_rewards(self.reward_funcs, self.engine)  # a reward model: like the reference
+
     def trainer_state(self) -> dict[str, Any]:
-        return {"data": self.order.state()}
+        return {"data": self.order.state(), "rewards": reward_states(self.reward_funcs)}
 
     def load_trainer_state(self, state: dict[str, Any]) -> None:
         d = state["data"]
         self.order = DataOrder(len(self.rows), self.cfg.train.seed, d["epoch"], d["index"])
+        load_reward_states(self.reward_funcs, state.get("rewards", {}))
 
     # ------------------------------------------------------------------ settings
 
