@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,9 +79,12 @@ def disable_dropout(model: Any) -> None:
             setattr(cfg, name, 0.0)
 
 
-def add_lora(model: Any, lora: Any, *, seed: int, gradient_checkpointing: bool) -> Any:
+def add_lora(model: Any, lora: Any, *, seed: int, gradient_checkpointing: bool,
+             task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None) -> Any:
     """`model` wrapped with LoRA adapters (peft) as the ``lora`` config section says; the
-    adapters' initialisation is seeded with `seed` without touching the global RNG."""
+    adapters' initialisation is seeded with `seed` without touching the global RNG.
+    `modules_to_save`: modules trained (and saved with the adapters) in full, e.g. a value
+    head; a SEQ_CLS `task_type` adds the score head itself."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
@@ -91,7 +95,8 @@ def add_lora(model: Any, lora: Any, *, seed: int, gradient_checkpointing: bool) 
         torch.manual_seed(seed)
         return get_peft_model(model, LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+            target_modules=list(lora.target_modules), task_type=task_type,
+            modules_to_save=modules_to_save,
         ))
 
 
@@ -132,10 +137,13 @@ class StartingModels:
 
 def load_starting_models(cfg: Any, *, out_dir: Path, device: torch.device, is_main: bool,
                          with_reference: bool, zero3_config: dict[str, Any] | None = None,
+                         extra_modules: Callable[[Any], list[str]] | None = None,
                          ) -> StartingModels:
     """Load the policy (and a reference copy when `with_reference` and not LoRA) as the config
     says. `zero3_config`: a resolved ZeRO-3 DeepSpeed config; every rank then loads only its
-    shard (deepspeed.zero.Init inside from_pretrained), the reference too."""
+    shard (deepspeed.zero.Init inside from_pretrained), the reference too. `extra_modules`:
+    called with the loaded policy before LoRA wraps it, adds modules to it (a value head) and
+    returns their names (LoRA trains and saves them whole)."""
     m, lora = cfg.model, cfg.lora
     zero3: AbstractContextManager[Any] = nullcontext()
     if zero3_config is not None:
@@ -151,13 +159,15 @@ def load_starting_models(cfg: Any, *, out_dir: Path, device: torch.device, is_ma
             return model, tokenizer
 
         policy, tokenizer = load()
-        if lora.enabled:
-            policy = add_lora(policy, lora, seed=cfg.train.seed,
-                              gradient_checkpointing=cfg.train.gradient_checkpointing)
         ref = None
         if with_reference and not lora.enabled:
             # a second load when the policy is sharded already, else a copy
             ref = load()[0] if zero3_config is not None else copy.deepcopy(policy)
+        added = [] if extra_modules is None else extra_modules(policy)
+        if lora.enabled:
+            policy = add_lora(policy, lora, seed=cfg.train.seed,
+                              gradient_checkpointing=cfg.train.gradient_checkpointing,
+                              modules_to_save=added or None)
     return StartingModels(policy, tokenizer, ref)
 
 
