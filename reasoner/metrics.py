@@ -18,6 +18,11 @@ PLOTS = (  # file name -> (title, metric keys)
     ("accuracy.png", "accuracy", ("accuracy",)),
     ("length.png", "completion length", ("completion_length/mean", "completion_length/max")),
 )
+# written only when the run logged one of their keys (a critic's, a KL penalty in the reward)
+OPTIONAL_PLOTS = (
+    ("value.png", "critic", ("value_loss", "explained_variance", "value_clipfrac")),
+    ("kl.png", "KL penalty", ("kl", "kl_coef")),
+)
 
 
 def _clean(v: Any) -> Any:
@@ -92,7 +97,8 @@ class MetricsLogger:
 
 
 def plot_metrics(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
-    """PNG line plots of reward, accuracy and completion length over steps (matplotlib Agg)."""
+    """PNG line plots of reward, accuracy and completion length over steps (matplotlib Agg);
+    with a critic also its value loss and explained variance, and the KL and its coefficient."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,7 +106,9 @@ def plot_metrics(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
 
     recs = read_metrics(metrics_path)
     out = []
-    for fname, title, keys in PLOTS:
+    logged = {k for r in recs for k in r}
+    optional = [p for p in OPTIONAL_PLOTS if "kl_coef" in logged and logged & set(p[2])]
+    for fname, title, keys in (*PLOTS, *optional):
         fig, ax = plt.subplots(figsize=(6, 3.5))
         drawn = False
         for k in keys:
