@@ -163,11 +163,13 @@ def load_starting_models(cfg: Any, *, out_dir: Path, device: torch.device, is_ma
         if with_reference and not lora.enabled:
             # a second load when the policy is sharded already, else a copy
             ref = load()[0] if zero3_config is not None else copy.deepcopy(policy)
-        added = [] if extra_modules is None else extra_modules(policy)
-        if lora.enabled:
-            policy = add_lora(policy, lora, seed=cfg.train.seed,
-                              gradient_checkpointing=cfg.train.gradient_checkpointing,
-                              modules_to_save=added or None)
+    # (outside the ZeRO-3 loading context: modules added here are whole; DeepSpeed partitions
+    # them when the engine is built)
+    added = [] if extra_modules is None else extra_modules(policy)
+    if lora.enabled:
+        policy = add_lora(policy, lora, seed=cfg.train.seed,
+                          gradient_checkpointing=cfg.train.gradient_checkpointing,
+                          modules_to_save=added or None)
     return StartingModels(policy, tokenizer, ref)
 
 
