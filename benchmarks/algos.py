@@ -210,6 +210,7 @@ def vs_trl(args: argparse.Namespace, work: Path, model: str) -> None:
                          "pip install trl==1.12.0)") from None
     torch.set_num_threads(args.threads)
     n, length = args.trl_batch, 20
+    args.trl_warmup = max(args.trl_warmup, 1)  # TRL's step times are gaps between step ends
     steps = args.trl_warmup + args.trl_steps
     _, tok = load_model_and_tokenizer(model)
     rm_dir = work / "rm"
@@ -318,7 +319,7 @@ def main() -> None:
     ap.add_argument("--vs-trl", action="store_true", help="also time PPO against TRL's PPO")
     ap.add_argument("--trl-batch", type=int, default=64)
     ap.add_argument("--trl-steps", type=int, default=5)
-    ap.add_argument("--trl-warmup", type=int, default=1)
+    ap.add_argument("--trl-warmup", type=int, default=1, help="untimed steps first (>= 1)")
     ap.add_argument("--run", choices=ALGOS, help=argparse.SUPPRESS)  # one algorithm (internal)
     ap.add_argument("--run-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -292,3 +292,29 @@ def test_mini_batches_split_the_rows_of_every_rank_the_same_way():
             glob = torch.cat([two[0][e][k], two[1][e][k] + 8]).sort().values
             assert torch.equal(glob, one[e][k])
     assert one[0][0].tolist() != one[1][0].tolist()  # a fresh shuffle per epoch
+
+
+def test_critic_starts_from_a_reward_model_directory_with_its_head(tmp_path):
+    """critic.model_path: a reward model saved as AutoModelForSequenceClassification keeps its
+    trained score head (a causal LM gets a fresh one, at zero); a missing directory is named."""
+    from transformers import AutoModelForSequenceClassification
+
+    from reasoner.models import build_tiny_model
+
+    path = build_tiny_model(tmp_path / "lm", hidden_size=32, num_layers=2, num_heads=2,
+                            num_kv_heads=1, seed=5)
+    rm = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    torch.nn.init.normal_(rm.score.weight, std=0.5)
+    rm.save_pretrained(tmp_path / "rm")
+    cfg = _cfg(tmp_path / "run", f"critic.model_path={tmp_path / 'rm'}", "train.max_steps=1",
+               "train.save_steps=0", *QUIET)
+    t = PPOTrainer(cfg, progress=False)
+    assert torch.equal(t.critic_model.score.weight, rm.score.weight)
+    assert torch.equal(t.critic_model.model.norm.weight, rm.model.norm.weight)
+    assert not torch.equal(t.critic_model.model.embed_tokens.weight,
+                           t.model.model.embed_tokens.weight)  # not the policy's weights
+    m = t.train_step().metrics
+    assert m["values/mean"] != 0.0  # a trained head predicts from the first step
+    bad = _cfg(tmp_path / "bad", f"critic.model_path={tmp_path / 'nowhere'}", *QUIET)
+    with pytest.raises(FileNotFoundError, match="critic.model_path .*nowhere"):
+        PPOTrainer(bad, progress=False)
