@@ -126,11 +126,13 @@ class AlgoConfig:
                                       "grpo, rloo, reinforce_plus_plus, or 'module:function'); "
                                       "null = the algorithm's (grpo: grpo). PPO / A2C use GAE "
                                       "over the critic's values.")
-    policy_loss: Optional[str] = _f(None, "Policy loss (reasoner.algos.POLICY_LOSSES or "
-                                    "'module:function'); null = the algorithm's (grpo: "
-                                    "clipped).")
+    policy_loss: Optional[str] = _f(None, "Policy loss (reasoner.algos.POLICY_LOSSES: clipped, "
+                                    "vanilla, or 'module:function'); null = the algorithm's "
+                                    "(clipped; a2c: vanilla, no ratio clip).")
     beta: float = _f(0.0, "KL coefficient (0 = no reference model).")
-    kl_estimator: str = _f("k3", "KL estimator: k1 | k2 | k3.")
+    kl_estimator: str = _f("k3", "KL estimator: k1 | k2 | k3 (GRPO: in the loss or, with "
+                           "kl_in_reward, the reward; PPO / A2C: in the per-token reward, TRL's "
+                           "PPO default being k1).")
     kl_in_reward: bool = _f(False, "Subtract beta * sequence KL from the reward instead of adding "
                             "beta * KL to the loss.")
     use_bias_correction_kl: bool = _f(True, "TRL's option (and default): multiply the per-token "
