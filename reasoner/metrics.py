@@ -19,6 +19,11 @@ PLOTS = (  # file name -> (title, metric keys)
     ("accuracy.png", "accuracy", ("accuracy",)),
     ("length.png", "completion length", ("completion_length/mean", "completion_length/max")),
 )
+# written only when the run logged one of their keys (a critic's, a KL penalty in the reward)
+OPTIONAL_PLOTS = (
+    ("value.png", "critic", ("value_loss", "explained_variance", "value_clipfrac")),
+    ("kl.png", "KL penalty", ("kl", "kl_coef")),
+)
 
 
 def _clean(v: Any) -> Any:
@@ -95,7 +100,8 @@ class MetricsLogger:
 def plot_metrics(metrics_path: str | Path, out_dir: str | Path,
                  plots: Sequence[tuple[str, str, tuple[str, ...]]] | None = None) -> list[Path]:
     """PNG line plots over steps (matplotlib Agg): `plots` (file name, title, metric keys),
-    default PLOTS (reward, accuracy, completion length)."""
+    default PLOTS (reward, accuracy, completion length); with a critic also its value loss and
+    explained variance, and the KL and its coefficient."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,7 +109,9 @@ def plot_metrics(metrics_path: str | Path, out_dir: str | Path,
 
     recs = read_metrics(metrics_path)
     out = []
-    for fname, title, keys in (PLOTS if plots is None else plots):
+    logged = {k for r in recs for k in r}
+    optional = [p for p in OPTIONAL_PLOTS if "kl_coef" in logged and logged & set(p[2])]
+    for fname, title, keys in (*(PLOTS if plots is None else plots), *optional):
         fig, ax = plt.subplots(figsize=(6, 3.5))
         drawn = False
         for k in keys:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,10 +85,11 @@ def disable_dropout(model: Any) -> None:
 
 
 def add_lora(model: Any, lora: Any, *, seed: int, gradient_checkpointing: bool,
-             task_type: str = "CAUSAL_LM") -> Any:
+             task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None) -> Any:
     """`model` wrapped with LoRA adapters (peft) as the ``lora`` config section says; the
     adapters' initialisation is seeded with `seed` without touching the global RNG. `task_type`:
-    peft's (SEQ_CLS for a reward model: its score head is trained in full)."""
+    peft's (SEQ_CLS for a reward model: its score head is trained in full). `modules_to_save`:
+    modules trained (and saved with the adapters) in full, e.g. a value head."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
@@ -99,6 +101,7 @@ def add_lora(model: Any, lora: Any, *, seed: int, gradient_checkpointing: bool,
         return get_peft_model(model, LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
             target_modules=list(lora.target_modules), task_type=task_type,
+            modules_to_save=modules_to_save,
         ))
 
 
@@ -140,12 +143,16 @@ class StartingModels:
 def load_starting_models(cfg: Any, *, out_dir: Path, device: torch.device, is_main: bool,
                          with_reference: bool, zero3_config: dict[str, Any] | None = None,
                          auto_class: Any = None, model_kwargs: dict[str, Any] | None = None,
-                         lora_task_type: str = "CAUSAL_LM") -> StartingModels:
+                         lora_task_type: str = "CAUSAL_LM",
+                         extra_modules: Callable[[Any], list[str]] | None = None,
+                         ) -> StartingModels:
     """Load the policy (and a reference copy when `with_reference` and not LoRA) as the config
     says. `zero3_config`: a resolved ZeRO-3 DeepSpeed config; every rank then loads only its
     shard (deepspeed.zero.Init inside from_pretrained), the reference too. `auto_class`,
     `model_kwargs`, `lora_task_type`: another kind of model (a reward model,
-    `reasoner.models.reward.reward_model_options`)."""
+    `reasoner.models.reward.reward_model_options`). `extra_modules`: called with the loaded
+    policy before LoRA wraps it, adds modules to it (a value head) and returns their names (LoRA
+    trains and saves them whole)."""
     m, lora = cfg.model, cfg.lora
     zero3: AbstractContextManager[Any] = nullcontext()
     if zero3_config is not None:
@@ -162,14 +169,17 @@ def load_starting_models(cfg: Any, *, out_dir: Path, device: torch.device, is_ma
             return model, tokenizer
 
         policy, tokenizer = load()
-        if lora.enabled:
-            policy = add_lora(policy, lora, seed=cfg.train.seed,
-                              gradient_checkpointing=cfg.train.gradient_checkpointing,
-                              task_type=lora_task_type)
         ref = None
         if with_reference and not lora.enabled:
             # a second load when the policy is sharded already, else a copy
             ref = load()[0] if zero3_config is not None else copy.deepcopy(policy)
+    # (outside the ZeRO-3 loading context: modules added here are whole; DeepSpeed partitions
+    # them when the engine is built)
+    added = [] if extra_modules is None else extra_modules(policy)
+    if lora.enabled:
+        policy = add_lora(policy, lora, seed=cfg.train.seed,
+                          gradient_checkpointing=cfg.train.gradient_checkpointing,
+                          task_type=lora_task_type, modules_to_save=added or None)
     return StartingModels(policy, tokenizer, ref)
 
 

@@ -157,15 +157,15 @@ class BaseTrainer(ABC):
         models = load_starting_models(
             cfg, out_dir=self.out, device=self.device, is_main=self.is_main,
             with_reference=self.needs_reference(), zero3_config=self.zero3_config,
-            **self.starting_model_options())
+            extra_modules=self.add_policy_modules, **self.starting_model_options())
         self.tokenizer = models.tokenizer
         self.setup_data(models, **data)
         self.engine: Engine = build_engine(
-            models.policy, t, t.max_steps * self.optimizer_steps_per_step(), self.device,
-            ds_config)
+            models.policy, t, self.num_optimizer_steps(), self.device, ds_config)
         self.model = self.engine.model
         self.ref_model = (None if models.reference is None
                           else self.engine.prepare_reference(models.reference))
+        self.extra_engines: dict[str, Engine] = self.setup_engines(ds_config)
         self.after_engine()
         self.step = 0
         if self.resume_from is not None:
@@ -201,6 +201,25 @@ class BaseTrainer(ABC):
         """Optimizer steps one training step makes (the learning-rate schedule's length is
         ``train.max_steps`` times this)."""
         return 1
+
+    def num_optimizer_steps(self) -> int:
+        """The policy's optimizer steps over the run (the learning-rate schedule's length)."""
+        return self.cfg.train.max_steps * self.optimizer_steps_per_step()
+
+    def add_policy_modules(self, policy: Any) -> list[str]:
+        """Add modules to the freshly loaded policy before LoRA wraps it (a value head); returns
+        their names (LoRA trains and saves them whole). None by default."""
+        return []
+
+    def setup_engines(self, ds_config: dict[str, Any] | None) -> dict[str, Engine]:
+        """Engines besides the policy's (a critic), by the name of the checkpoint sub-directory
+        each saves into; built after the policy's engine, before a checkpoint is restored.
+        `ds_config`: the DeepSpeed config the policy's engine got (None: plain torch)."""
+        return {}
+
+    def policy_export_excludes(self) -> tuple[str, ...]:
+        """State-dict key prefixes left out of the exported policy in final/ (a value head)."""
+        return ()
 
     def trainer_state(self) -> dict[str, Any]:
         """What the checkpoint must hold to continue (beyond step, weights, optimizer, RNG)."""
@@ -261,6 +280,9 @@ class BaseTrainer(ABC):
             begin_checkpoint(self.out, self.step)
         distributed.barrier()
         self.engine.save(tmp)
+        for name, engine in self.extra_engines.items():
+            (tmp / name).mkdir(exist_ok=True)
+            engine.save(tmp / name)
         torch.save(capture_rng_state(), tmp / rng_file(self._rng_rank))
         distributed.barrier()
         if self.is_main:
@@ -277,6 +299,8 @@ class BaseTrainer(ABC):
         if self.is_main:
             remove_partial_checkpoints(self.out)
         self.engine.load(path)
+        for name, engine in self.extra_engines.items():
+            engine.load(path / name)
         ck = load_checkpoint(path, rank=self._rng_rank)
         self.step = int(ck["trainer"]["step"])
         self.load_trainer_state(ck["trainer"])
@@ -290,7 +314,12 @@ class BaseTrainer(ABC):
             if self.is_main:
                 if self.cfg.lora.enabled:
                     model = copy.deepcopy(model).merge_and_unload()
-                model.save_pretrained(path, safe_serialization=True)
+                kw: dict[str, Any] = {}
+                exclude = self.policy_export_excludes()
+                if exclude:
+                    kw["state_dict"] = {k: v for k, v in model.state_dict().items()
+                                        if not k.startswith(exclude)}
+                model.save_pretrained(path, safe_serialization=True, **kw)
                 self.tokenizer.save_pretrained(path)
         distributed.barrier()
         return path
