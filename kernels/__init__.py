@@ -5,10 +5,12 @@ See kernels/README.md for the public API.
 
 from .api import (
     TokenLogProbs,
+    WeightedGRPOOutput,
     fused_linear_grpo_loss,
     fused_linear_logprobs,
     grpo_loss,
     logprobs,
+    weighted_grpo_loss,
 )
 from .reference import (
     KL_ESTIMATORS,
@@ -24,6 +26,8 @@ from .reference import (
 
 __all__ = [
     "TokenLogProbs",
+    "WeightedGRPOOutput",
+    "weighted_grpo_loss",
     "fused_linear_grpo_loss",
     "fused_linear_logprobs",
     "grpo_loss",

@@ -126,13 +126,8 @@ def _flat_tokens(
             )
         return t.detach().reshape(-1).float().contiguous()
 
-    try:
-        adv = torch.broadcast_to(advantages.detach(), token_shape)
-        msk = torch.broadcast_to(mask.detach(), token_shape)
-    except RuntimeError as e:
-        raise ValueError(
-            f"advantages / mask must broadcast to the token shape {tuple(token_shape)}: {e}"
-        ) from None
+    adv = _broadcast_tokens("advantages", advantages, token_shape)
+    msk = _broadcast_tokens("mask", mask, token_shape)
     return (
         flat("old_logp", old_logp),
         flat("ref_logp", ref_logp),
@@ -208,13 +203,98 @@ def grpo_loss(
     token_shape = logits.shape[:-1]
     flat_ids = _check_ids(ids, token_shape, logits.shape[-1], "logits.shape[:-1]")
     old, ref, adv, msk = _flat_tokens(token_shape, old_logp, ref_logp, advantages, mask)
-    cfg = LossConfig(
-        compute_entropy=compute_entropy, inplace_backward=inplace_backward, block_v=block_v, **kw
-    )
+    cfg = LossConfig(compute_entropy=compute_entropy, **kw)
     loss, logp, kl, flags, entropy = GRPOLogitsFunction.apply(
-        logits, flat_ids, old, ref, adv, msk, cfg
+        logits, flat_ids, old, ref, adv, msk, cfg, inplace_backward, block_v
     )
     return _unflatten(loss, logp, kl, flags, entropy, token_shape, ref is not None, compute_entropy)
+
+
+@dataclass
+class WeightedGRPOOutput:
+    """Output of `weighted_grpo_loss`."""
+
+    loss: torch.Tensor  # 0-dim fp32: sum(weights * per-token loss), differentiable
+    tokens: GRPOTokenOutput  # the per-token values, detached (no gradient flows through them)
+
+
+def weighted_grpo_loss(
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    old_logp: torch.Tensor | None,
+    ref_logp: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    eps_low: float = 0.2,
+    eps_high: float | None = None,
+    delta: float | None = None,
+    dual_clip: float | None = None,
+    beta: float = 0.0,
+    kl_estimator: str = "k3",
+    use_bias_correction_kl: bool = False,
+    compute_entropy: bool = False,
+    inplace: bool = False,
+    backend: str = "auto",
+    block_v: int | None = None,
+) -> WeightedGRPOOutput:
+    """sum(weights * per-token GRPO loss) from logits, in the fused forward+backward mode.
+
+    When the per-token loss weights are known before backward (the aggregation of grpo / bnpo /
+    dr_grpo / dapo is a fixed weight per token: mask / normaliser), the Triton kernel computes
+    dlogits in the forward pass while each row is still in L2: about 2 N V bytes of memory
+    traffic instead of 3. `weights` broadcasts to the token shape like `advantages`. Only `loss`
+    is differentiable; backward multiplies the stored dlogits by the upstream scalar (skipped
+    when it is exactly 1) and can run once.
+
+    With `inplace=True` dlogits is written INTO the logits buffer during this call: afterwards the
+    logits tensor holds gradients; its version counter is bumped, so an autograd node that saved
+    it fails at backward instead of reading them (pass a non-leaf, e.g. the lm_head output).
+    """
+    kw = _loss_config(
+        temperature, eps_low, eps_high, delta, dual_clip, beta, kl_estimator,
+        use_bias_correction_kl, ref_logp,
+    )
+    if not use_triton(backend, logits):
+        out = grpo_loss_reference(
+            logits, ids, old_logp, ref_logp, advantages, mask, compute_entropy=compute_entropy, **kw
+        )
+        total = (out.loss * _broadcast_tokens("weights", weights, out.loss.shape)).sum()
+        return WeightedGRPOOutput(total, _detached(out))
+    from .triton_logits import LossConfig, WeightedGRPOLogitsFunction
+
+    logits = _logits_rows(logits)
+    token_shape = logits.shape[:-1]
+    flat_ids = _check_ids(ids, token_shape, logits.shape[-1], "logits.shape[:-1]")
+    old, ref, adv, msk = _flat_tokens(token_shape, old_logp, ref_logp, advantages, mask)
+    wts = _broadcast_tokens("weights", weights, token_shape).reshape(-1).float().contiguous()
+    cfg = LossConfig(compute_entropy=compute_entropy, **kw)
+    total, loss, logp, kl, flags, entropy = WeightedGRPOLogitsFunction.apply(
+        logits, flat_ids, old, ref, adv, msk, wts, cfg, inplace, block_v
+    )
+    tokens = _unflatten(
+        loss, logp, kl, flags, entropy, token_shape, ref is not None, compute_entropy
+    )
+    return WeightedGRPOOutput(total, tokens)
+
+
+def _broadcast_tokens(name: str, t: torch.Tensor, token_shape: torch.Size) -> torch.Tensor:
+    try:
+        return torch.broadcast_to(t.detach(), token_shape)
+    except RuntimeError as e:
+        raise ValueError(f"{name} must broadcast to the token shape {tuple(token_shape)}: {e}") from None
+
+
+def _detached(out: GRPOTokenOutput) -> GRPOTokenOutput:
+    def d(t):
+        return None if t is None else t.detach()
+
+    return GRPOTokenOutput(
+        d(out.loss), d(out.logp), d(out.kl), out.clipped_low, out.clipped_high,
+        out.clipped_dual, out.clipped_delta, d(out.entropy),
+    )
 
 
 @torch.no_grad()
@@ -240,10 +320,10 @@ def logprobs(
     logits = _logits_rows(logits)
     token_shape = logits.shape[:-1]
     flat_ids = _check_ids(ids, token_shape, logits.shape[-1], "logits.shape[:-1]")
-    cfg = LossConfig(
-        temperature=float(temperature), compute_entropy=compute_entropy, block_v=block_v
+    cfg = LossConfig(temperature=float(temperature), compute_entropy=compute_entropy)
+    out = logits_forward(
+        logits, flat_ids, None, None, None, None, cfg, with_loss=False, block_v=block_v
     )
-    out = logits_forward(logits, flat_ids, None, None, None, None, cfg, with_loss=False)
     ent = out.entropy.reshape(token_shape) if out.entropy is not None else None
     return TokenLogProbs(out.logp.reshape(token_shape), ent)
 
@@ -317,12 +397,13 @@ def fused_linear_grpo_loss(
             **kw,
         )
     from .triton_fused_linear import FusedLinearConfig, FusedLinearGRPOFunction
+    from .triton_logits import LossConfig
 
     token_shape = hidden.shape[:-1]
     flat_ids = _check_ids(ids, token_shape, weight.shape[0], "hidden.shape[:-1]")
     old, ref, adv, msk = _flat_tokens(token_shape, old_logp, ref_logp, advantages, mask)
     cfg = FusedLinearConfig(
-        compute_entropy=compute_entropy, chunk_size=chunk_size, blocks=blocks, **kw
+        LossConfig(compute_entropy=compute_entropy, **kw), chunk_size=chunk_size, blocks=blocks
     )
     h2 = hidden.reshape(-1, hidden.shape[-1])
     loss, logp, kl, flags, entropy = FusedLinearGRPOFunction.apply(
@@ -356,11 +437,12 @@ def fused_linear_logprobs(
             token_entropy(logits, temperature) if compute_entropy else None,
         )
     from .triton_fused_linear import FusedLinearConfig, fused_linear_forward
+    from .triton_logits import LossConfig
 
     token_shape = hidden.shape[:-1]
     flat_ids = _check_ids(ids, token_shape, weight.shape[0], "hidden.shape[:-1]")
     cfg = FusedLinearConfig(
-        temperature=float(temperature), compute_entropy=compute_entropy, blocks=blocks
+        LossConfig(temperature=float(temperature), compute_entropy=compute_entropy), blocks=blocks
     )
     out = fused_linear_forward(
         hidden.reshape(-1, hidden.shape[-1]),

@@ -13,11 +13,17 @@ Forward, two launches:
 Backward, per chunk of `chunk_size` token rows (a chunk_size x V dlogits buffer is the only
 logits-sized memory; its default is ~1 GiB, at least 1024 rows):
   1. `_fl_dlogits_kernel` recomputes each logits tile (tl.dot) and writes
-     dlogits = coef / T * (onehot - softmax) for the chunk, in the input dtype.
-  2. `_matmul_kernel` (fp32 accumulation): dhidden[chunk] = dlogits @ weight, and
-     dweight (fp32 buffer, accumulated over chunks) += dlogits.T @ hidden[chunk];
-     dbias += column sums of dlogits (fp32).
+     dlogits = coef / T * (onehot - softmax) for the chunk, in the input dtype. Row tiles are the
+     fastest grid index: the programs in flight share a few weight tiles (read from HBM once per
+     chunk) and the chunk's hidden rows (reused from L2), instead of reading the whole weight
+     once per row tile.
+  2. cuBLAS: dhidden[chunk] = dlogits @ weight (fp32 accumulation, written once), and
+     dweight (fp32 buffer, accumulated over chunks) += dlogits.T @ hidden[chunk] with fp32
+     output (`torch.addmm(..., out_dtype=torch.float32)`); dbias += column sums of dlogits
+     (fp32). Where cuBLAS cannot write fp32 from 16-bit operands (and under the interpreter)
+     `_matmul_kernel`, a grouped-order Triton GEMM with an fp32 accumulator, does dweight.
 FLOPs: 2NHV forward + 6NHV backward (recompute, dhidden, dweight) = 8NHV.
+Launch parameters come from the static table in tuning.py.
 """
 
 from __future__ import annotations
@@ -30,16 +36,19 @@ import triton.language as tl
 
 from .triton_logits import (
     MAX_ROWS,
+    LossConfig,
     RawOutputs,
     clip_bounds,
     combine_coef,
+    device_guard,
     loss_constexprs,
     store_flags,
     token_loss,
 )
+from .tuning import FusedLinearLaunch, fused_linear_launch
 
-DEFAULT_BLOCKS = (64, 128, 64)  # BLOCK_N (tokens), BLOCK_V (vocabulary), BLOCK_K (hidden)
-GEMM_BLOCKS = (128, 128, 64)  # BLOCK_M, BLOCK_N, BLOCK_K of the backward dhidden / dweight GEMMs
+GEMM_BLOCKS = (128, 128, 64)  # BLOCK_M, BLOCK_N, BLOCK_K of the Triton fallback GEMM
+GEMM_GROUP = 8  # row tiles per group in the Triton GEMM's launch order
 CHUNK_BYTES = 1 << 30  # backward dlogits chunk budget; >= 1024 rows so dweight RMW stays cheap
 
 
@@ -251,6 +260,7 @@ def _fl_dlogits_kernel(
     dl_ptr,
     n_start,
     n_rows,
+    n_row_tiles,
     V,
     H,
     stride_hn,
@@ -266,11 +276,12 @@ def _fl_dlogits_kernel(
     BLOCK_V: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    # Vocabulary tiles on grid axis 0 (no 65535 limit), row tiles of the chunk on axis 1.
-    r = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # row within the chunk
+    # 1D grid, row tiles fastest: consecutive programs share a weight tile (no 65535 axis limit)
+    pid = tl.program_id(0)
+    r = (pid % n_row_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)  # row within the chunk
     r_mask = r < n_rows
     n64 = n_start + r.to(tl.int64)
-    v_offs = tl.program_id(0) * BLOCK_V + tl.arange(0, BLOCK_V)
+    v_offs = (pid // n_row_tiles) * BLOCK_V + tl.arange(0, BLOCK_V)
     v_mask = v_offs < V
     v64 = v_offs.to(tl.int64)
     acc = _logits_tile(h_ptr, w_ptr, b_ptr, n64, r_mask, v_offs, v_mask, H, stride_hn, stride_hk,
@@ -309,28 +320,41 @@ def _matmul_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
 ):
-    """c[M, N] (+)= a[M, K] @ b[K, N] with an fp32 accumulator (strided, int64 offsets)."""
-    rm = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    rn = (tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    """c[M, N] (+)= a[M, K] @ b[K, N] with an fp32 accumulator (strided, int64 offsets).
+    1D grid in grouped order: GROUP_M row tiles sweep each column tile together, so the programs
+    in flight share their a and b tiles in L2."""
+    pid = tl.program_id(0)
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * tiles_n
+    first_m = (pid // per_group) * GROUP_M
+    group_m = tl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % group_m
+    pid_n = (pid % per_group) // group_m
+    # int64 tile bases, int32 in-tile offsets (contiguity stays visible to the vectorizer)
+    om = tl.arange(0, BLOCK_M)
+    on = tl.arange(0, BLOCK_N)
+    ok = tl.arange(0, BLOCK_K)
+    m0 = pid_m.to(tl.int64) * BLOCK_M
+    n0 = pid_n.to(tl.int64) * BLOCK_N
+    a_ptrs = a_ptr + m0 * stride_am + om[:, None] * stride_am + ok[None, :] * stride_ak
+    b_ptrs = b_ptr + n0 * stride_bn + ok[:, None] * stride_bk + on[None, :] * stride_bn
+    m_ok = (m0 + om) < M
+    n_ok = (n0 + on) < N
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        rk = (k0 + tl.arange(0, BLOCK_K)).to(tl.int64)
-        a = tl.load(
-            a_ptr + rm[:, None] * stride_am + rk[None, :] * stride_ak,
-            mask=(rm[:, None] < M) & (rk[None, :] < K),
-            other=0.0,
-        )
-        b = tl.load(
-            b_ptr + rk[:, None] * stride_bk + rn[None, :] * stride_bn,
-            mask=(rk[:, None] < K) & (rn[None, :] < N),
-            other=0.0,
-        )
+        k_ok = (k0 + ok) < K
+        a = tl.load(a_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
         if UPCAST:
             a, b = a.to(tl.float32), b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PREC)
-    c_ptrs = c_ptr + rm[:, None] * stride_cm + rn[None, :] * stride_cn
-    c_mask = (rm[:, None] < M) & (rn[None, :] < N)
+        a_ptrs += BLOCK_K * stride_ak.to(tl.int64)
+        b_ptrs += BLOCK_K * stride_bk.to(tl.int64)
+    c_ptrs = c_ptr + m0 * stride_cm + n0 * stride_cn + om[:, None] * stride_cm + on[None, :] * stride_cn
+    c_mask = m_ok[:, None] & n_ok[None, :]
     if ACCUMULATE:
         acc += tl.load(c_ptrs, mask=c_mask, other=0.0).to(tl.float32)
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
@@ -344,15 +368,7 @@ def _matmul_kernel(
 class FusedLinearConfig:
     """Loss hyperparameters plus launch overrides (validated by the public API)."""
 
-    temperature: float = 1.0
-    eps_low: float = 0.2
-    eps_high: float = 0.2
-    delta: float | None = None
-    dual_clip: float | None = None
-    beta: float = 0.0
-    kl_estimator: str = "k3"
-    use_bias_correction_kl: bool = False
-    compute_entropy: bool = False
+    loss: LossConfig
     chunk_size: int | None = None  # backward rows per dlogits chunk (default: ~1 GiB chunk)
     blocks: tuple[int, int, int] | None = None  # (BLOCK_N, BLOCK_V, BLOCK_K) override
     num_splits: int | None = None  # vocabulary splits of the forward (default: fill the GPU)
@@ -373,11 +389,14 @@ def _upcast(x: torch.Tensor) -> bool:
     return x.dtype == torch.bfloat16 and not x.is_cuda
 
 
-def _launch_kw(x: torch.Tensor) -> dict:
-    """8 warps; 3 pipeline stages for 16-bit operands, 2 for fp32 (shared memory)."""
+def _launch_kw(x: torch.Tensor, launch: FusedLinearLaunch) -> dict:
     if not x.is_cuda:
         return {}
-    return dict(num_warps=8, num_stages=2 if x.dtype == torch.float32 else 3)
+    return dict(num_warps=launch.num_warps, num_stages=launch.num_stages)
+
+
+def _launch(hidden: torch.Tensor, weight: torch.Tensor, cfg: FusedLinearConfig) -> FusedLinearLaunch:
+    return fused_linear_launch(weight.shape[0], weight.shape[1], hidden.dtype, cfg.blocks)
 
 
 def _num_splits(N: int, V: int, bn: int, bv: int, x: torch.Tensor, override: int | None) -> int:
@@ -388,6 +407,16 @@ def _num_splits(N: int, V: int, bn: int, bv: int, x: torch.Tensor, override: int
         return 1
     sms = torch.cuda.get_device_properties(x.device).multi_processor_count
     return max(1, min(triton.cdiv(2 * sms, triton.cdiv(N, bn)), v_blocks))
+
+
+def vocab_split(N: int, V: int, bn: int, bv: int, x: torch.Tensor, override: int | None):
+    """(vocabulary entries per split, number of splits). Each split starts on a BLOCK_V
+    boundary: v_per_split is a multiple of bv, so tiles never straddle two splits."""
+    splits = _num_splits(N, V, bn, bv, x, override)
+    v_per_split = triton.cdiv(triton.cdiv(V, splits), bv) * bv
+    if v_per_split % bv:
+        raise RuntimeError(f"vocabulary split {v_per_split} is not a multiple of BLOCK_V {bv}")
+    return v_per_split, triton.cdiv(V, v_per_split)
 
 
 def fused_linear_forward(
@@ -407,74 +436,48 @@ def fused_linear_forward(
     V = weight.shape[0]
     if N > MAX_ROWS:
         raise ValueError(f"at most {MAX_ROWS} token rows per call, got {N}")
-    bn, bv, bk = cfg.blocks or DEFAULT_BLOCKS
+    lc = cfg.loss
+    launch = _launch(hidden, weight, cfg)
+    bn, bv, bk = launch.block_n, launch.block_v, launch.block_k
     f32 = dict(device=hidden.device, dtype=torch.float32)
     logp, lse = torch.empty(N, **f32), torch.empty(N, **f32)
-    ent = torch.empty(N, **f32) if cfg.compute_entropy else logp
-    out = RawOutputs(logp, lse, ent if cfg.compute_entropy else None)
-    n_flags = N if with_loss else 1
-    flags = torch.empty(n_flags, 4, device=hidden.device, dtype=torch.int8)
+    ent = torch.empty(N, **f32) if lc.compute_entropy else logp
+    out = RawOutputs(logp, lse, ent if lc.compute_entropy else None)
+    flags = torch.empty(N if with_loss else 1, 4, device=hidden.device, dtype=torch.int8)
     if with_loss:
         out.loss, out.kl, out.dloss, out.dkl = (torch.empty(N, **f32) for _ in range(4))
-    if N == 0:
-        out.flags = flags.view(torch.bool) if with_loss else None
-        return out
-    splits = _num_splits(N, V, bn, bv, hidden, cfg.num_splits)
-    v_per_split = triton.cdiv(triton.cdiv(V, splits), bv) * bv
-    splits = triton.cdiv(V, v_per_split)
-    part = torch.empty(splits, N, 4, **f32)
-    grid = (splits * triton.cdiv(N, bn),)
-    _fl_fwd_kernel[grid](
-        hidden,
-        weight,
-        bias if bias is not None else weight,
-        ids,
-        part,
-        N,
-        V,
-        H,
-        hidden.stride(0),
-        hidden.stride(1),
-        weight.stride(0),
-        weight.stride(1),
-        v_per_split,
-        splits,
-        float(cfg.temperature),
-        HAS_BIAS=bias is not None,
-        ENTROPY=cfg.compute_entropy,
-        DOT_PREC=_dot_precision(hidden),
-        UPCAST=_upcast(hidden),
-        BLOCK_N=bn,
-        BLOCK_V=bv,
-        BLOCK_K=bk,
-        **_launch_kw(hidden),
-    )
-    dummy = logp
-    block = 256
-    _fl_epilogue_kernel[(triton.cdiv(N, block),)](
-        part,
-        old_logp if old_logp is not None else dummy,
-        ref_logp if ref_logp is not None else dummy,
-        advantages if with_loss else dummy,
-        mask if with_loss else dummy,
-        logp,
-        lse,
-        ent,
-        out.loss if with_loss else dummy,
-        out.kl if with_loss else dummy,
-        flags,
-        out.dloss if with_loss else dummy,
-        out.dkl if with_loss else dummy,
-        N,
-        splits,
-        *clip_bounds(cfg),
-        float(cfg.beta),
-        LOSS=with_loss,
-        **loss_constexprs(cfg, old_logp is not None, ref_logp is not None),
-        ENTROPY=cfg.compute_entropy,
-        BLOCK_N=block,
-    )
     out.flags = flags.view(torch.bool) if with_loss else None
+    if N == 0:
+        return out
+    v_per_split, splits = vocab_split(N, V, bn, bv, hidden, cfg.num_splits)
+    part = torch.empty(splits, N, 4, **f32)
+    dummy = logp
+    with device_guard(hidden):
+        _fl_fwd_kernel[(splits * triton.cdiv(N, bn),)](
+            hidden, weight, bias if bias is not None else weight, ids, part,
+            N, V, H, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+            v_per_split, splits, float(lc.temperature),
+            HAS_BIAS=bias is not None, ENTROPY=lc.compute_entropy,
+            DOT_PREC=_dot_precision(hidden), UPCAST=_upcast(hidden),
+            BLOCK_N=bn, BLOCK_V=bv, BLOCK_K=bk, **_launch_kw(hidden, launch),
+        )  # fmt: skip
+        block = 256
+        _fl_epilogue_kernel[(triton.cdiv(N, block),)](
+            part,
+            old_logp if old_logp is not None else dummy,
+            ref_logp if ref_logp is not None else dummy,
+            advantages if with_loss else dummy,
+            mask if with_loss else dummy,
+            logp, lse, ent,
+            out.loss if with_loss else dummy,
+            out.kl if with_loss else dummy,
+            flags,
+            out.dloss if with_loss else dummy,
+            out.dkl if with_loss else dummy,
+            N, splits, *clip_bounds(lc), float(lc.beta),
+            LOSS=with_loss, **loss_constexprs(lc, old_logp is not None, ref_logp is not None),
+            ENTROPY=lc.compute_entropy, BLOCK_N=block,
+        )  # fmt: skip
     return out
 
 
@@ -483,33 +486,58 @@ def matmul(
     b: torch.Tensor,
     c: torch.Tensor,
     accumulate: bool,
-    blocks: tuple[int, int, int],
+    blocks: tuple[int, int, int] = GEMM_BLOCKS,
 ) -> None:
     """c (+)= a @ b in Triton with an fp32 accumulator; any strides."""
     M, K = a.shape
     N = b.shape[1]
     bm, bn, bk = blocks
-    _matmul_kernel[(triton.cdiv(M, bm), triton.cdiv(N, bn))](
-        a,
-        b,
-        c,
-        M,
-        N,
-        K,
-        a.stride(0),
-        a.stride(1),
-        b.stride(0),
-        b.stride(1),
-        c.stride(0),
-        c.stride(1),
-        ACCUMULATE=accumulate,
-        DOT_PREC=_dot_precision(a),
-        UPCAST=_upcast(a),
-        BLOCK_M=bm,
-        BLOCK_N=bn,
-        BLOCK_K=bk,
-        **_launch_kw(a),
-    )
+    kw = dict(num_warps=8, num_stages=2 if a.dtype == torch.float32 else 3) if a.is_cuda else {}
+    with device_guard(a):
+        _matmul_kernel[(triton.cdiv(M, bm) * triton.cdiv(N, bn),)](
+            a, b, c, M, N, K,
+            a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
+            ACCUMULATE=accumulate, DOT_PREC=_dot_precision(a), UPCAST=_upcast(a),
+            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GEMM_GROUP, **kw,
+        )  # fmt: skip
+
+
+_FP32_OUT_GEMM: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def cublas_fp32_out(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether torch can write an fp32 GEMM result from `dtype` operands with cuBLAS on `device`
+    (`torch.addmm(..., out_dtype=torch.float32)`, torch >= 2.8 on CUDA), accumulating into its
+    input; probed once per device and dtype on a small product against an fp32 one."""
+    key = (str(device), dtype)
+    if key not in _FP32_OUT_GEMM:
+        ok = False
+        if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+            try:
+                g = torch.Generator(device=device).manual_seed(0)
+                a = torch.randn(96, 40, device=device, generator=g).to(dtype)
+                b = torch.randn(40, 72, device=device, generator=g).to(dtype)
+                c = torch.randn(96, 72, device=device, generator=g)
+                expect = c + a.float() @ b.float()
+                torch.addmm(c, a, b, out_dtype=torch.float32, out=c)
+                ok = c.dtype == torch.float32 and torch.allclose(c, expect, rtol=1e-3, atol=1e-3)
+            except (RuntimeError, TypeError):
+                ok = False
+        _FP32_OUT_GEMM[key] = ok
+    return _FP32_OUT_GEMM[key]
+
+
+def accumulate_dweight(dw32: torch.Tensor, d: torch.Tensor, h: torch.Tensor, first: bool) -> str:
+    """dw32 (fp32 [V, H]) = (0 if first else dw32) + d.T @ h; returns the path taken."""
+    beta = 0 if first else 1  # beta = 0 ignores the uninitialised buffer (NaN included)
+    if d.dtype == torch.float32:
+        torch.addmm(dw32, d.t(), h, beta=beta, out=dw32)  # TF32 as torch's switch says
+        return "torch fp32"
+    if d.is_cuda and cublas_fp32_out(d.device, d.dtype):
+        torch.addmm(dw32, d.t(), h, beta=beta, out_dtype=torch.float32, out=dw32)
+        return "cublas fp32-out"
+    matmul(d.t(), h, dw32, not first)
+    return "triton"
 
 
 def chunk_rows(N: int, V: int, itemsize: int, override: int | None) -> int:
@@ -535,8 +563,8 @@ def fused_linear_backward(
     V = weight.shape[0]
     need_h, need_w, need_b = needs
     need_b = need_b and bias is not None
-    bn, bv, bk = cfg.blocks or DEFAULT_BLOCKS
-    gemm_blocks = cfg.blocks or ((128, 128, 32) if hidden.dtype == torch.float32 else GEMM_BLOCKS)
+    launch = _launch(hidden, weight, cfg)
+    bn, bv, bk = launch.block_n, launch.block_v, launch.block_k
     dh = torch.empty_like(hidden, memory_format=torch.contiguous_format) if need_h else None
     dw32 = torch.zeros(V, H, device=weight.device, dtype=torch.float32) if need_w else None
     db32 = torch.zeros(V, device=weight.device, dtype=torch.float32) if need_b else None
@@ -544,41 +572,26 @@ def fused_linear_backward(
         return dh, _cast(dw32, weight), _cast(db32, bias)
     C = chunk_rows(N, V, hidden.element_size(), cfg.chunk_size)
     dl = torch.empty(C, V, device=hidden.device, dtype=hidden.dtype)
-    for c0 in range(0, N, C):
-        rows = min(C, N - c0)
-        _fl_dlogits_kernel[(triton.cdiv(V, bv), triton.cdiv(rows, bn))](
-            hidden,
-            weight,
-            bias if bias is not None else weight,
-            ids,
-            lse,
-            coef,
-            dl,
-            c0,
-            rows,
-            V,
-            H,
-            hidden.stride(0),
-            hidden.stride(1),
-            weight.stride(0),
-            weight.stride(1),
-            dl.stride(0),
-            float(cfg.temperature),
-            HAS_BIAS=bias is not None,
-            DOT_PREC=_dot_precision(hidden),
-            UPCAST=_upcast(hidden),
-            BLOCK_N=bn,
-            BLOCK_V=bv,
-            BLOCK_K=bk,
-            **_launch_kw(hidden),
-        )
-        d = dl[:rows]
-        if need_h:
-            matmul(d, weight, dh[c0 : c0 + rows], False, gemm_blocks)
-        if need_w:
-            matmul(d.t(), hidden[c0 : c0 + rows], dw32, c0 > 0, gemm_blocks)
-        if need_b:
-            db32 += d.float().sum(0)
+    with device_guard(hidden):
+        for c0 in range(0, N, C):
+            rows = min(C, N - c0)
+            n_row_tiles = triton.cdiv(rows, bn)
+            _fl_dlogits_kernel[(n_row_tiles * triton.cdiv(V, bv),)](
+                hidden, weight, bias if bias is not None else weight, ids, lse, coef, dl,
+                c0, rows, n_row_tiles, V, H,
+                hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+                dl.stride(0), float(cfg.loss.temperature),
+                HAS_BIAS=bias is not None, DOT_PREC=_dot_precision(hidden),
+                UPCAST=_upcast(hidden), BLOCK_N=bn, BLOCK_V=bv, BLOCK_K=bk,
+                **_launch_kw(hidden, launch),
+            )  # fmt: skip
+            d = dl[:rows]
+            if need_h:
+                torch.mm(d, weight, out=dh[c0 : c0 + rows])
+            if need_w:
+                accumulate_dweight(dw32, d, hidden[c0 : c0 + rows], first=c0 == 0)
+            if need_b:
+                db32 += d.sum(0, dtype=torch.float32)
     return dh, _cast(dw32, weight), _cast(db32, bias)
 
 

@@ -1,14 +1,25 @@
-"""Logits-input GRPO token loss in Triton: kernels, launchers and the autograd Function.
+"""Logits-input GRPO token loss in Triton: kernels, launchers and the autograd Functions.
 
-Forward (one program per token row, looping over the vocabulary in BLOCK_V chunks):
+Forward (`_logits_fwd_kernel`, one program per token row, the vocabulary in BLOCK_V chunks):
     reads   logits[row, :] once (bf16/fp16/fp32), ids/old/ref/adv/mask[row]
-    keeps   online max m, s = sum exp(x - m), w = sum exp(x - m) * (x - m)   (x = logits / T, fp32)
-    writes  logp, lse, loss, kl, clip flags, entropy (optional) and the two per-token derivatives
-            dloss/dlogp and dkl/dlogp that backward needs (all fp32, N floats each)
-Backward (one program per row):
+    keeps   per lane (no cross-warp reduction, so no barrier, inside the loop): running max m,
+            s = sum exp(x - m) and w = sum exp(x - m) * (x - m) (x = logits / T, fp32), one exp
+            per element; the lanes are merged once after the loop
+    writes  logp, lse, loss, kl, clip flags [N, 4], entropy (optional) and the two per-token
+            derivatives dloss/dlogp and dkl/dlogp that backward needs (fp32)
+  fused forward+backward (GRAD): when the per-token loss weights w are known at forward time, the
+    same program then re-reads its row (last block first: the most recently read bytes are the
+    likeliest still in L2) and writes dlogits = w * dloss/dlogp / T * (onehot - softmax), into
+    the logits buffer itself or a new one; backward only applies the upstream scalar gradient.
+Backward (`_logits_bwd_kernel`, one program per row):
     reads   logits[row, :] once, lse[row], ids[row], coef[row] = dL/dlogp (fp32)
     writes  dlogits[row, v] = coef / T * (onehot(id)[v] - softmax(x)[v]), possibly INTO the logits
-            buffer (each element is read, then overwritten by the same program)
+            buffer (each element is read, then overwritten by the same program); a row with
+            coef == 0 (masked) gets zeros without being read
+Vocabulary loops are tl.range(..., num_stages): with 1 stage (the default) the loop has no
+barrier, each thread keeping two 16-byte loads in flight; 2-3 stages (a launch-table choice)
+double-buffer through shared memory with cp.async, which Triton does for a loop without tl.dot
+only when asked, at the price of a barrier per iteration.
 
 Rows are addressed as (row // T_INNER) * stride_b + (row % T_INNER) * stride_t with int64 offsets,
 so a [B, T, V] view such as `logits[:, :-1]` is used without a copy and N * V may exceed 2^31.
@@ -17,6 +28,7 @@ The grid is 1D with one program per row (CUDA allows 2^31 - 1 programs on grid a
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +36,7 @@ import triton
 import triton.language as tl
 
 from .reference import KL_ESTIMATORS, LOG_RATIO_CLAMP
+from .tuning import LogitsLaunch, logits_launch
 
 KL_CODE = {name: i + 1 for i, name in enumerate(KL_ESTIMATORS)}  # k1 -> 1, k2 -> 2, k3 -> 3
 MAX_ROWS = 2**31 - 1
@@ -124,6 +137,81 @@ def store_flags(flags_ptr, tok, c_lo, c_hi, c_dual, c_delta, m):
 
 
 @triton.jit
+def _row_stats(
+    row_ptr, V, temperature, ENTROPY: tl.constexpr, BLOCK_V: tl.constexpr, NUM_STAGES: tl.constexpr
+):
+    """Reads one row of logits once; returns (max, sum exp(x - max), sum exp(x - max)(x - max))
+    of x = row / T. Each lane keeps its own running stats: a new maximum re-bases that lane only,
+    so the loop has one exp per element and no cross-warp reduction (no barrier)."""
+    m = tl.full((BLOCK_V,), float("-inf"), tl.float32)
+    s = tl.zeros((BLOCK_V,), tl.float32)
+    w = tl.zeros((BLOCK_V,), tl.float32)
+    for start in tl.range(0, V, BLOCK_V, num_stages=NUM_STAGES):
+        offs = start + tl.arange(0, BLOCK_V)
+        x = tl.load(row_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+        x = x / temperature
+        hi = tl.maximum(m, x)
+        # gap = min - max <= 0, with max replaced by 0 while it is -inf: never NaN, and e = 0
+        # exactly when the smaller side is -inf
+        gap = tl.minimum(m, x) - tl.where(hi == float("-inf"), 0.0, hi)
+        e = tl.exp(gap)
+        grow = x > m
+        if ENTROPY:
+            # new max: w <- e * (w + (m - x) * s);  else: w <- w + e * (x - m). The selects keep
+            # 0 * -inf (an empty lane, a -inf logit) out of the products.
+            w = tl.where(grow, e * (w + tl.where(grow & (s > 0.0), gap, 0.0) * s),
+                         w + e * tl.where(e > 0.0, gap, 0.0))
+        s = tl.where(grow, s * e + 1.0, s + e)
+        m = hi
+    mx = tl.max(m, axis=0)
+    mx = tl.where(mx == float("-inf"), 0.0, mx)  # an all -inf row: shift by 0, no NaN
+    a = tl.exp(m - mx)
+    s_row = tl.sum(s * a, axis=0)
+    w_row = tl.full((), 0.0, tl.float32)
+    if ENTROPY:
+        w_row = tl.sum(a * (w + tl.where(s > 0.0, m - mx, 0.0) * s), axis=0)
+    return mx, s_row, w_row
+
+
+@triton.jit
+def _row_grad(
+    row_ptr,
+    grow_ptr,
+    tok,
+    lse,
+    coef,
+    V,
+    temperature,
+    REVERSE: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
+):
+    """Writes grow[v] = coef / T * (onehot(tok)[v] - exp(row[v] / T - lse)) for one row; zeros
+    without reading the row when coef == 0 (exactly 0 for masked rows, even with NaN logits).
+    REVERSE walks the row last block first. grow may alias row (each block is read, then written
+    by this program)."""
+    n_blocks = tl.cdiv(V, BLOCK_V)
+    if coef == 0.0:
+        zero = tl.zeros((BLOCK_V,), tl.float32).to(grow_ptr.dtype.element_ty)
+        for i in range(0, n_blocks):
+            offs = i * BLOCK_V + tl.arange(0, BLOCK_V)
+            tl.store(grow_ptr + offs, zero, mask=offs < V)
+    else:
+        g = coef / temperature
+        for i in tl.range(0, n_blocks, num_stages=NUM_STAGES):
+            if REVERSE:
+                blk = n_blocks - 1 - i
+            else:
+                blk = i
+            offs = blk * BLOCK_V + tl.arange(0, BLOCK_V)
+            in_v = offs < V
+            x = tl.load(row_ptr + offs, mask=in_v, other=float("-inf")).to(tl.float32)
+            p = tl.exp(x / temperature - lse)
+            d = g * (tl.where(offs == tok, 1.0, 0.0) - p)
+            tl.store(grow_ptr + offs, d.to(grow_ptr.dtype.element_ty), mask=in_v)
+
+
+@triton.jit
 def _logits_fwd_kernel(
     logits_ptr,
     ids_ptr,
@@ -131,6 +219,7 @@ def _logits_fwd_kernel(
     ref_ptr,
     adv_ptr,
     mask_ptr,
+    wt_ptr,
     logp_ptr,
     lse_ptr,
     ent_ptr,
@@ -139,11 +228,13 @@ def _logits_fwd_kernel(
     flags_ptr,
     dloss_ptr,
     dkl_ptr,
-    N,
+    dlogits_ptr,
     V,
     T_INNER,
     stride_b,
     stride_t,
+    gstride_b,
+    gstride_t,
     temperature,
     lo,
     hi,
@@ -159,34 +250,21 @@ def _logits_fwd_kernel(
     BIAS_KL: tl.constexpr,
     ENTROPY: tl.constexpr,
     CLAMP: tl.constexpr,
+    GRAD: tl.constexpr,
     BLOCK_V: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
-    base = (row // T_INNER) * stride_b + (row % T_INNER) * stride_t
-    row_ptr = logits_ptr + base
-    m = tl.full((), float("-inf"), tl.float32)  # running max of x
-    s = tl.full((), 0.0, tl.float32)  # sum exp(x - m)
-    w = tl.full((), 0.0, tl.float32)  # sum exp(x - m) * (x - m), for the entropy
-    for start in range(0, V, BLOCK_V):
-        offs = start + tl.arange(0, BLOCK_V)
-        x = tl.load(row_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
-        x = x / temperature
-        m_new = tl.maximum(m, tl.max(x, axis=0))
-        # A block (or everything so far) of -inf: shift by 0 instead of -inf so nothing is NaN.
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m - m_safe)
-        e = tl.exp(x - m_safe)
-        if ENTROPY:
-            xm = tl.where(e > 0.0, x - m_safe, 0.0)  # -inf * 0 would be NaN
-            shift = (tl.where(s > 0.0, m, m_safe) - m_safe) * s  # re-base w from m to m_safe
-            w = alpha * (w + shift) + tl.sum(e * xm, axis=0)
-        s = s * alpha + tl.sum(e, axis=0)
-        m = m_new
-    m_safe = tl.where(m == float("-inf"), 0.0, m)
-    log_s = tl.log(s)
-    lse = m_safe + log_s
+    bi = row // T_INNER
+    ti = row % T_INNER
+    row_ptr = logits_ptr + bi * stride_b + ti * stride_t
+    # The target logit is read before the row pass: in the fused in-place mode a warp that is
+    # through the row's reductions (barriers) may already be overwriting the row with dlogits.
     tok = tl.load(ids_ptr + row).to(tl.int64)
     x_tok = tl.load(row_ptr + tok).to(tl.float32) / temperature
+    mx, s, w = _row_stats(row_ptr, V, temperature, ENTROPY, BLOCK_V, NUM_STAGES)
+    log_s = tl.log(s)
+    lse = mx + log_s
     logp = x_tok - lse
     tl.store(logp_ptr + row, logp)
     tl.store(lse_ptr + row, lse)
@@ -209,9 +287,15 @@ def _logits_fwd_kernel(
         )
         tl.store(loss_ptr + row, loss)
         tl.store(kl_ptr + row, kl)
-        tl.store(dloss_ptr + row, dloss)
-        tl.store(dkl_ptr + row, dkl)
         store_flags(flags_ptr, row, c_lo, c_hi, c_dual, c_delta, True)
+        if GRAD:
+            coef = tl.load(wt_ptr + row).to(tl.float32) * dloss
+            grow_ptr = dlogits_ptr + bi * gstride_b + ti * gstride_t
+            _row_grad(row_ptr, grow_ptr, tok, lse, coef, V, temperature, True, BLOCK_V,
+                      NUM_STAGES)
+        else:
+            tl.store(dloss_ptr + row, dloss)
+            tl.store(dkl_ptr + row, dkl)
 
 
 @triton.jit
@@ -229,6 +313,7 @@ def _logits_bwd_kernel(
     gstride_t,
     temperature,
     BLOCK_V: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     bi = row // T_INNER
@@ -236,17 +321,9 @@ def _logits_bwd_kernel(
     row_ptr = logits_ptr + bi * stride_b + ti * stride_t
     grow_ptr = dlogits_ptr + bi * gstride_b + ti * gstride_t
     coef = tl.load(coef_ptr + row)
-    g = coef / temperature
     lse = tl.load(lse_ptr + row)
     tok = tl.load(ids_ptr + row).to(tl.int64)
-    for start in range(0, V, BLOCK_V):
-        offs = start + tl.arange(0, BLOCK_V)
-        in_v = offs < V
-        x = tl.load(row_ptr + offs, mask=in_v, other=float("-inf")).to(tl.float32) / temperature
-        p = tl.exp(x - lse)
-        d = g * (tl.where(offs == tok, 1.0, 0.0) - p)
-        d = tl.where(coef == 0.0, 0.0, d)  # exactly 0 for masked rows, even with NaN logits
-        tl.store(grow_ptr + offs, d.to(dlogits_ptr.dtype.element_ty), mask=in_v)
+    _row_grad(row_ptr, grow_ptr, tok, lse, coef, V, temperature, False, BLOCK_V, NUM_STAGES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,8 +343,6 @@ class LossConfig:
     kl_estimator: str = "k3"
     use_bias_correction_kl: bool = False
     compute_entropy: bool = False
-    inplace_backward: bool = False
-    block_v: int | None = None  # override of the launch heuristic (tests)
 
 
 @dataclass
@@ -282,17 +357,12 @@ class RawOutputs:
     flags: torch.Tensor | None = None  # bool [N, 4]: clipped_low, _high, _dual, _delta
     dloss: torch.Tensor | None = None
     dkl: torch.Tensor | None = None
+    grad: torch.Tensor | None = None  # dlogits of the fused forward+backward mode
 
 
-def block_v_for(V: int, override: int | None = None) -> int:
-    """BLOCK_V heuristic: 4096 (a 16 KB fp32 tile per program) or the next power of two of V."""
-    if override is not None:
-        return override
-    return min(4096, triton.next_power_of_2(V))
-
-
-def _num_warps(block_v: int) -> int:
-    return 16 if block_v >= 4096 else 8 if block_v >= 1024 else 4
+def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Launch on the tensor's device (a cuda:1 tensor must not run on cuda:0's stream)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def row_layout(logits: torch.Tensor) -> tuple[int, int, int, int]:
@@ -303,6 +373,23 @@ def row_layout(logits: torch.Tensor) -> tuple[int, int, int, int]:
         b, t, _ = logits.shape
         return b * t, max(t, 1), logits.stride(0), logits.stride(1)
     raise ValueError(f"logits must be [N, V] or [B, T, V], got shape {tuple(logits.shape)}")
+
+
+def check_disjoint_rows(logits: torch.Tensor) -> None:
+    """An in-place write needs every element at its own address: refuse overlapping rows (an
+    expand() or as_strided view), whose programs would race on the same memory."""
+    dims = sorted(
+        ((st, n) for st, n in zip(logits.stride(), logits.shape) if n > 1), key=lambda d: d[0]
+    )
+    span = 1
+    for st, n in dims:
+        if st < span:
+            raise ValueError(
+                f"in-place gradients need logits whose rows do not overlap in memory, got shape "
+                f"{tuple(logits.shape)} with strides {tuple(logits.stride())} (an expand() or "
+                "as_strided view?): pass a tensor with its own storage, or do not ask for in place"
+            )
+        span = st * n
 
 
 def clip_bounds(cfg: LossConfig) -> tuple[float, float, float, float]:
@@ -325,6 +412,10 @@ def loss_constexprs(cfg: LossConfig, has_old: bool, has_ref: bool) -> dict:
     )
 
 
+def _launch(logits: torch.Tensor, block_v: int | None) -> LogitsLaunch:
+    return logits_launch(logits.shape[-1], logits.dtype, block_v)
+
+
 def logits_forward(
     logits: torch.Tensor,
     ids: torch.Tensor,
@@ -334,36 +425,57 @@ def logits_forward(
     mask: torch.Tensor | None,
     cfg: LossConfig,
     with_loss: bool,
+    *,
+    weights: torch.Tensor | None = None,
+    inplace: bool = False,
+    block_v: int | None = None,
 ) -> RawOutputs:
-    """Launch the forward kernel. logits [N, V] / [B, T, V] with unit last stride; the rest flat [N]."""
+    """Launch the forward kernel. logits [N, V] / [B, T, V] with unit last stride; the rest flat
+    [N]. With `weights` (flat fp32 [N]) the fused forward+backward mode also writes
+    dlogits = d sum(weights * loss) / d logits into `out.grad`: the logits buffer itself when
+    `inplace`, else a new one."""
     V = logits.shape[-1]
     N, t_inner, sb, st = row_layout(logits)
     if N > MAX_ROWS:
         raise ValueError(f"at most {MAX_ROWS} token rows per call, got {N}")
+    if weights is not None and not with_loss:
+        raise ValueError("weights (the fused forward+backward mode) need the loss")
     dev = logits.device
     f32 = dict(device=dev, dtype=torch.float32)
     logp, lse = torch.empty(N, **f32), torch.empty(N, **f32)
     out = RawOutputs(logp, lse, torch.empty(N, **f32) if cfg.compute_entropy else None)
     flags = torch.empty(N if with_loss else 1, 4, device=dev, dtype=torch.int8)
     if with_loss:
-        out.loss, out.kl, out.dloss, out.dkl = (torch.empty(N, **f32) for _ in range(4))
+        out.loss, out.kl = torch.empty(N, **f32), torch.empty(N, **f32)
+        if weights is None:
+            out.dloss, out.dkl = torch.empty(N, **f32), torch.empty(N, **f32)
         out.flags = flags.view(torch.bool)
+    if weights is not None:
+        if inplace:
+            check_disjoint_rows(logits)
+        out.grad = logits if inplace else torch.empty(logits.shape, dtype=logits.dtype, device=dev)
     if N == 0:
         return out
 
     def ptr(t: torch.Tensor | None) -> torch.Tensor:
         return logp if t is None else t  # a placeholder pointer the kernel never touches
 
-    block_v = block_v_for(V, cfg.block_v)
-    _logits_fwd_kernel[(N,)](
-        logits, ids, ptr(old_logp), ptr(ref_logp), ptr(advantages), ptr(mask),
-        logp, lse, ptr(out.entropy), ptr(out.loss), ptr(out.kl), flags, ptr(out.dloss),
-        ptr(out.dkl),
-        N, V, t_inner, sb, st,
-        float(cfg.temperature), *clip_bounds(cfg), float(cfg.beta),
-        LOSS=with_loss, **loss_constexprs(cfg, old_logp is not None, ref_logp is not None),
-        ENTROPY=cfg.compute_entropy, BLOCK_V=block_v, num_warps=_num_warps(block_v),
-    )  # fmt: skip
+    grad = logits if out.grad is None else out.grad
+    _, _, gsb, gst = row_layout(grad)
+    launch = _launch(logits, block_v)
+    with device_guard(logits):
+        _logits_fwd_kernel[(N,)](
+            logits, ids, ptr(old_logp), ptr(ref_logp), ptr(advantages), ptr(mask), ptr(weights),
+            logp, lse, ptr(out.entropy), ptr(out.loss), ptr(out.kl), flags, ptr(out.dloss),
+            ptr(out.dkl), grad,
+            V, t_inner, sb, st, gsb, gst,
+            float(cfg.temperature), *clip_bounds(cfg), float(cfg.beta),
+            LOSS=with_loss, **loss_constexprs(cfg, old_logp is not None, ref_logp is not None),
+            ENTROPY=cfg.compute_entropy, GRAD=weights is not None,
+            BLOCK_V=launch.block_v, NUM_STAGES=launch.num_stages, num_warps=launch.num_warps,
+        )  # fmt: skip
+    if weights is not None and inplace:
+        torch.autograd.graph.increment_version(logits)  # the buffer now holds dlogits
     return out
 
 
@@ -373,35 +485,31 @@ def logits_backward(
     lse: torch.Tensor,
     coef: torch.Tensor,
     cfg: LossConfig,
+    *,
+    inplace: bool = False,
+    block_v: int | None = None,
 ) -> torch.Tensor:
-    """dlogits for dL/dlogp = coef [N]; written into `logits` itself when cfg.inplace_backward."""
+    """dlogits for dL/dlogp = coef [N]; written into `logits` itself when `inplace` (its version
+    counter is bumped, so another autograd node that saved it fails instead of reading
+    gradients)."""
     V = logits.shape[-1]
     N, t_inner, sb, st = row_layout(logits)
-    grad = (
-        logits
-        if cfg.inplace_backward
-        else torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-    )
+    if inplace:
+        check_disjoint_rows(logits)
+        grad = logits
+    else:
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
     if N == 0:
         return grad
     _, _, gsb, gst = row_layout(grad)
-    block_v = block_v_for(V, cfg.block_v)
-    _logits_bwd_kernel[(N,)](
-        logits,
-        grad,
-        ids,
-        lse,
-        coef,
-        V,
-        t_inner,
-        sb,
-        st,
-        gsb,
-        gst,
-        float(cfg.temperature),
-        BLOCK_V=block_v,
-        num_warps=_num_warps(block_v),
-    )
+    launch = _launch(logits, block_v)
+    with device_guard(logits):
+        _logits_bwd_kernel[(N,)](
+            logits, grad, ids, lse, coef, V, t_inner, sb, st, gsb, gst, float(cfg.temperature),
+            BLOCK_V=launch.block_v, NUM_STAGES=launch.num_stages, num_warps=launch.num_warps,
+        )  # fmt: skip
+    if inplace:
+        torch.autograd.graph.increment_version(logits)
     return grad
 
 
@@ -426,16 +534,20 @@ def combine_coef(
 class GRPOLogitsFunction(torch.autograd.Function):
     """(logits, ids, old, ref, adv, mask) -> (loss, logp, kl, flags, entropy), flat [N] outputs.
 
-    Saves logits (no copy), ids and three fp32 [N] vectors. With cfg.inplace_backward the
-    gradient is written into the saved logits buffer and returned as the logits' gradient.
+    Saves logits (no copy), ids and three fp32 [N] vectors. With `inplace` the gradient is
+    written into the saved logits buffer and returned as the logits' gradient.
     old/ref/advantages/mask are constants (no gradient).
     """
 
     @staticmethod
-    def forward(ctx, logits, ids, old_logp, ref_logp, advantages, mask, cfg: LossConfig):
-        out = logits_forward(logits, ids, old_logp, ref_logp, advantages, mask, cfg, True)
+    def forward(ctx, logits, ids, old_logp, ref_logp, advantages, mask, cfg, inplace, block_v):
+        if inplace:
+            check_disjoint_rows(logits)  # refuse before any work, not in backward
+        out = logits_forward(
+            logits, ids, old_logp, ref_logp, advantages, mask, cfg, True, block_v=block_v
+        )
         ctx.save_for_backward(logits, ids, out.lse, out.dloss, out.dkl)
-        ctx.cfg = cfg
+        ctx.cfg, ctx.inplace, ctx.block_v = cfg, inplace, block_v
         entropy = out.entropy if out.entropy is not None else torch.empty(0, device=logits.device)
         ctx.mark_non_differentiable(out.flags, entropy)
         return out.loss, out.logp, out.kl, out.flags, entropy
@@ -444,5 +556,39 @@ class GRPOLogitsFunction(torch.autograd.Function):
     def backward(ctx, g_loss, g_logp, g_kl, _g_flags, _g_entropy):
         logits, ids, lse, dloss, dkl = ctx.saved_tensors
         coef = combine_coef(g_loss, g_logp, g_kl, dloss, dkl)
-        grad = logits_backward(logits, ids, lse, coef, ctx.cfg)
-        return grad, None, None, None, None, None, None
+        grad = logits_backward(
+            logits, ids, lse, coef, ctx.cfg, inplace=ctx.inplace, block_v=ctx.block_v
+        )
+        return grad, None, None, None, None, None, None, None, None
+
+
+class WeightedGRPOLogitsFunction(torch.autograd.Function):
+    """The fused forward+backward mode: (logits, ..., weights) -> (sum(weights * loss), loss,
+    logp, kl, flags, entropy). Forward computes dlogits of the weighted sum (into the logits
+    buffer when `inplace`); backward multiplies it by the upstream scalar gradient, in place,
+    only when that is not exactly 1. Only the weighted sum is differentiable."""
+
+    @staticmethod
+    def forward(ctx, logits, ids, old_logp, ref_logp, advantages, mask, weights, cfg, inplace,
+                block_v):  # fmt: skip
+        out = logits_forward(
+            logits, ids, old_logp, ref_logp, advantages, mask, cfg, True,
+            weights=weights, inplace=inplace, block_v=block_v,
+        )  # fmt: skip
+        total = (out.loss * weights).sum()
+        ctx.grad = out.grad  # not save_for_backward: in place, its version was just bumped
+        entropy = out.entropy if out.entropy is not None else torch.empty(0, device=logits.device)
+        ctx.mark_non_differentiable(out.loss, out.logp, out.kl, out.flags, entropy)
+        return total, out.loss, out.logp, out.kl, out.flags, entropy
+
+    @staticmethod
+    def backward(ctx, g_total, *_unused):
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:
+            raise RuntimeError(
+                "the fused forward+backward GRPO loss was already backpropagated: its gradient "
+                "is computed once, in forward (retain_graph cannot reuse it)"
+            )
+        if not bool(g_total == 1):  # one scalar sync; skips a pass over N x V when it is 1
+            grad.mul_(g_total.to(grad.dtype))
+        return grad, None, None, None, None, None, None, None, None, None

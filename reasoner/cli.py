@@ -6,6 +6,7 @@ work is callable from Python with plain arguments.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -52,28 +53,23 @@ def _config_epilog() -> str:
             + describe_config())
 
 
-@app.command(epilog=_config_epilog(), context_settings={"max_content_width": 120})
-def train(
-    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides: section.field=value."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML config file (default: built-in defaults)."),
-    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="= train.output_dir."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="= train.max_steps."),
-    save_steps: Optional[int] = typer.Option(None, "--save-steps", help="= train.save_steps."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="= train.seed."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the output dir."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier run in the output dir first (its config, logs, checkpoints, final/); without it, or --resume, such a directory is refused."),
-    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config JSON (configs/zero2.json, configs/zero3.json); \"auto\" values come from the train section. Launch with torchrun or deepspeed for several processes."),
-    help_config: bool = typer.Option(False, "--help-config", help="Print every config field with its help and exit."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (the per-step lines stay)."),
-) -> None:
-    """RL training (algo.name: grpo, ...): YAML config + dotted overrides -> metrics.jsonl, checkpoints, final/."""
+_OVERRIDES_ARG = typer.Argument(None, help="Config overrides: section.field=value.")
+
+
+def _run_training(config: Optional[Path], overrides: Optional[list[str]], *,
+                  flags: dict[str, object], resume: bool, deepspeed: Optional[str],
+                  help_config: bool, no_progress: bool, algo: Optional[str] = None,
+                  overwrite: bool = False) -> dict:
+    """`reasoner train` / `reasoner rm`: the config, the DeepSpeed file, the run; a user's
+    mistake is one line (exit status 2)."""
     from reasoner.config import ConfigError, describe_config, load_config
 
     if help_config:
         typer.echo(describe_config())
         raise typer.Exit()
-    flags = {"output_dir": output_dir, "max_steps": max_steps, "save_steps": save_steps, "seed": seed}
     extra = [f"train.{k}={v}" for k, v in flags.items() if v is not None]
+    if algo is not None:
+        extra.append(f"algo.name={algo}")
     try:
         cfg = load_config(config, list(overrides or []) + extra)
     except ConfigError as e:
@@ -90,14 +86,135 @@ def train(
                                      bf16_weights=cfg.model.dtype == "bfloat16")
         except (ValueError, FileNotFoundError) as e:
             _fail(str(e))
+    from reasoner.preferences.formats import PreferenceDataError
+
     try:
-        summary = _user_errors(lambda: run_train(
+        return _user_errors(lambda: run_train(
             cfg, resume=resume, deepspeed_config=deepspeed, progress=not no_progress,
             overwrite=overwrite))
-    except NotImplementedError as e:
+    except (NotImplementedError, PreferenceDataError, FileNotFoundError) as e:
         _fail(str(e))
+
+
+@app.command(epilog=_config_epilog(), context_settings={"max_content_width": 120})
+def train(
+    overrides: Optional[list[str]] = _OVERRIDES_ARG,
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config file (default: built-in defaults)."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="= train.output_dir."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="= train.max_steps."),
+    save_steps: Optional[int] = typer.Option(None, "--save-steps", help="= train.save_steps."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="= train.seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the output dir."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier run in the output dir first (its config, logs, checkpoints, final/); without it, or --resume, such a directory is refused."),
+    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config JSON (configs/zero2.json, configs/zero3.json); \"auto\" values come from the train section. Launch with torchrun or deepspeed for several processes."),
+    help_config: bool = typer.Option(False, "--help-config", help="Print every config field with its help and exit."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (the per-step lines stay)."),
+) -> None:
+    """RL training (algo.name: grpo, ...): YAML config + dotted overrides -> metrics.jsonl, checkpoints, final/."""
+    flags = {"output_dir": output_dir, "max_steps": max_steps, "save_steps": save_steps, "seed": seed}
+    summary = _run_training(config, overrides, flags=flags, resume=resume, deepspeed=deepspeed,
+                            help_config=help_config, no_progress=no_progress,
+                            overwrite=overwrite)
     if summary.get("rank", 0) == 0:
         typer.echo(f"done: {summary['steps']} steps; final policy in {summary['final']}")
+
+
+@app.command(epilog=_config_epilog(), context_settings={"max_content_width": 120})
+def rm(
+    overrides: Optional[list[str]] = _OVERRIDES_ARG,
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config file (configs/rm_tiny.yaml)."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="= train.output_dir."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="= train.max_steps."),
+    save_steps: Optional[int] = typer.Option(None, "--save-steps", help="= train.save_steps."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="= train.seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the output dir."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier run in the output dir first (its config, logs, checkpoints, final/); without it, or --resume, such a directory is refused."),
+    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config JSON, as for train."),
+    help_config: bool = typer.Option(False, "--help-config", help="Print every config field with its help and exit."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (the per-step lines stay)."),
+) -> None:
+    """Reward model from preferences (pairs, rankings, comparisons): the rm section + train -> D/final (AutoModelForSequenceClassification), D/eval.json."""
+    flags = {"output_dir": output_dir, "max_steps": max_steps, "save_steps": save_steps, "seed": seed}
+    summary = _run_training(config, overrides, flags=flags, resume=resume, deepspeed=deepspeed,
+                            help_config=help_config, no_progress=no_progress, algo="rm",
+                            overwrite=overwrite)
+    if summary.get("rank", 0) == 0:
+        ev = summary.get("eval")
+        line = f"done: {summary['steps']} steps; reward model in {summary['final']}"
+        if ev:
+            line += f"; held-out accuracy {ev['accuracy']:.3f} on {ev['num_pairs']} pairs"
+            if "bayes_accuracy" in ev:
+                line += f" (annotator's Bayes-optimal {ev['bayes_accuracy']:.3f})"
+        typer.echo(line)
+
+
+@app.command()
+def preferences(
+    policy: Path = typer.Option(..., "--policy", help="Local HF causal LM directory to sample completions from."),
+    task: str = typer.Option(..., "--task", help="Task whose rows are prompted and whose accuracy reward says what is correct."),
+    output: Path = typer.Option(..., "--output", help="Output JSONL."),
+    k: int = typer.Option(4, "--k", help="Completions sampled per prompt (distinct ones are ranked)."),
+    n: int = typer.Option(2000, "--n", help="Prompts (rows of the split)."),
+    split: str = typer.Option("train", "--split", help="train or test (held out)."),
+    fmt: str = typer.Option("rankings", "--format", help="rankings | pairs (TRL) | comparisons (a, b, winner)."),
+    noise_temperature: float = typer.Option(0.05, "--noise-temperature", help="The annotator's Bradley-Terry noise: P(a over b) = sigmoid((u_a - u_b) / T)."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature of the policy."),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens"),
+    task_option: Optional[list[str]] = typer.Option(None, "--task-option", help="KEY=VALUE task option (repeatable)."),
+    template: Optional[str] = typer.Option(None, "--template", help="Prompt template (default: the task's)."),
+    seed: int = typer.Option(0, "--seed"),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """Rank K completions per prompt sampled from a policy with the synthetic annotator (hidden preference + Bradley-Terry noise)."""
+    from reasoner.preferences.annotator import SyntheticAnnotator
+    from reasoner.preferences.sample import sample_preferences
+    from reasoner.tasks import parse_task_options
+
+    try:
+        r = sample_preferences(policy, task, k=k, n=n, output=output, split=split, fmt=fmt,
+                               task_options=parse_task_options(task_option),
+                               annotator=SyntheticAnnotator(noise_temperature=noise_temperature),
+                               temperature=temperature, max_new_tokens=max_new_tokens,
+                               template=template, seed=seed, progress=not no_progress)
+    except (ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{r.records} rankings ({r.lines} lines) in {output}; {r.left_out} prompts left "
+               f"out; annotator's Bayes-optimal pairwise accuracy {r.bayes_accuracy:.4f}; "
+               f"policy's true score {r.true_score:.4f}; {r.seconds:.0f} s")
+
+
+@app.command()
+def elo(
+    input: Path = typer.Option(..., "--input", help="Comparisons JSONL (a, b, winner; pairs and rankings are read too)."),
+    output: Path = typer.Option(..., "--output", help="ratings.json"),
+    method: str = typer.Option("bt", "--method", help="bt (Bradley-Terry maximum likelihood, Wald intervals) | elo (sequential updates, bootstrap intervals)."),
+    per_prompt: bool = typer.Option(False, "--per-prompt", help="Players are completions of one prompt (rated within it); default: players are the a/b values (policy or checkpoint names)."),
+    prior: float = typer.Option(0.01, "--prior", help="bt: Gaussian prior precision on the ratings (0 = plain MLE)."),
+    k_factor: float = typer.Option(16.0, "--k-factor", help="elo: the K factor."),
+    bootstrap: int = typer.Option(100, "--bootstrap", help="elo: bootstrap resamples for the intervals (0 = none)."),
+    confidence: float = typer.Option(0.95, "--confidence"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Ratings with confidence intervals from pairwise comparisons (of completions, or of whole policies / checkpoints)."""
+    from reasoner.preferences.formats import PreferenceDataError
+    from reasoner.preferences.ratings import ratings_main
+
+    try:
+        out = ratings_main(str(input), str(output), method=method, prior=prior,
+                           k_factor=k_factor, bootstrap=bootstrap, confidence=confidence,
+                           per_prompt=per_prompt, seed=seed)
+    except (PreferenceDataError, ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    def num(x: object) -> str:
+        return f"{x:8.1f}" if isinstance(x, float) else f"{'-':>8}"
+
+    for p in out["players"][:10]:
+        name = p["player"] if isinstance(p["player"], str) else json.dumps(p["player"])
+        typer.echo(f"{num(p['rating'])}  [{num(p['ci_low'])}, {num(p['ci_high'])}]  "
+                   f"{p['games']:5d} games  {name[:60]!r}")
+    typer.echo(f"{out['num_players']} players, {out['num_comparisons']} comparisons -> {output}")
 
 
 @app.command()

@@ -4,8 +4,10 @@
 
 Sections: ``model`` (what is trained), ``lora``, ``data`` (rows and prompts), ``rewards`` (the
 reward functions), ``rollout`` (sampling the completions), ``algo`` (the algorithm: trainer,
-advantage estimator, policy loss and their settings), ``train`` (the run and its optimisation,
-shared by every trainer). Every field carries its help text (``reasoner train --help-config``
+advantage estimator, policy loss and their settings), ``critic`` (PPO / A2C's value model),
+``train`` (the run and its optimisation, shared by every trainer), ``rm`` (reward-model
+training: the preference data and TRL RewardConfig's settings). Every field carries its help
+text (``reasoner train --help-config``
 prints them all). Hyperparameter names follow TRL's GRPOConfig / TrainingArguments where the
 concept is the same, and then mean what TRL's mean. Every bad value is rejected with a
 ``ConfigError`` naming the field: unknown keys, wrong types, out-of-range values and incompatible
@@ -106,6 +108,13 @@ class RewardsConfig:
                                                "reward_weights); null = all 1.0.")
     accuracy_reward: Optional[str] = _f(None, "Reward whose value is logged as accuracy "
                                         "(default: the task's, else the first name).")
+    reward_model_path: Optional[str] = _f(None, "The reward model of the reward_model reward "
+                                          "(a directory saved by reasoner rm, its final/; any "
+                                          "AutoModelForSequenceClassification with one label).")
+    reward_model_batch_size: int = _f(64, "Completions the reward model scores per forward.")
+    reward_model_normalize: bool = _f(False, "Normalize the reward model's scores by the running "
+                                      "mean and std of every score so far (this batch "
+                                      "included; the same on every rank, kept in checkpoints).")
 
 
 @dataclass
@@ -126,19 +135,23 @@ class RolloutConfig:
 
 @dataclass
 class AlgoConfig:
-    """The algorithm: which trainer, advantage estimator and policy loss, and their settings.
-    (PPO's value-function settings and a critic will sit here and in their own section.)"""
+    """The algorithm: which trainer, advantage estimator and policy loss, and their settings
+    (PPO / A2C's value model has its own section, ``critic``)."""
 
-    name: str = _f("grpo", "Algorithm (its trainer): grpo, or a registered one "
-                   "(reasoner.trainers.ALGORITHMS).")
-    adv_estimator: Optional[str] = _f(None, "Advantage estimator (reasoner.algos.ADV_ESTIMATORS "
-                                      "or 'module:function'); null = the algorithm's (grpo: "
-                                      "grpo).")
-    policy_loss: Optional[str] = _f(None, "Policy loss (reasoner.algos.POLICY_LOSSES or "
-                                    "'module:function'); null = the algorithm's (grpo: "
-                                    "clipped).")
+    name: str = _f("grpo", "Algorithm (its trainer): grpo | rloo | reinforce_plus_plus (GRPO's "
+                   "trainer with that advantage estimator) | ppo | a2c (with a critic), or a "
+                   "registered one (reasoner.trainers.ALGORITHMS).")
+    adv_estimator: Optional[str] = _f(None, "Advantage estimator (reasoner.algos.ADV_ESTIMATORS: "
+                                      "grpo, rloo, reinforce_plus_plus, or 'module:function'); "
+                                      "null = the algorithm's (grpo: grpo). PPO / A2C use GAE "
+                                      "over the critic's values.")
+    policy_loss: Optional[str] = _f(None, "Policy loss (reasoner.algos.POLICY_LOSSES: clipped, "
+                                    "vanilla, or 'module:function'); null = the algorithm's "
+                                    "(clipped; a2c: vanilla, no ratio clip).")
     beta: float = _f(0.0, "KL coefficient (0 = no reference model).")
-    kl_estimator: str = _f("k3", "KL estimator: k1 | k2 | k3.")
+    kl_estimator: str = _f("k3", "KL estimator: k1 | k2 | k3 (GRPO: in the loss or, with "
+                           "kl_in_reward, the reward; PPO / A2C: in the per-token reward, TRL's "
+                           "PPO default being k1).")
     kl_in_reward: bool = _f(False, "Subtract beta * sequence KL from the reward instead of adding "
                             "beta * KL to the loss.")
     use_bias_correction_kl: bool = _f(True, "TRL's option (and default): multiply the per-token "
@@ -166,6 +179,96 @@ class AlgoConfig:
     overlong_buffer_len: Optional[int] = _f(None, "DAPO soft overlong penalty: buffer length in "
                                             "tokens before max_completion_length; null = off.")
     overlong_penalty_factor: float = _f(1.0, "Maximum soft overlong penalty.")
+    missing_eos_penalty: Optional[float] = _f(None, "Subtract this from the reward of completions "
+                                              "that end without an EOS token (hit "
+                                              "max_completion_length); TRL's PPO / RLOO option; "
+                                              "null = off.")
+    # PPO with a critic and A2C (algo.name: ppo | a2c); REINFORCE++ reads gamma. TRL's PPOConfig
+    # names, with TRL's meanings (see README "PPO, A2C, RLOO, REINFORCE++").
+    num_ppo_epochs: int = _f(4, "PPO: passes over each rollout batch (TRL). A2C makes one.")
+    num_mini_batches: int = _f(1, "PPO: mini-batches per pass, each one optimizer step of the "
+                               "policy and the critic; the rows of every rank are shuffled "
+                               "together and split (TRL). A2C makes one.")
+    cliprange: float = _f(0.2, "PPO: the ratio is clipped to [1 - cliprange, 1 + cliprange] "
+                          "(TRL's PPO name; GRPO's is epsilon). A2C does not clip.")
+    cliprange_value: float = _f(0.2, "PPO: the value prediction is clipped to the rollout's "
+                                "value +- cliprange_value and the larger squared error is taken "
+                                "(TRL).")
+    vf_coef: float = _f(0.1, "Value loss coefficient (TRL): loss = policy loss + vf_coef * "
+                        "value loss, value loss = 0.5 * mean squared error.")
+    gamma: float = _f(1.0, "Discount factor of the per-token returns (TRL); PPO, A2C, "
+                      "REINFORCE++.")
+    lam: float = _f(0.95, "Lambda of generalised advantage estimation (TRL).")
+    kl_coef: float = _f(0.05, "PPO / A2C: coefficient of the per-token KL penalty in the reward, "
+                        "r_t = -kl_coef * KL_t plus the sequence score at the last token "
+                        "(TRL); the starting value with adap_kl_ctrl; 0 = no reference model.")
+    adap_kl_ctrl: bool = _f(False, "PPO / A2C: the adaptive KL controller of Ziegler et al. "
+                            "(2019), as TRL <= 0.11's adap_kl_ctrl: after each step kl_coef *= "
+                            "1 + clip(KL / kl_target - 1, -0.2, 0.2) * completions / kl_horizon, "
+                            "KL the mean sequence KL of the step.")
+    kl_target: float = _f(6.0, "Target sequence KL of the adaptive controller (TRL <= 0.11's "
+                          "target).")
+    kl_horizon: int = _f(10000, "Horizon of the adaptive controller, in completions (TRL <= "
+                         "0.11's horizon).")
+    whiten_rewards: bool = _f(False, "PPO / A2C: whiten the per-token rewards (scaled to unit "
+                              "variance, mean kept) before GAE (TRL).")
+    whiten_advantages: bool = _f(True, "PPO / A2C: whiten the GAE advantages over the step's "
+                                 "tokens (TRL always does).")
+    ptx_coef: float = _f(0.0, "PPO-ptx (InstructGPT): add ptx_coef * the SFT loss of "
+                         "ptx_batch_size rows (prompt + worked solution) to every policy "
+                         "optimizer step; 0 = off.")
+    ptx_dataset_path: Optional[str] = _f(None, "PPO-ptx rows: a jsonl / parquet / datasets "
+                                         "directory with question and solution columns; null = "
+                                         "the task's worked solutions.")
+    ptx_batch_size: int = _f(8, "PPO-ptx rows per optimizer step (per process).")
+
+
+@dataclass
+class CriticConfig:
+    """The value model of PPO / A2C (algo.name: ppo | a2c)."""
+
+    model_path: Optional[str] = _f(None, "Local Hugging Face directory the value model starts from "
+                                   "(e.g. a reward model saved by reasoner rm; a model without a "
+                                   "score head gets a fresh one); null = the policy's starting "
+                                   "weights (model.path). Loaded as "
+                                   "AutoModelForSequenceClassification with num_labels=1.")
+    shared_trunk: bool = _f(False, "A value head on the policy's trunk instead of a separate value "
+                            "model: one model and one optimizer, the value loss trains the trunk "
+                            "too.")
+    learning_rate: Optional[float] = _f(None, "The separate value model's peak learning rate; "
+                                        "null = train.learning_rate.")
+    critic_warmup_steps: int = _f(0, "Steps at the start in which only the critic learns (the "
+                                  "policy is not updated; separate value model only).")
+
+
+@dataclass
+class RMConfig:
+    """Reward-model training (`reasoner rm`, algo.name=rm); the run and its optimisation are the
+    train section's (train.per_device_train_batch_size counts preference records: a pair, a
+    ranking, or a prompt's comparisons). Names are TRL RewardConfig's where the concept is the
+    same."""
+
+    dataset_path: Optional[str] = _f(None, "Preference JSONL: TRL pairs (prompt, chosen, "
+                                     "rejected, margin), rankings (prompt, completions best "
+                                     "first, a list = tied group) or comparisons (prompt, a, "
+                                     "b, winner); see reasoner/preferences/formats.py.")
+    eval_dataset_path: Optional[str] = _f(None, "Held-out preference JSONL (null: hold out "
+                                          "rm.eval_fraction of the training prompts).")
+    eval_fraction: float = _f(0.1, "Without eval_dataset_path: the fraction of prompts held out "
+                              "for evaluation (by a stable hash of the prompt; 0 = none).")
+    format: str = _f("auto", "auto (each line by its keys) | pairs | rankings | comparisons.")
+    max_length: Optional[int] = _f(1024, "TRL's: records with a sequence (prompt + completion) "
+                                   "longer than this many tokens are left out (counted and "
+                                   "printed); null = no limit.")
+    center_rewards_coefficient: Optional[float] = _f(None, "TRL's: adds coefficient * mean over "
+                                                     "pairs of (r_chosen + r_rejected)^2 to the "
+                                                     "loss (mean-zero rewards); e.g. 0.01.")
+    ties: str = _f("drop", "Tied pairs: drop (not in the loss) | half (each side half a win: "
+                   "-(log s(d) + log s(-d)) / 2).")
+    eval_steps: int = _f(0, "Evaluate on the held-out records every N steps (0 = at the end "
+                         "only).")
+    eval_batch_size: int = _f(64, "Sequences per forward in evaluation.")
+    calibration_bins: int = _f(10, "Bins of predicted win probability for calibration and ECE.")
 
 
 @dataclass
@@ -219,7 +322,9 @@ class Config:
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    rm: RMConfig = field(default_factory=RMConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -513,6 +618,12 @@ def validate(cfg: Config) -> None:
     if r.accuracy_reward is not None and r.names:
         _require(r.accuracy_reward in r.names,
                  f"rewards.accuracy_reward {r.accuracy_reward!r} is not in rewards.names")
+    _require("reward_model" not in r.names or r.reward_model_path is not None,
+             "rewards.names has reward_model: set rewards.reward_model_path (reasoner rm's "
+             "output_dir/final)")
+    _require(r.reward_model_batch_size >= 1,
+             f"rewards.reward_model_batch_size must be >= 1, got {r.reward_model_batch_size}")
+    _validate_rm(cfg)
 
     for sec, obj, names in (
             ("rollout", ro, ("num_generations", "max_completion_length")),
@@ -523,9 +634,13 @@ def validate(cfg: Config) -> None:
         for name in names:
             _require(getattr(obj, name) >= 1,
                      f"{sec}.{name} must be >= 1, got {getattr(obj, name)}")
-    _require(ro.num_generations >= 2, f"rollout.num_generations must be >= 2 (group-relative "
-             f"advantages need a group), got {ro.num_generations}")
-    _require(cfg.generation_batch_size % ro.num_generations == 0,
+    from reasoner.trainers import CRITIC_ALGORITHMS
+
+    with_critic = a.name in CRITIC_ALGORITHMS
+    _require(ro.num_generations >= (1 if with_critic else 2),
+             f"rollout.num_generations must be >= 2 (group-relative advantages need a group; "
+             f"ppo and a2c take 1), got {ro.num_generations}")
+    _require(a.name == "rm" or cfg.generation_batch_size % ro.num_generations == 0,
              f"train.per_device_train_batch_size * train.gradient_accumulation_steps "
              f"({cfg.generation_batch_size}) must be divisible by rollout.num_generations "
              f"({ro.num_generations})")
@@ -564,6 +679,7 @@ def validate(cfg: Config) -> None:
                  f"algo.overlong_buffer_len must be in [1, rollout.max_completion_length="
                  f"{ro.max_completion_length}], got {a.overlong_buffer_len}")
     _require(a.overlong_penalty_factor >= 0, "algo.overlong_penalty_factor must be >= 0")
+    _check_actor_critic(cfg, with_critic)
 
     _choice(t.device, DEVICES, "train.device")
     _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
@@ -581,6 +697,70 @@ def validate(cfg: Config) -> None:
     _require(t.save_total_limit is None or t.save_total_limit >= 1,
              f"train.save_total_limit must be >= 1 or null, got {t.save_total_limit}")
     _require(t.log_completions_steps >= 0, "train.log_completions_steps must be >= 0")
+
+
+def _validate_rm(cfg: Config) -> None:
+    from reasoner.preferences.formats import FORMATS
+    from reasoner.trainers.reward import TIES
+
+    rm = cfg.rm
+    _require(cfg.algo.name != "rm" or rm.dataset_path is not None,
+             "rm.dataset_path must be set (a preference JSONL) to train a reward model")
+    _choice(rm.format, ("auto", *FORMATS), "rm.format")
+    _choice(rm.ties, TIES, "rm.ties")
+    _require(0 <= rm.eval_fraction < 1, f"rm.eval_fraction must be in [0, 1), got "
+             f"{rm.eval_fraction}")
+    _require(rm.max_length is None or rm.max_length >= 1, "rm.max_length must be >= 1 or null")
+    _require(rm.center_rewards_coefficient is None or rm.center_rewards_coefficient >= 0,
+             f"rm.center_rewards_coefficient must be >= 0 or null, got "
+             f"{rm.center_rewards_coefficient}")
+    for name in ("eval_batch_size", "calibration_bins"):
+        _require(getattr(rm, name) >= 1, f"rm.{name} must be >= 1, got {getattr(rm, name)}")
+    _require(rm.eval_steps >= 0, f"rm.eval_steps must be >= 0, got {rm.eval_steps}")
+
+
+def _check_actor_critic(cfg: Config, with_critic: bool) -> None:
+    """PPO / A2C / REINFORCE++ settings and the critic section."""
+    a, c, t = cfg.algo, cfg.critic, cfg.train
+    for name in ("num_ppo_epochs", "num_mini_batches", "kl_horizon", "ptx_batch_size"):
+        _require(getattr(a, name) >= 1, f"algo.{name} must be >= 1, got {getattr(a, name)}")
+    _require(0 < a.cliprange < 1, f"algo.cliprange must be in (0, 1), got {a.cliprange}")
+    _require(a.cliprange_value > 0, f"algo.cliprange_value must be > 0, got {a.cliprange_value}")
+    _require(a.vf_coef >= 0, f"algo.vf_coef must be >= 0, got {a.vf_coef}")
+    _require(0 <= a.gamma <= 1, f"algo.gamma must be in [0, 1], got {a.gamma}")
+    _require(0 <= a.lam <= 1, f"algo.lam must be in [0, 1], got {a.lam}")
+    _require(a.kl_coef >= 0, f"algo.kl_coef must be >= 0, got {a.kl_coef}")
+    _require(a.kl_target > 0, f"algo.kl_target must be > 0, got {a.kl_target}")
+    _require(a.ptx_coef >= 0, f"algo.ptx_coef must be >= 0, got {a.ptx_coef}")
+    _require(a.missing_eos_penalty is None or a.missing_eos_penalty >= 0,
+             f"algo.missing_eos_penalty must be >= 0 or null, got {a.missing_eos_penalty}")
+    _require(c.learning_rate is None or c.learning_rate > 0,
+             f"critic.learning_rate must be > 0 or null, got {c.learning_rate}")
+    _require(c.critic_warmup_steps >= 0,
+             f"critic.critic_warmup_steps must be >= 0, got {c.critic_warmup_steps}")
+    if not with_critic:
+        _require(a.ptx_coef == 0, f"algo.ptx_coef (PPO-ptx) needs algo.name ppo or a2c, got "
+                 f"{a.name!r}")
+        return
+    _require(a.adv_estimator is None, f"algo.adv_estimator must be null for algo.name={a.name}: "
+             f"its advantages are GAE over the critic's values (got {a.adv_estimator!r})")
+    _require(a.beta == 0 and not a.kl_in_reward,
+             f"algo.beta / algo.kl_in_reward are GRPO's KL settings; {a.name}'s KL penalty is in "
+             f"the per-token reward: set algo.kl_coef (and algo.beta=0)")
+    _require(a.epsilon == AlgoConfig.epsilon,
+             f"algo.epsilon is GRPO's clip range; {a.name}'s is algo.cliprange (TRL's PPO name)")
+    _require(not cfg.rollout.dynamic_sampling,
+             f"rollout.dynamic_sampling refills zero-std groups for group-relative advantages; "
+             f"{a.name} has a critic: set it to false")
+    _require(c.critic_warmup_steps < t.max_steps,
+             f"critic.critic_warmup_steps ({c.critic_warmup_steps}) must be < train.max_steps "
+             f"({t.max_steps}): the policy would never learn")
+    _require(not (c.shared_trunk and c.critic_warmup_steps > 0),
+             "critic.critic_warmup_steps needs a separate value model: with critic.shared_trunk "
+             "the value loss trains the policy's trunk")
+    _require(not (c.shared_trunk and c.model_path is not None),
+             "critic.model_path is the separate value model's start; with critic.shared_trunk the "
+             "value head sits on the policy's trunk: leave it null")
 
 
 def _check_task(name: str, options: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,11 @@ PLOTS = (  # file name -> (title, metric keys)
     ("reward.png", "reward", ("reward/mean",)),
     ("accuracy.png", "accuracy", ("accuracy",)),
     ("length.png", "completion length", ("completion_length/mean", "completion_length/max")),
+)
+# written only when the run logged one of their keys (a critic's, a KL penalty in the reward)
+OPTIONAL_PLOTS = (
+    ("value.png", "critic", ("value_loss", "explained_variance", "value_clipfrac")),
+    ("kl.png", "KL penalty", ("kl", "kl_coef")),
 )
 
 
@@ -92,8 +98,11 @@ class MetricsLogger:
             self.tb.close()
 
 
-def plot_metrics(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
-    """PNG line plots of reward, accuracy and completion length over steps (matplotlib Agg)."""
+def plot_metrics(metrics_path: str | Path, out_dir: str | Path,
+                 plots: Sequence[tuple[str, str, tuple[str, ...]]] | None = None) -> list[Path]:
+    """PNG line plots over steps (matplotlib Agg): `plots` (file name, title, metric keys),
+    default PLOTS (reward, accuracy, completion length); with a critic also its value loss and
+    explained variance, and the KL and its coefficient."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,7 +110,9 @@ def plot_metrics(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
 
     recs = read_metrics(metrics_path)
     out = []
-    for fname, title, keys in PLOTS:
+    logged = {k for r in recs for k in r}
+    optional = [p for p in OPTIONAL_PLOTS if "kl_coef" in logged and logged & set(p[2])]
+    for fname, title, keys in (*(PLOTS if plots is None else plots), *optional):
         fig, ax = plt.subplots(figsize=(6, 3.5))
         drawn = False
         for k in keys:
@@ -126,8 +137,12 @@ class Progress:
     """A rich progress bar with ETA and live reward / accuracy; a no-op when disabled."""
 
     def __init__(self, total: int, start: int = 0, *, enabled: bool = True,
-                 description: str = "GRPO") -> None:
+                 description: str = "GRPO",
+                 info: Callable[[dict[str, Any]], str | None] | None = None) -> None:
+        """`info`: the live text from a step's metrics (None, or returning None: reward,
+        accuracy and length)."""
         self.enabled = enabled
+        self.info = info
         if not enabled:
             return
         from rich.progress import (
@@ -150,9 +165,11 @@ class Progress:
     def update(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        info = (f"reward {metrics.get('reward/mean', float('nan')):.3f}  "
-                f"acc {metrics.get('accuracy', float('nan')):.3f}  "
-                f"len {metrics.get('completion_length/mean', float('nan')):.1f}")
+        info = self.info(metrics) if self.info is not None else None
+        if info is None:
+            info = (f"reward {metrics.get('reward/mean', float('nan')):.3f}  "
+                    f"acc {metrics.get('accuracy', float('nan')):.3f}  "
+                    f"len {metrics.get('completion_length/mean', float('nan')):.1f}")
         self.bar.update(self.task, completed=step, info=info)
 
     def print(self, text: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from reasoner.config import Config, load_config
+from reasoner.trainers import ALGORITHMS
 from reasoner.trainers.batch import Batch
 from reasoner.trainers.grpo import GRPOTrainer
 
@@ -59,10 +60,11 @@ def global_batch(vocab: int, pad_id: int, seed: int = 1234) -> Batch:
 
 
 def fixed_trainer(cfg: Config, deepspeed_config: Any = None) -> GRPOTrainer:
-    """A trainer whose every step trains on its rank's slice of `global_batch`. With the
-    environment variable POISON_FIRST_STEP=1 the last rank's loss is NaN in step 1 (so every
-    rank must skip that update)."""
-    trainer = GRPOTrainer(cfg, deepspeed_config=deepspeed_config, progress=False)
+    """A trainer (``algo.name``'s: GRPO, PPO, ...) whose every step trains on its rank's slice
+    of `global_batch`. With the environment variable POISON_FIRST_STEP=1 the last rank's loss is
+    NaN in step 1 (so every rank must skip that update)."""
+    trainer = ALGORITHMS.get(cfg.algo.name)(cfg, deepspeed_config=deepspeed_config,
+                                            progress=False)
     full = global_batch(trainer.model.config.vocab_size, trainer.tokenizer.pad_token_id)
     per_rank = len(full) // trainer.world
     lo, hi = trainer.rank * per_rank, (trainer.rank + 1) * per_rank

@@ -28,7 +28,11 @@ def test_defaults_are_valid_and_follow_trl_names():
             ("rollout", ("num_generations", "max_completion_length", "temperature", "top_p",
                          "top_k")),
             ("algo", ("beta", "epsilon", "epsilon_high", "num_iterations", "loss_type",
-                      "scale_rewards", "mask_truncated_completions")),
+                      "scale_rewards", "mask_truncated_completions",
+                      # TRL's PPOConfig
+                      "num_ppo_epochs", "num_mini_batches", "cliprange", "cliprange_value",
+                      "vf_coef", "gamma", "lam", "kl_coef", "kl_estimator", "whiten_rewards",
+                      "missing_eos_penalty")),
             ("train", ("learning_rate", "per_device_train_batch_size",
                        "gradient_accumulation_steps", "max_grad_norm", "lr_scheduler_type",
                        "warmup_ratio", "warmup_steps", "max_steps", "seed", "bf16"))):
@@ -93,7 +97,16 @@ def test_a_file_with_the_old_grpo_section_reads_the_same():
         ("algo.loss_type=ppo", "algo.loss_type must be one of grpo, dapo, dr_grpo, bnpo"),
         ("algo.scale_rewards=std", "algo.scale_rewards must be one of"),
         ("algo.kl_estimator=k4", "algo.kl_estimator must be one of k1, k2, k3"),
-        ("algo.name=ppo_xyz", "algo.name: unknown algorithm 'ppo_xyz'; available: grpo"),
+        ("algo.name=ppo_xyz", "algo.name: unknown algorithm 'ppo_xyz'; available: a2c, grpo, "
+                              "ppo, reinforce_plus_plus, rloo"),
+        ("algo.gamma=1.5", "algo.gamma must be in [0, 1], got 1.5"),
+        ("algo.lam=-0.1", "algo.lam must be in [0, 1], got -0.1"),
+        ("algo.cliprange=0", "algo.cliprange must be in (0, 1), got 0"),
+        ("algo.cliprange_value=0", "algo.cliprange_value must be > 0"),
+        ("algo.num_ppo_epochs=0", "algo.num_ppo_epochs must be >= 1, got 0"),
+        ("algo.kl_target=0", "algo.kl_target must be > 0"),
+        ("algo.ptx_coef=0.5", "algo.ptx_coef (PPO-ptx) needs algo.name ppo or a2c, got 'grpo'"),
+        ("critic.learning_rate=0", "critic.learning_rate must be > 0 or null, got 0"),
         ("algo.adv_estimator=nope", "algo.adv_estimator: unknown advantage estimator 'nope'"),
         ("algo.policy_loss=nope:f", "algo.policy_loss: policy loss 'nope:f': cannot import"),
         ("rollout.num_generations=1", "rollout.num_generations must be >= 2"),
@@ -141,6 +154,31 @@ def test_delta_must_exceed_one_plus_epsilon_high():
     with pytest.raises(ConfigError, match="must be > 1 \\+ epsilon_high = 1.28, got 1.25"):
         load_config(TINY, ["algo.epsilon_high=0.28", "algo.delta=1.25"])
     assert load_config(TINY, ["algo.epsilon_high=0.28", "algo.delta=1.5"]).algo.delta == 1.5
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["algo.adv_estimator=grpo"], "algo.adv_estimator must be null for algo.name=ppo: its "
+                                  "advantages are GAE"),
+    (["algo.beta=0.04"], "ppo's KL penalty is in the per-token reward: set algo.kl_coef"),
+    (["algo.epsilon=0.3"], "algo.epsilon is GRPO's clip range; ppo's is algo.cliprange"),
+    (["rollout.dynamic_sampling=true"], "rollout.dynamic_sampling refills zero-std groups"),
+    (["critic.critic_warmup_steps=4"], "critic.critic_warmup_steps (4) must be < "
+                                       "train.max_steps (4)"),
+    (["critic.shared_trunk=true", "critic.critic_warmup_steps=1"],
+     "critic.critic_warmup_steps needs a separate value model"),
+    (["critic.shared_trunk=true", "critic.model_path=/rm"], "leave it null"),
+])
+def test_ppo_settings_that_do_not_fit_are_rejected(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(TINY, ["algo.name=ppo", *overrides])
+    assert message in str(e.value)
+
+
+def test_ppo_and_a2c_take_one_completion_per_prompt_grpo_does_not():
+    assert load_config(TINY, ["algo.name=ppo", "rollout.num_generations=1"]).algo.name == "ppo"
+    assert load_config(TINY, ["algo.name=a2c", "rollout.num_generations=1"]).algo.name == "a2c"
+    with pytest.raises(ConfigError, match="rollout.num_generations must be >= 2"):
+        load_config(TINY, ["algo.name=rloo", "rollout.num_generations=1"])
 
 
 def test_reward_weights_length_must_match():

@@ -104,6 +104,7 @@ def _with_splits(ins, case, num_splits, chunk_size, kw):
     """Call the autograd Function directly to force a number of vocabulary splits."""
     from reasoner_kernels.api import _flat_tokens, _loss_config, _unflatten
     from reasoner_kernels.triton_fused_linear import FusedLinearConfig, FusedLinearGRPOFunction
+    from reasoner_kernels.triton_logits import LossConfig
 
     _, _, _, ids, old, ref, adv, mask = case
     kw = dict(kw)
@@ -120,7 +121,8 @@ def _with_splits(ins, case, num_splits, chunk_size, kw):
         ref,
     )
     cfg = FusedLinearConfig(
-        compute_entropy=ent, chunk_size=chunk_size, blocks=BLOCKS, num_splits=num_splits, **lk
+        LossConfig(compute_entropy=ent, **lk), chunk_size=chunk_size, blocks=BLOCKS,
+        num_splits=num_splits,
     )
     o, r, a, m = _flat_tokens(ids.shape, dev32(old), dev32(ref), dev32(adv), mask.to(DEV))
     outs = FusedLinearGRPOFunction.apply(ins[0], ins[1], ins[2], ids.to(DEV), o, r, a, m, cfg)
@@ -311,3 +313,35 @@ def test_half_precision_inputs(dtype):
         assert a.grad.dtype == dtype
         err = (a.grad.double().cpu() - e.grad).norm() / e.grad.norm()
         assert err < 2e-2, err  # dlogits is rounded to the input dtype before the GEMMs
+
+
+@pytest.mark.parametrize("n,h,v,splits", [(41, 24, 97, None), (19, 48, 161, 2)])
+def test_partial_tiles_odd_rows_hidden_and_vocabulary(n, h, v, splits):
+    """No dimension a multiple of its tile (16 x 32 x 16 here; the GPU test runs N = 2000,
+    V = 32001 at the real tiles), with and without vocabulary splits."""
+    case = make_case(n=n, h=h, v=v, seed=11, log_ratios=MILD_LOG_RATIOS)
+    kw = dict(temperature=0.9, delta=2.0, beta=0.05, use_bias_correction_kl=True,
+              compute_entropy=True)  # fmt: skip
+    out, ins, rout, rins = run_both(case, num_splits=splits, chunk_size=16, **kw)
+    check(out, ins, rout, rins)
+    close(out.entropy, rout.entropy)
+
+
+def test_dweight_accumulation_paths():
+    """fp32 operands go through torch.addmm, 16-bit ones (on the CPU) through the Triton GEMM;
+    the first chunk ignores the buffer's old contents, NaN included, later ones add to it."""
+    from reasoner_kernels.triton_fused_linear import accumulate_dweight
+
+    g = torch.Generator().manual_seed(12)
+    d = torch.randn(37, 50, generator=g).to(DEV)
+    h = torch.randn(37, 21, generator=g).to(DEV)
+    for dtype in (torch.float32, torch.bfloat16):
+        dd, hh = d.to(dtype), h.to(dtype)
+        expect = dd.double().t() @ hh.double()
+        dw = torch.full((50, 21), float("nan"), device=DEV)
+        path = accumulate_dweight(dw, dd, hh, first=True)
+        close(dw, expect, rtol=1e-4, atol=1e-4)
+        accumulate_dweight(dw, dd, hh, first=False)
+        close(dw, 2 * expect, rtol=1e-4, atol=1e-4)
+        if DEV == "cpu":
+            assert path == ("torch fp32" if dtype == torch.float32 else "triton")

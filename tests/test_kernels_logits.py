@@ -14,9 +14,14 @@ if not torch.cuda.is_available():
 
 pytest.importorskip("triton")
 
-from reasoner_kernels import LOG_RATIO_CLAMP, grpo_loss, logprobs  # noqa: E402
+from reasoner_kernels import (  # noqa: E402
+    LOG_RATIO_CLAMP,
+    grpo_loss,
+    logprobs,
+    weighted_grpo_loss,
+)
 from reasoner_kernels.reference import grpo_loss_reference, selective_logp  # noqa: E402
-from reasoner_kernels.triton_logits import block_v_for  # noqa: E402
+from reasoner_kernels.tuning import LogitsLaunch, logits_launch  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 NEG_INF = float("-inf")
@@ -382,11 +387,26 @@ def test_auto_backend_on_cpu_is_the_reference_and_errors_are_clear():
         grpo_loss(x, ids.to(DEV), fp32(old[:2]), None, fp32(adv), mask.to(DEV), backend="triton")
 
 
-def test_block_v_heuristic():
-    assert block_v_for(151936) == 4096
-    assert block_v_for(300) == 512
-    assert block_v_for(16) == 16
-    assert block_v_for(300, 128) == 128
+def test_launch_table_defaults_and_overrides(monkeypatch):
+    assert logits_launch(151936, torch.bfloat16).block_v == 4096
+    assert logits_launch(300, torch.float32).block_v == 512
+    assert logits_launch(16, torch.float32).block_v == 16
+    assert logits_launch(300, torch.float32, 128).block_v == 128
+    with pytest.raises(ValueError, match="power of two"):
+        logits_launch(300, torch.float32, 100)
+    from reasoner_kernels import tuning
+
+    entry = LogitsLaunch(block_v=64, num_warps=2, num_stages=1)
+    monkeypatch.setitem(tuning.LOGITS_TABLE, (300, "fp32"), entry)
+    assert logits_launch(300, torch.float32) == entry  # a table entry wins over the default
+    assert logits_launch(300, torch.bfloat16).block_v == 512  # keyed on the dtype too
+    # the table entry is what the kernel launches with: same results as an explicit block_v
+    case = make_case(n=9, v=300, seed=30)
+    a, ga, *_ = run_both(case, block_v=None, temperature=0.7, beta=0.1)
+    monkeypatch.delitem(tuning.LOGITS_TABLE, (300, "fp32"))
+    b, gb, *_ = run_both(case, block_v=None, temperature=0.7, beta=0.1)
+    close(a.loss, b.loss, rtol=1e-6)
+    close(ga, gb, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -414,3 +434,268 @@ def test_half_precision_logits_are_upcast_and_gradients_come_back_in_their_dtype
     close(out.logp, rout.logp)  # fp32 math on the same inputs
     close(out.entropy, rout.entropy)
     close(leaf.grad, x64.grad, rtol=1e-2, atol=1e-3)  # one rounding to the half dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused forward+backward mode (weighted_grpo_loss), in-place hazards, partial tiles
+
+
+def run_weighted(case, weights, *, inplace, block_v=128, scale=1.0, dtype=torch.float32, **kw):
+    """(output, logits leaf's gradient, the buffer handed to the kernel) of scale * weighted loss."""
+    logits, ids, old, ref, adv, mask = case
+    leaf = logits.to(dtype).to(DEV).requires_grad_()
+    x = leaf * 1  # a non-leaf buffer the in-place mode may overwrite
+    out = weighted_grpo_loss(
+        x, ids.to(DEV), fp32(old), fp32(ref), fp32(adv), mask.to(DEV), weights.to(DEV),
+        backend="triton", block_v=block_v, inplace=inplace, **kw,
+    )  # fmt: skip
+    (scale * out.loss).backward()
+    return out, leaf.grad, x
+
+
+FUSED_KW = dict(temperature=0.8, eps_high=0.28, delta=2.0, dual_clip=1.5, beta=0.05,
+                use_bias_correction_kl=True, compute_entropy=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_fused_forward_backward_equals_two_pass_and_float64(inplace):
+    case = make_case(n=30, v=300, seed=40)
+    logits, ids, old, ref, adv, mask = case
+    g = torch.Generator().manual_seed(41)
+    weights = torch.rand(30, generator=g, dtype=torch.float64) / 30  # e.g. mask / normaliser
+    out, grad, x = run_weighted(case, weights, inplace=inplace, scale=0.37, **FUSED_KW)
+    # float64 reference: the same weighted sum through autograd
+    rl = logits.clone().requires_grad_()
+    rout = grpo_loss_reference(rl, ids, old, ref, adv, mask, **FUSED_KW)
+    (0.37 * (rout.loss * weights).sum()).backward()
+    close(out.loss, (rout.loss * weights).sum().detach(), rtol=1e-5)
+    check_outputs(out.tokens, rout)
+    close(out.tokens.entropy, rout.entropy)
+    close(grad, rl.grad, rtol=1e-4, atol=1e-7)
+    assert not out.tokens.loss.requires_grad and not out.tokens.logp.requires_grad
+    # the two-pass path with the same weights as its upstream gradient
+    leaf = logits.float().to(DEV).requires_grad_()
+    two = grpo_loss(
+        leaf * 1, ids.to(DEV), fp32(old), fp32(ref), fp32(adv), mask.to(DEV), backend="triton",
+        block_v=128, **FUSED_KW,
+    )  # fmt: skip
+    (0.37 * (two.loss * weights.float().to(DEV)).sum()).backward()
+    close(grad, leaf.grad, rtol=1e-5, atol=1e-8)
+    if inplace:  # the buffer handed in now holds the gradient (scaled by 0.37 in backward)
+        assert torch.equal(x.detach(), grad)
+    else:
+        close(x.detach(), logits.float())
+
+
+def test_fused_mode_upstream_one_skips_scaling_and_backward_runs_once():
+    case = make_case(n=12, v=220, seed=42)
+    weights = torch.full((12,), 0.25, dtype=torch.float64)
+    out, grad, _ = run_weighted(case, weights, inplace=False, temperature=1.1)
+    rl = case[0].clone().requires_grad_()
+    rout = grpo_loss_reference(rl, *case[1:], temperature=1.1)
+    (rout.loss * 0.25).sum().backward()
+    close(grad, rl.grad, rtol=1e-4, atol=1e-7)
+    x = case[0].float().to(DEV).requires_grad_()
+    again = weighted_grpo_loss(
+        x, case[1].to(DEV), fp32(case[2]), None, fp32(case[4]), case[5].to(DEV),
+        weights.to(DEV), backend="triton",
+    )  # fmt: skip
+    again.loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="already backpropagated"):
+        again.loss.backward()
+
+
+def test_fused_mode_weights_broadcast_per_sequence_on_a_strided_view():
+    g = torch.Generator().manual_seed(43)
+    B, T, V = 3, 7, 257  # V = 2 * 128 + 1: a one-element last block
+    full = torch.randn(B, T + 1, V, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, V, (B, T), generator=g)
+    adv = torch.randn(B, 1, generator=g, dtype=torch.float64)
+    mask = torch.rand(B, T, generator=g) > 0.3
+    w = 1.0 / mask.sum(1, keepdim=True).clamp(min=1).double() / B  # TRL "grpo" aggregation
+    old = selective_logp(full[:, :-1], ids) + 0.2 * torch.randn(B, T, generator=g).double()
+    for inplace in (False, True):
+        leaf = full.float().to(DEV).requires_grad_()
+        x = leaf * 1
+        out = weighted_grpo_loss(
+            x[:, :-1], ids.to(DEV), fp32(old), None, fp32(adv), mask.to(DEV), fp32(w),
+            backend="triton", block_v=128, inplace=inplace,
+        )  # fmt: skip
+        out.loss.backward()
+        rl = full.clone().requires_grad_()
+        rout = grpo_loss_reference(rl[:, :-1], ids, old, None, adv, mask)
+        expect = ((rout.loss * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+        expect.backward()
+        close(out.loss, expect.detach(), rtol=1e-5)
+        close(leaf.grad, rl.grad, rtol=1e-4, atol=1e-7)
+        assert torch.all(leaf.grad[:, -1] == 0)  # the sliced-off position: untouched
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+def test_fused_mode_masked_rows_get_exact_zeros_even_with_nan_logits():
+    logits, ids, old, ref, adv, mask = make_case(n=14, seed=44)
+    logits[0] = float("nan")  # row 0 is masked
+    weights = torch.ones(14, dtype=torch.float64)
+    for inplace in (False, True):
+        out, grad, _ = run_weighted(
+            (logits, ids, old, ref, adv, mask), weights, inplace=inplace, beta=0.1
+        )
+        assert torch.all(grad.cpu()[~mask] == 0) and torch.isfinite(grad).all()
+        assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_mode_half_precision(dtype):
+    case = make_case(n=10, seed=45)
+    logits, ids, old, ref, adv, mask = case
+    weights = torch.full((10,), 0.1, dtype=torch.float64)
+    out, grad, _ = run_weighted(case, weights, inplace=True, dtype=dtype, beta=0.1)
+    x64 = logits.to(dtype).double().requires_grad_()
+    rout = grpo_loss_reference(x64, ids, old, ref, adv, mask, beta=0.1)
+    ((rout.loss * weights).sum()).backward()
+    assert grad.dtype == dtype
+    close(out.tokens.logp, rout.logp)
+    close(grad, x64.grad, rtol=1e-2, atol=1e-3)  # one rounding to the half dtype
+
+
+def test_weighted_loss_torch_backend_is_the_reference():
+    logits, ids, old, ref, adv, mask = make_case(n=8, seed=46)
+    w = torch.rand(8, dtype=torch.float64)
+    out = weighted_grpo_loss(logits, ids, old, ref, adv, mask, w, beta=0.1, backend="torch")
+    rout = grpo_loss_reference(logits, ids, old, ref, adv, mask, beta=0.1)
+    assert torch.equal(out.loss, (rout.loss * w).sum())
+    assert torch.equal(out.tokens.kl, rout.kl) and not out.tokens.loss.requires_grad
+    with pytest.raises(ValueError, match="weights must broadcast"):
+        weighted_grpo_loss(logits, ids, old, ref, adv, mask, w[:3], backend="torch")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_inplace_bumps_the_version_so_a_node_that_saved_the_logits_fails(fused):
+    """Another autograd node that saved the logits must not silently read gradients."""
+    _, ids, old, ref, adv, mask = make_case(n=8, v=210, seed=47)
+    logits = torch.randn(8, 210, generator=torch.Generator().manual_seed(47), dtype=torch.float64)
+    leaf = logits.float().to(DEV).requires_grad_()
+    x = leaf * 1
+    other = (x * x).sum()  # MulBackward saved x, before the kernel overwrites it
+    args = (x, ids.to(DEV), fp32(old), None, fp32(adv), mask.to(DEV))
+    if fused:
+        loss = weighted_grpo_loss(*args, torch.ones(8, device=DEV), backend="triton",
+                                  inplace=True).loss  # fmt: skip
+    else:
+        loss = grpo_loss(*args, backend="triton", inplace_backward=True).loss.sum()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (loss + other).backward()
+    # out of place, the same graph backpropagates
+    leaf2 = logits.float().to(DEV).requires_grad_()
+    x2 = leaf2 * 1
+    other2 = (x2 * x2).sum()
+    args2 = (x2,) + args[1:]
+    if fused:
+        loss2 = weighted_grpo_loss(*args2, torch.ones(8, device=DEV), backend="triton").loss
+    else:
+        loss2 = grpo_loss(*args2, backend="triton").loss.sum()
+    (loss2 + other2).backward()
+    rl = logits.clone().requires_grad_()
+    rout = grpo_loss_reference(rl, ids, old, None, adv, mask)
+    (rout.loss.sum() + (rl * rl).sum()).backward()
+    close(leaf2.grad, rl.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_inplace_refuses_overlapping_rows_but_reading_them_is_fine():
+    logits, ids, old, _, adv, mask = make_case(n=6, v=210, seed=48)
+    row = logits[:1].float().to(DEV)
+    expanded = row.expand(6, 210)  # six rows, one address range: in place they would race
+    args = (ids.to(DEV), fp32(old), None, fp32(adv), mask.to(DEV))
+    with pytest.raises(ValueError, match="rows do not overlap"):
+        grpo_loss(expanded, *args, backend="triton", inplace_backward=True)
+    with pytest.raises(ValueError, match="rows do not overlap"):
+        weighted_grpo_loss(expanded, *args, torch.ones(6, device=DEV), backend="triton",
+                           inplace=True)  # fmt: skip
+    strided = torch.as_strided(logits.float().to(DEV).reshape(-1), (6, 210), (100, 1))
+    with pytest.raises(ValueError, match="rows do not overlap"):
+        grpo_loss(strided, *args, backend="triton", inplace_backward=True)
+    out = grpo_loss(expanded, *args, backend="triton", block_v=64)  # read-only: allowed
+    rout = grpo_loss_reference(expanded.cpu().double(), ids, old, None, adv, mask)
+    close(out.loss, rout.loss, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n,v,block_v", [(37, 257, 128), (13, 1000, 256), (5, 201, 64)])
+def test_partial_tiles_odd_rows_and_vocabulary(n, v, block_v):
+    """Odd row counts and a vocabulary that is no multiple of the block (the GPU test runs the
+    same at N = 2000, V = 32001): both modes equal float64."""
+    case = make_case(n=n, v=v, seed=49, temperature=0.9)
+    kw = dict(temperature=0.9, delta=2.5, beta=0.04, compute_entropy=True)
+    out, grad, rout, rgrad, _ = run_both(case, block_v=block_v, **kw)
+    check_outputs(out, rout)
+    close(grad, rgrad, rtol=1e-4, atol=1e-6)
+    weights = torch.linspace(0.1, 1.0, n, dtype=torch.float64)
+    wout, wgrad, _ = run_weighted(case, weights, inplace=True, block_v=block_v, **kw)
+    rl = case[0].clone().requires_grad_()
+    (grpo_loss_reference(rl, *case[1:], **kw).loss * weights).sum().backward()
+    close(wgrad, rl.grad, rtol=1e-4, atol=1e-6)
+    close(wout.tokens.entropy, rout.entropy)
+
+
+@pytest.mark.parametrize("delta,bias_kl", [(None, False), (1.6, True)])
+def test_equals_real_trl_1_16_compute_loss(delta, bias_kl):
+    """Where TRL 1.16 is installed: its GRPOTrainer._compute_loss (bnpo), run on the same
+    log-probs through a stub trainer, gives our loss, gradient and KL / clip metrics."""
+    trl = pytest.importorskip("trl")
+    if not trl.__version__.startswith("1.16."):
+        pytest.skip(f"written against TRL 1.16's _compute_loss, found {trl.__version__}")
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    g = torch.Generator().manual_seed(50)
+    B, T, V, temp = 3, 9, 140, 0.9
+    logits = torch.randn(B, T, V, generator=g, dtype=torch.float64) * 2
+    ids = torch.randint(0, V, (B, T), generator=g)
+    logp0 = selective_logp(logits, ids, temp)
+    old = logp0 - (torch.rand(B, T, generator=g, dtype=torch.float64) * 3 - 1.5)
+    ref = logp0 + torch.randn(B, T, generator=g, dtype=torch.float64)
+    adv = torch.randn(B, generator=g, dtype=torch.float64)
+    mask = (torch.rand(B, T, generator=g) > 0.2).long()
+    kw = dict(eps_low=0.2, eps_high=0.28, delta=delta, beta=0.07)
+
+    x = logits.clone().requires_grad_()
+    lp = selective_logp(x, ids, temp)
+    stub = SimpleNamespace(
+        _get_per_token_logps_and_entropies=lambda *a, **k: (lp, torch.zeros_like(lp), None),
+        aux_loss_enabled=False, top_entropy_quantile=1.0, off_policy_mask_threshold=None,
+        importance_sampling_level="token", beta=kw["beta"], loss_type="bnpo",
+        epsilon_low=kw["eps_low"], epsilon_high=kw["eps_high"], use_vllm=False,
+        args=SimpleNamespace(use_bias_correction_kl=bias_kl, delta=delta),
+        model=SimpleNamespace(training=True), current_gradient_accumulation_steps=1,
+        _entropy_bonus_enabled=False, max_completion_length=T,
+        accelerator=SimpleNamespace(num_processes=1, sync_gradients=True,
+                                    gather=lambda t: t, gather_for_metrics=lambda t: t,
+                                    reduce=lambda t, reduction="sum": t),
+        _metrics=defaultdict(lambda: defaultdict(list)),
+    )  # fmt: skip
+    inputs = dict(
+        prompt_ids=torch.zeros(B, 1, dtype=torch.long), prompt_mask=torch.ones(B, 1),
+        completion_ids=ids, completion_mask=mask, advantages=adv,
+        old_per_token_logps=old, ref_per_token_logps=ref,
+    )  # fmt: skip
+    trl_loss = GRPOTrainer._compute_loss(stub, None, inputs)
+    trl_loss.backward()
+    m = stub._metrics["train"]
+
+    leaf = logits.float().to(DEV).requires_grad_()
+    out = grpo_loss(
+        leaf * 1, ids.to(DEV), fp32(old), fp32(ref), fp32(adv[:, None]), mask.bool().to(DEV),
+        temperature=temp, use_bias_correction_kl=bias_kl, backend="triton", block_v=64, **kw,
+    )  # fmt: skip
+    mk = mask.bool().to(DEV)
+    ours = out.loss.sum() / mk.sum()
+    ours.backward()
+    close(ours, trl_loss.detach(), rtol=1e-5, atol=1e-7)
+    close(leaf.grad, x.grad, rtol=1e-4, atol=1e-7)
+    close(torch.tensor(m["kl"][0]), out.kl.sum() / mk.sum(), rtol=1e-5, atol=1e-7)
+    close(torch.tensor(m["clip_ratio/low_mean"][0]), out.clipped_low.sum() / mk.sum())
+    close(torch.tensor(m["clip_ratio/high_mean"][0]), out.clipped_high.sum() / mk.sum())
+    assert m["clip_ratio/low_mean"][0] > 0 and m["clip_ratio/high_mean"][0] > 0
+    assert bool(out.clipped_delta.any()) == (delta is not None)  # the cap binds somewhere

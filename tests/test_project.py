@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,3 +35,16 @@ def test_python_m_reasoner_is_the_cli():
     out = subprocess.run([sys.executable, "-m", "reasoner", "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "verify" in out.stdout
+
+
+def test_every_package_is_in_pyprojects_package_list():
+    """pyproject lists packages explicitly: a subpackage left out installs from an editable
+    checkout but is missing from a wheel."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    listed = set(tomllib.loads(ROOT.joinpath("pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts)
+             for p in ROOT.joinpath("reasoner").rglob("__init__.py")}
+    assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+    assert "reasoner_kernels" in listed

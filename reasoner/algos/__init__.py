@@ -4,6 +4,8 @@
 - policy losses (`losses`): a micro-batch -> per-token losses; ``algo.policy_loss``;
 - aggregation modes (`aggregation`): per-token losses -> the step's loss, as token weights;
   ``algo.loss_type`` (TRL's names);
+- value losses (`losses.clipped_value_loss`) and GAE (`advantages.gae`) for a critic;
+- the KL coefficient's controllers (`kl_control`): fixed, or adaptive (Ziegler et al.);
 - reward shaping (`shaping`): the overlong penalty and the KL penalty in the reward.
 
 Add a variant by registering a function (``@register_adv_est("my_est")``), through the
@@ -28,9 +30,11 @@ PolicyLoss = Callable[[PolicyLossInput, Any], GRPOTokenOutput]
 
 ADV_ESTIMATORS: Registry[AdvantageEstimator] = Registry(
     "advantage estimator", "reasoner.advantage_estimators",
-    {"grpo": "reasoner.algos.advantages:grpo"})
+    {"grpo": "reasoner.algos.advantages:grpo", "rloo": "reasoner.algos.advantages:rloo",
+     "reinforce_plus_plus": "reasoner.algos.advantages:reinforce_plus_plus"})
 POLICY_LOSSES: Registry[PolicyLoss] = Registry(
-    "policy loss", "reasoner.policy_losses", {"clipped": "reasoner.algos.losses:clipped"})
+    "policy loss", "reasoner.policy_losses", {"clipped": "reasoner.algos.losses:clipped",
+                                              "vanilla": "reasoner.algos.losses:vanilla"})
 
 
 def register_adv_est(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:

@@ -10,10 +10,13 @@ The trainer weights ``out.loss`` by the aggregation weights (`reasoner.algos.agg
 backpropagates; the other outputs (clip flags, KL, entropy) feed the metrics. The built-in
 losses run on `reasoner_kernels` (Triton on CUDA, the pure-torch reference otherwise), from the
 logits or, with ``train.use_fused_linear``, from the last hidden states and the LM head.
+Built in: ``clipped`` (PPO / GRPO's clipped ratio) and ``vanilla`` (no clipping: REINFORCE,
+A2C). A critic's value loss is `clipped_value_loss`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,18 +46,10 @@ def kl_coef_in_loss(cfg: Any) -> float:
     return 0.0 if cfg.kl_in_reward else cfg.beta
 
 
-def clipped(inp: PolicyLossInput, cfg: Any) -> GRPOTokenOutput:
-    """The clipped importance-ratio surrogate of PPO / GRPO, TRL's GRPO loss:
-    -min(min(r, delta) A, clip(r, 1 - epsilon, 1 + epsilon_high) A) (``algo.delta``: TRL's
-    two-sided cap), dual-clip PPO's bound -c A for A < 0 (``algo.dual_clip``), plus beta times the
-    per-token KL estimate (``algo.kl_estimator``), multiplied by r when
-    ``algo.use_bias_correction_kl`` (TRL 1.16)."""
+def _kernel_loss(inp: PolicyLossInput, **kw: Any) -> GRPOTokenOutput:
     import reasoner_kernels as rk
 
-    kw = dict(temperature=inp.temperature, eps_low=cfg.epsilon, eps_high=cfg.epsilon_high,
-              delta=cfg.delta, dual_clip=cfg.dual_clip, beta=kl_coef_in_loss(cfg),
-              kl_estimator=cfg.kl_estimator, use_bias_correction_kl=cfg.use_bias_correction_kl,
-              compute_entropy=True, backend=inp.backend)
+    kw = dict(kw, temperature=inp.temperature, compute_entropy=True, backend=inp.backend)
     if inp.logits is not None:
         return rk.grpo_loss(inp.logits, inp.ids, inp.old_logp, inp.ref_logp, inp.advantages,
                             inp.mask, **kw)
@@ -62,3 +57,51 @@ def clipped(inp: PolicyLossInput, cfg: Any) -> GRPOTokenOutput:
         raise ValueError("a policy loss needs logits, or hidden states and the LM head weight")
     return rk.fused_linear_grpo_loss(inp.hidden, inp.weight, inp.ids, inp.old_logp, inp.ref_logp,
                                      inp.advantages, inp.mask, bias=inp.bias, **kw)
+
+
+def clipped(inp: PolicyLossInput, cfg: Any) -> GRPOTokenOutput:
+    """The clipped importance-ratio surrogate of PPO / GRPO, TRL's GRPO loss:
+    -min(min(r, delta) A, clip(r, 1 - epsilon, 1 + epsilon_high) A) (``algo.delta``: TRL's
+    two-sided cap), dual-clip PPO's bound -c A for A < 0 (``algo.dual_clip``), plus beta times the
+    per-token KL estimate (``algo.kl_estimator``), multiplied by r when
+    ``algo.use_bias_correction_kl`` (TRL 1.16)."""
+    return _kernel_loss(inp, eps_low=cfg.epsilon, eps_high=cfg.epsilon_high, delta=cfg.delta,
+                        dual_clip=cfg.dual_clip, beta=kl_coef_in_loss(cfg),
+                        kl_estimator=cfg.kl_estimator,
+                        use_bias_correction_kl=cfg.use_bias_correction_kl)
+
+
+def vanilla(inp: PolicyLossInput, cfg: Any) -> GRPOTokenOutput:
+    """The policy-gradient loss without clipping, -r A with r = pi / pi_old (REINFORCE, A2C): on
+    policy r = 1 and the gradient is -A grad log pi. Plus beta times the per-token KL estimate as
+    in `clipped`."""
+    return _kernel_loss(inp, eps_low=math.inf, eps_high=math.inf, beta=kl_coef_in_loss(cfg),
+                        kl_estimator=cfg.kl_estimator,
+                        use_bias_correction_kl=cfg.use_bias_correction_kl)
+
+
+@dataclass
+class ValueLossOutput:
+    """Per-token value loss of a micro-batch."""
+
+    loss: torch.Tensor  # [n, c] 0.5 * squared error (the larger of clipped / unclipped)
+    clipped: torch.Tensor  # [n, c] bool: the clipped prediction's error was the larger (TRL's
+    # vf_clipfrac counts these)
+
+
+def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+                       mask: torch.Tensor, cliprange_value: float | None) -> ValueLossOutput:
+    """PPO's value loss per token, TRL's formula: 0.5 * max((v - R)^2, (v_clip - R)^2) with
+    v_clip = clamp(v, v_old - cliprange_value, v_old + cliprange_value); ``cliprange_value=None``:
+    0.5 * (v - R)^2. 0 outside `mask` (whatever the values there)."""
+    ret = returns.to(values.dtype)
+    err = (values - ret) ** 2
+    if cliprange_value is None:
+        worst, clipped = err, torch.zeros_like(mask, dtype=torch.bool)
+    else:
+        old = old_values.to(values.dtype)
+        v_clip = torch.clamp(values, old - cliprange_value, old + cliprange_value)
+        err_clip = (v_clip - ret) ** 2
+        worst, clipped = torch.maximum(err, err_clip), (err_clip > err) & mask.bool()
+    loss = torch.where(mask.bool(), 0.5 * worst, torch.zeros_like(worst))
+    return ValueLossOutput(loss=loss, clipped=clipped.detach())

@@ -1,5 +1,5 @@
-"""Reward shaping before the advantages: DAPO's soft overlong penalty, and the KL penalty folded
-into the reward (``algo.kl_in_reward``)."""
+"""Reward shaping before the advantages: DAPO's soft overlong penalty, TRL's missing-EOS penalty,
+and the KL penalty in the reward (``algo.kl_in_reward``; PPO's per-token ``algo.kl_coef``)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,24 @@ def overlong_penalty(
     return -(over / buffer_len).clamp(max=1.0) * factor
 
 
+def missing_eos_penalty(truncated: torch.Tensor, penalty: float) -> torch.Tensor:
+    """-penalty for completions that end without EOS (cut at max_completion_length), else 0;
+    added to the reward (TRL's missing_eos_penalty)."""
+    return -penalty * truncated.to(torch.float64)
+
+
+def token_kl(
+    logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, estimator: str = "k1"
+) -> torch.Tensor:
+    """Per-token KL(policy || ref) estimate [N, C] (float64), 0 outside `mask`."""
+    from reasoner_kernels import kl_estimate
+
+    kl = kl_estimate(logp.double(), ref_logp.double(), estimator)
+    return torch.where(mask.bool(), kl, torch.zeros_like(kl))
+
+
 def sequence_kl(
     logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, estimator: str = "k1"
 ) -> torch.Tensor:
     """Per-sequence KL(policy || ref): sum over the active tokens of the per-token estimate."""
-    from reasoner_kernels import kl_estimate
-
-    kl = kl_estimate(logp.double(), ref_logp.double(), estimator)
-    return torch.where(mask.bool(), kl, torch.zeros_like(kl)).sum(-1)
+    return token_kl(logp, ref_logp, mask, estimator).sum(-1)

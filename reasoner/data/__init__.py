@@ -15,6 +15,7 @@ from reasoner.data.templates import (
     R1_ZERO_SYSTEM,
     TAG_TOKENS,
     TEMPLATES,
+    answer_blocks,
     extract_answer,
     render_prompt,
 )
@@ -75,6 +76,6 @@ def check_dataset_path(path: str | None) -> None:
 
 
 __all__ = ["OUR_COLUMNS", "R1_ZERO_SYSTEM", "TAG_TOKENS", "TEMPLATES", "DataOrder",
-           "TrainingData", "check_dataset_path", "default_template", "extract_answer",
-           "iter_jsonl", "load_rows", "load_training_data",
-           "rename_columns", "render_prompt"]
+           "TrainingData", "answer_blocks", "check_dataset_path", "default_template",
+           "extract_answer", "iter_jsonl", "load_rows", "load_training_data", "rename_columns",
+           "render_prompt"]

@@ -9,13 +9,18 @@
 - ``plain``: the question unchanged.
 
 The R1 templates ask for ``<think>reasoning</think><answer>final answer</answer>``; the tags
-(`TAG_TOKENS`) and the reading of the final answer (`extract_answer`: the last answer block)
-live here, once.
+(`TAG_TOKENS`) and the reading of the answer blocks (`answer_blocks`, and `extract_answer`: the
+last one) live here, once; the math verifier and the format rewards use them.
+
+Completions are untrusted text, read in the trainer's own process: the blocks are found with
+`str.find` in one left-to-right pass, linear in the text's length whatever it holds (a regex
+``<answer>(.*?)</answer>`` rescans to the end from every unclosed ``<answer>``: quadratic; a 64 KB
+run of ``<answer>`` took 4 s).
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator
 from typing import Any
 
 TEMPLATES = ("r1_zero", "r1_short", "chat", "plain")
@@ -23,7 +28,6 @@ TEMPLATES = ("r1_zero", "r1_short", "chat", "plain")
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 TAG_TOKENS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
-ANSWER_BLOCK = re.compile(re.escape(ANSWER_OPEN) + r"(.*?)" + re.escape(ANSWER_CLOSE), re.DOTALL)
 
 R1_ZERO_SYSTEM = (
     "A conversation between User and Assistant. The User asks a question, and the Assistant "
@@ -34,10 +38,37 @@ R1_ZERO_SYSTEM = (
 )
 
 
+def block_spans(text: str, open_tag: str = ANSWER_OPEN, close_tag: str = ANSWER_CLOSE
+                ) -> Iterator[tuple[int, int]]:
+    """(start, end) of each block's body, ``text[start:end]``, left to right: a block runs from an
+    opening tag to the first closing tag after it, and the next block is looked for after that
+    closing tag (exactly the blocks ``re.findall(open + "(.*?)" + close, re.DOTALL)`` finds).
+    Linear: every character is passed over once; an opening tag with no closing tag after it
+    ends the scan (no later one can have one either)."""
+    pos = 0
+    while True:
+        start = text.find(open_tag, pos)
+        if start < 0:
+            return
+        start += len(open_tag)
+        end = text.find(close_tag, start)
+        if end < 0:
+            return
+        yield start, end
+        pos = end + len(close_tag)
+
+
+def answer_blocks(completion: str) -> list[str]:
+    """The bodies of every ``<answer>...</answer>`` block, in order, unstripped."""
+    return [completion[a:b] for a, b in block_spans(completion)]
+
+
 def extract_answer(completion: str) -> str | None:
     """The text inside the last ``<answer>...</answer>`` block, stripped; None if there is none."""
-    found = ANSWER_BLOCK.findall(completion)
-    return found[-1].strip() if found else None
+    last: tuple[int, int] | None = None
+    for span in block_spans(completion):
+        last = span
+    return None if last is None else completion[last[0] : last[1]].strip()
 
 
 def render_prompt(

@@ -79,9 +79,8 @@ def forward_logits(
         hidden = lean_forward(lean, blocks)[0][:, -c:]
         return hidden if return_hidden else lm_head_logits(model, hidden)
     if return_hidden:
-        base = getattr(model, model.base_model_prefix, None) or model.get_decoder()
-        out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   use_cache=False)
+        out = decoder_stack(model)(input_ids=input_ids, attention_mask=attention_mask,
+                                   position_ids=position_ids, use_cache=False)
         return out.last_hidden_state[:, -c:, :]
     kwargs: dict[str, Any] = {}
     if supports_logits_to_keep(model):
@@ -89,6 +88,13 @@ def forward_logits(
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                 use_cache=False, **kwargs)
     return out.logits[:, -c:, :]
+
+
+def decoder_stack(model: Any) -> Any:
+    """The model's decoder stack without the head (its final hidden states); inside a peft
+    wrapper, the wrapped model's (the adapters stay active in it)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(inner, inner.base_model_prefix, None) or inner.get_decoder()
 
 
 def lm_head_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
@@ -143,8 +149,7 @@ def _forward_shared_prompts(
         first = hidden[0][:, -1:, :][inverse]
         rest_parts = iter(hidden[1:])
     else:
-        net = (getattr(model, model.base_model_prefix, None) or model.get_decoder()
-               ) if return_hidden else model
+        net = decoder_stack(model) if return_hidden else model
         cache = DynamicCache(config=model.config)
         kw: dict[str, Any] = {}
         if not return_hidden and supports_logits_to_keep(model):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,11 +75,15 @@ def load_model_and_tokenizer(
     dtype: str | torch.dtype | None = None,
     device: str | torch.device = "cpu",
     gradient_checkpointing: bool = False,
+    auto_class: Any = None,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """Load a local Hugging Face causal LM directory: (model, tokenizer).
 
     The tokenizer pads on the left (for generation) and always has a pad token (falls back to EOS).
     `dtype`: None (as saved / fp32), a torch dtype, or a name ("float32", "bfloat16", "auto").
+    `auto_class` / `model_kwargs`: another transformers Auto class and its from_pretrained
+    keywords (a reward model: AutoModelForSequenceClassification, num_labels=1).
     """
     from reasoner.distributed import quiet_deepspeed_accelerator
 
@@ -98,22 +103,29 @@ def load_model_and_tokenizer(
         if tokenizer.eos_token is None:
             raise ValueError(f"tokenizer in {str(p)!r} has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(model_kwargs or {})
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = AutoModelForCausalLM.from_pretrained(p, **kwargs)
+    model = (auto_class or AutoModelForCausalLM).from_pretrained(p, **kwargs)
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     if not is_deepspeed_zero3_enabled():  # under zero.Init the shards are placed already
         model.to(device)
-    if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if gradient_checkpointing:  # (transformers 5 renamed it; the old name warns)
-        enable = getattr(model, "activation_checkpointing_enable", None) \
-            or model.gradient_checkpointing_enable
-        enable()
-        model.config.use_cache = False
+    gen_cfg = getattr(model, "generation_config", None)
+    if gen_cfg is not None and gen_cfg.pad_token_id is None:
+        gen_cfg.pad_token_id = tokenizer.pad_token_id
+    if gradient_checkpointing:
+        enable_activation_checkpointing(model)
     return model, tokenizer
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    """Gradient (activation) checkpointing on, by the name the installed transformers has
+    (5.x renamed it; the old name warns), and the KV cache off."""
+    enable = getattr(model, "activation_checkpointing_enable", None) \
+        or model.gradient_checkpointing_enable
+    enable()
+    model.config.use_cache = False
 
 
 def count_parameters(model: Any) -> int:
@@ -132,10 +144,14 @@ def disable_dropout(model: Any) -> None:
             setattr(cfg, name, 0.0)
 
 
-def add_lora(model: Any, lora: Any, *, seed: int, gradient_checkpointing: bool) -> Any:
+def add_lora(model: Any, lora: Any, *, seed: int, gradient_checkpointing: bool,
+             task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None) -> Any:
     """`model` wrapped with LoRA adapters (peft) as the ``lora`` config section says; the
     adapters' initialisation is seeded with `seed` without touching the global RNG.
-    ``lora.target_modules`` is peft's: module names, or a string (``all-linear``, or a regex)."""
+    ``lora.target_modules`` is peft's: module names, or a string (``all-linear``, or a regex).
+    `task_type`: peft's (SEQ_CLS for a reward model: its score head is trained in full).
+    `modules_to_save`: modules trained (and saved with the adapters) in full, e.g. a value
+    head."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
@@ -160,7 +176,8 @@ def add_lora(model: Any, lora: Any, *, seed: int, gradient_checkpointing: bool) 
         torch.manual_seed(seed)
         return get_peft_model(model, LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=targets, task_type="CAUSAL_LM", fan_in_fan_out=conv1d,
+            target_modules=targets, task_type=task_type, fan_in_fan_out=conv1d,
+            modules_to_save=modules_to_save,
         ))
 
 
@@ -216,10 +233,17 @@ class StartingModels:
 
 def load_starting_models(cfg: Any, *, out_dir: Path, device: torch.device, is_main: bool,
                          with_reference: bool, zero3_config: dict[str, Any] | None = None,
+                         auto_class: Any = None, model_kwargs: dict[str, Any] | None = None,
+                         lora_task_type: str = "CAUSAL_LM",
+                         extra_modules: Callable[[Any], list[str]] | None = None,
                          ) -> StartingModels:
     """Load the policy (and a reference copy when `with_reference` and not LoRA) as the config
     says. `zero3_config`: a resolved ZeRO-3 DeepSpeed config; every rank then loads only its
-    shard (deepspeed.zero.Init inside from_pretrained), the reference too."""
+    shard (deepspeed.zero.Init inside from_pretrained), the reference too. `auto_class`,
+    `model_kwargs`, `lora_task_type`: another kind of model (a reward model,
+    `reasoner.models.reward.reward_model_options`). `extra_modules`: called with the loaded
+    policy before LoRA wraps it, adds modules to it (a value head) and returns their names (LoRA
+    trains and saves them whole)."""
     m, lora = cfg.model, cfg.lora
     zero3: AbstractContextManager[Any] = nullcontext()
     if zero3_config is not None:
@@ -230,18 +254,23 @@ def load_starting_models(cfg: Any, *, out_dir: Path, device: torch.device, is_ma
         def load() -> tuple[Any, Any]:
             model, tokenizer = load_model_and_tokenizer(
                 path, dtype=m.dtype, device=device,
-                gradient_checkpointing=cfg.train.gradient_checkpointing)
+                gradient_checkpointing=cfg.train.gradient_checkpointing,
+                auto_class=auto_class, model_kwargs=model_kwargs)
             disable_dropout(model)
             return model, tokenizer
 
         policy, tokenizer = load()
-        if lora.enabled:
-            policy = add_lora(policy, lora, seed=cfg.train.seed,
-                              gradient_checkpointing=cfg.train.gradient_checkpointing)
         ref = None
         if with_reference and not lora.enabled:
             # a second load when the policy is sharded already, else a copy
             ref = load()[0] if zero3_config is not None else copy.deepcopy(policy)
+    # (outside the ZeRO-3 loading context: modules added here are whole; DeepSpeed partitions
+    # them when the engine is built)
+    added = [] if extra_modules is None else extra_modules(policy)
+    if lora.enabled:
+        policy = add_lora(policy, lora, seed=cfg.train.seed,
+                          gradient_checkpointing=cfg.train.gradient_checkpointing,
+                          task_type=lora_task_type, modules_to_save=added or None)
     return StartingModels(policy, tokenizer, ref)
 
 
@@ -262,3 +291,6 @@ class _zero3_loading(AbstractContextManager[None]):
 
         unset_hf_deepspeed_config()
         del self.keep
+
+
+zero3_loading = _zero3_loading  # public name (a reward model loads sharded the same way)

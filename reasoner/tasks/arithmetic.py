@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,11 +26,23 @@ OPS = ("+", "-", "*")
 _INT = re.compile(r"[+-]?\d+")
 
 
-def _parse_int(text: Any) -> int | None:
+def _parse_int(text: Any) -> str | None:
+    """The integer `text` spells (commas ignored) as canonical ASCII digits ("-12", "0"), or None.
+
+    Two texts spell the same integer iff these are equal, as with int(); but int() is quadratic
+    in the digits and refuses more than 4300 of them (a degenerate completion's digit run would
+    raise inside the reward), so this reads them linearly instead."""
     if text is None:
         return None
     s = str(text).strip().replace(",", "")
-    return int(s) if _INT.fullmatch(s) else None
+    if not _INT.fullmatch(s):
+        return None
+    negative = s[0] == "-"
+    digits = s.lstrip("+-")
+    if not digits.isascii():  # any Unicode decimal digit, as int() reads them
+        digits = "".join(str(unicodedata.decimal(c)) for c in digits)
+    digits = digits.lstrip("0") or "0"
+    return "-" + digits if negative and digits != "0" else digits
 
 
 def integer_exact_reward(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float | None]:

@@ -1,5 +1,6 @@
-"""Trainers: the base loop (`base`) and one module per algorithm (`grpo`; PPO, reward models
-next), the policy update they share (`update`), supervised fine-tuning (`sft`).
+"""Trainers: the base loop (`base`) and one module per algorithm (`grpo`: GRPO, RLOO,
+REINFORCE++; `ppo`: PPO and A2C with a critic; `reward`: reward models from preferences), the
+policy update they share (`update`), supervised fine-tuning (`sft`).
 
 An algorithm's trainer is found by ``algo.name`` in `ALGORITHMS` (the one registry helper):
 the built-ins below, other packages' through the entry-point group ``reasoner.algorithms``, or
@@ -15,7 +16,14 @@ from reasoner.registry import Registry
 
 ALGORITHMS: Registry[Any] = Registry("algorithm", "reasoner.algorithms", {
     "grpo": "reasoner.trainers.grpo:GRPOTrainer",
+    "rm": "reasoner.trainers.reward:RewardTrainer",
+    "rloo": "reasoner.trainers.grpo:RLOOTrainer",
+    "reinforce_plus_plus": "reasoner.trainers.grpo:ReinforcePlusPlusTrainer",
+    "ppo": "reasoner.trainers.ppo:PPOTrainer",
+    "a2c": "reasoner.trainers.ppo:A2CTrainer",
 })
+# the built-in algorithms that train a critic (their config is checked for it)
+CRITIC_ALGORITHMS = ("ppo", "a2c")
 
 
 def train(cfg: Any, *, resume: bool = False, deepspeed_config: str | None = None,
@@ -32,4 +40,4 @@ def train(cfg: Any, *, resume: bool = False, deepspeed_config: str | None = None
         distributed.shutdown()
 
 
-__all__ = ["ALGORITHMS", "train"]
+__all__ = ["ALGORITHMS", "CRITIC_ALGORITHMS", "train"]

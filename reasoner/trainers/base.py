@@ -208,17 +208,21 @@ class BaseTrainer(ABC):
             remove_partial_checkpoints(self.out)
         distributed.barrier()
 
+        # under ZeRO-3 the weights load sharded (kept for frozen models loaded in setup_data)
+        self.zero3_config = self._zero3_config(ds_config)
         models = load_starting_models(
             cfg, out_dir=self.out, device=self.device, is_main=self.is_main,
-            with_reference=self.needs_reference(), zero3_config=self._zero3_config(ds_config))
+            with_reference=self.needs_reference(), zero3_config=self.zero3_config,
+            extra_modules=self.add_policy_modules, **self.starting_model_options())
         self.tokenizer = models.tokenizer
         self.setup_data(models, **data)
         self.engine: Engine = build_engine(
-            models.policy, t, t.max_steps * self.optimizer_steps_per_step(), self.device,
-            ds_config)
+            models.policy, t, self.num_optimizer_steps(), self.device, ds_config)
         self.model = self.engine.model
         self.ref_model = (None if models.reference is None
                           else self.engine.prepare_reference(models.reference))
+        self.extra_engines: dict[str, Engine] = self.setup_engines(ds_config)
+        self.after_engine()
         self.step = 0
         if self.resume_from is not None:
             self._restore(self.resume_from)
@@ -240,10 +244,38 @@ class BaseTrainer(ABC):
         """Whether a frozen copy of the initial policy is loaded (a KL term)."""
         return False
 
+    def starting_model_options(self) -> dict[str, Any]:
+        """Extra `load_starting_models` keywords: another kind of model than a causal LM (a
+        reward model: `reasoner.models.reward.reward_model_options`)."""
+        return {}
+
+    def after_engine(self) -> None:  # noqa: B027 - optional
+        """Once the engine exists (before a checkpoint is restored): place other frozen models
+        as the engine places the reference (a reward model used as a reward)."""
+
     def optimizer_steps_per_step(self) -> int:
         """Optimizer steps one training step makes (the learning-rate schedule's length is
         ``train.max_steps`` times this)."""
         return 1
+
+    def num_optimizer_steps(self) -> int:
+        """The policy's optimizer steps over the run (the learning-rate schedule's length)."""
+        return self.cfg.train.max_steps * self.optimizer_steps_per_step()
+
+    def add_policy_modules(self, policy: Any) -> list[str]:
+        """Add modules to the freshly loaded policy before LoRA wraps it (a value head); returns
+        their names (LoRA trains and saves them whole). None by default."""
+        return []
+
+    def setup_engines(self, ds_config: dict[str, Any] | None) -> dict[str, Engine]:
+        """Engines besides the policy's (a critic), by the name of the checkpoint sub-directory
+        each saves into; built after the policy's engine, before a checkpoint is restored.
+        `ds_config`: the DeepSpeed config the policy's engine got (None: plain torch)."""
+        return {}
+
+    def policy_export_excludes(self) -> tuple[str, ...]:
+        """State-dict key prefixes left out of the exported policy in final/ (a value head)."""
+        return ()
 
     def trainer_state(self) -> dict[str, Any]:
         """What the checkpoint must hold to continue (beyond step, weights, optimizer, RNG)."""
@@ -251,6 +283,13 @@ class BaseTrainer(ABC):
 
     def load_trainer_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional
         """Restore `trainer_state`'s contents."""
+
+    progress_description = "GRPO"
+    plots: tuple[tuple[str, str, tuple[str, ...]], ...] | None = None  # None: metrics.PLOTS
+
+    def progress_info(self, metrics: dict[str, Any]) -> str | None:
+        """The live text of the progress bar (None: metrics.Progress's default)."""
+        return None
 
     def progress_line(self, metrics: dict[str, Any]) -> str:
         """The line printed every ``train.logging_steps`` steps."""
@@ -298,6 +337,9 @@ class BaseTrainer(ABC):
             begin_checkpoint(self.out, self.step)
         distributed.barrier()
         self.engine.save(tmp)
+        for name, engine in self.extra_engines.items():
+            (tmp / name).mkdir(exist_ok=True)
+            engine.save(tmp / name)
         torch.save(capture_rng_state(), tmp / rng_file(self._rng_rank))
         distributed.barrier()
         if self.is_main:
@@ -314,6 +356,8 @@ class BaseTrainer(ABC):
         if self.is_main:
             remove_partial_checkpoints(self.out)
         self.engine.load(path)
+        for name, engine in self.extra_engines.items():
+            engine.load(path / name)
         ck = load_checkpoint(path, rank=self._rng_rank)
         self.step = int(ck["trainer"]["step"])
         self.load_trainer_state(ck["trainer"])
@@ -327,7 +371,12 @@ class BaseTrainer(ABC):
             if self.is_main:
                 if self.cfg.lora.enabled:
                     model = copy.deepcopy(model).merge_and_unload()
-                model.save_pretrained(path, safe_serialization=True)
+                kw: dict[str, Any] = {}
+                exclude = self.policy_export_excludes()
+                if exclude:
+                    kw["state_dict"] = {k: v for k, v in model.state_dict().items()
+                                        if not k.startswith(exclude)}
+                model.save_pretrained(path, safe_serialization=True, **kw)
                 self.tokenizer.save_pretrained(path)
         distributed.barrier()
         return path
@@ -341,7 +390,8 @@ class BaseTrainer(ABC):
         logger = MetricsLogger(self.out, tensorboard=t.report_to_tensorboard,
                                resume_step=start if self.resume_from is not None else None) \
             if self.is_main else None  # only rank 0 writes
-        bar = Progress(t.max_steps, start, enabled=self.show_progress)
+        bar = Progress(t.max_steps, start, enabled=self.show_progress,
+                       description=self.progress_description, info=self.progress_info)
         last: dict[str, Any] = {}
         t0 = time.perf_counter()
         failed_at_start = False
@@ -369,7 +419,7 @@ class BaseTrainer(ABC):
                 self._remove_litter()
         self.save_final()
         if self.is_main:
-            plot_metrics(self.out / METRICS_FILE, self.out)
+            plot_metrics(self.out / METRICS_FILE, self.out, plots=self.plots)
         return {"steps": self.step, "resumed_from": start, "wall_seconds": time.perf_counter() - t0,
                 "last": last, "final": str(self.out / FINAL_DIR), "rank": self.rank,
                 "world_size": self.world}

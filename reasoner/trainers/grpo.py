@@ -29,7 +29,7 @@ from reasoner import distributed
 from reasoner.algos import AdvantageInput, PolicyLossInput, get_adv_estimator, get_policy_loss
 from reasoner.algos.advantages import group_stats
 from reasoner.algos.losses import kl_coef_in_loss
-from reasoner.algos.shaping import overlong_penalty, sequence_kl
+from reasoner.algos.shaping import missing_eos_penalty, overlong_penalty, token_kl
 from reasoner.config import Config, ConfigError
 from reasoner.data import DataOrder, load_training_data, render_prompt
 from reasoner.models.forward import forward_logits
@@ -42,9 +42,13 @@ from reasoner.trainers.batch import Batch, cat_batches, select_groups
 from reasoner.trainers.update import MicroBatch, UpdateInputs, UpdateSettings, policy_update
 from reasoner.verifiers.rewards import (
     CombinedRewards,
+    RewardContext,
     WeightedReward,
     combine_rewards,
     explain_unjudged,
+    load_reward_states,
+    prepare_rewards,
+    reward_states,
     run_rewards,
     score_completions,
 )
@@ -59,7 +63,7 @@ class GRPOStep(StepOutput):
     batch: Batch  # this rank's rollout batch
     rewards: CombinedRewards  # the reward functions' combined rewards (before shaping)
     shaped: torch.Tensor  # [N] the rewards the advantages were computed from
-    advantages: torch.Tensor  # [N] float64 (0 for dropped samples)
+    advantages: torch.Tensor  # [N] (or [N, C] per token) float64 (0 for dropped samples)
 
 
 class GRPOTrainer(BaseTrainer):
@@ -69,14 +73,16 @@ class GRPOTrainer(BaseTrainer):
     `rows` and `reward_funcs` replace the config's rows / reward functions (tests, notebooks).
     """
 
-    default_adv_estimator = "grpo"
+    default_adv_estimator: str | None = "grpo"
     default_policy_loss = "clipped"
 
     def __init__(self, cfg: Config, *, rows: list[dict[str, Any]] | None = None,
                  reward_funcs: list[WeightedReward] | None = None, **kw: Any) -> None:
         a = cfg.algo
-        self.adv_estimator = get_adv_estimator(a.adv_estimator or self.default_adv_estimator)
+        if self.default_adv_estimator is not None:
+            self.adv_estimator = get_adv_estimator(a.adv_estimator or self.default_adv_estimator)
         self.policy_loss = get_policy_loss(a.policy_loss or self.default_policy_loss)
+        self.loss_config: Any = a  # what the policy loss reads (PPO: its cliprange as epsilon)
         super().__init__(cfg, rows=rows, reward_funcs=reward_funcs, **kw)
 
     # ------------------------------------------------------------------ setup
@@ -107,19 +113,24 @@ class GRPOTrainer(BaseTrainer):
                 raise ValueError("no reward functions")
             self.reward_funcs = list(reward_funcs)
             self.accuracy_reward = cfg.rewards.accuracy_reward or reward_funcs[0].name
-        else:
-            self.reward_funcs, self.accuracy_reward = run_rewards(cfg.rewards, self.task)
+        else:  # a reward that holds a model loads it here (sharded under ZeRO-3)
+            self.reward_funcs, self.accuracy_reward = run_rewards(
+                cfg.rewards, self.task, context=RewardContext(cfg, self.device, self.zero3_config))
         self.order = DataOrder(len(self.rows), cfg.train.seed)
         # what ran the forward, in words (`forward_path`), for the log and the metrics
         self.paths: dict[str, str] = {"decode": "", "update": ""}  # "": not run yet
         self._paths_said = ""
 
+    def after_engine(self) -> None:
+        prepare_rewards(self.reward_funcs, self.engine)  # a reward model: like the reference
+
     def trainer_state(self) -> dict[str, Any]:
-        return {"data": self.order.state()}
+        return {"data": self.order.state(), "rewards": reward_states(self.reward_funcs)}
 
     def load_trainer_state(self, state: dict[str, Any]) -> None:
         d = state["data"]
         self.order = DataOrder(len(self.rows), self.cfg.train.seed, d["epoch"], d["index"])
+        load_reward_states(self.reward_funcs, state.get("rewards", {}))
 
     # ------------------------------------------------------------------ settings
 
@@ -264,42 +275,88 @@ class GRPOTrainer(BaseTrainer):
 
     # ------------------------------------------------------------------ advantages and loss
 
-    def advantages(self, rewards: torch.Tensor, valid: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(this rank's advantages, every rank's rewards, every rank's valid flags): the
-        registered estimator sees the global batch; dropped samples get advantage 0."""
+    def padded(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C] right-padded with zeros to rollout.max_completion_length columns (one width on
+        every rank, for gathering)."""
+        extra = self.cfg.rollout.max_completion_length - x.shape[1]
+        return torch.nn.functional.pad(x, (0, extra)) if extra > 0 else x
+
+    def advantages(self, rewards: torch.Tensor, valid: torch.Tensor, mask: torch.Tensor,
+                   token_rewards: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(this rank's advantages, every rank's rewards, every rank's valid flags, every rank's
+        advantages): the registered estimator sees the global batch (per-token fields padded to
+        max_completion_length); dropped samples (and padding) get advantage 0. `mask`: this
+        rank's completion mask [N, C]; `token_rewards`: the part of `rewards` given per token."""
         r_all, v_all = gathered(rewards.double()), gathered(valid)
+        m_all = gathered(self.padded(mask.cpu().bool()))
+        tr_all = None if token_rewards is None else gathered(self.padded(token_rewards.cpu()))
         adv = self.adv_estimator(
-            AdvantageInput(r_all, v_all, self.cfg.rollout.num_generations), self.cfg.algo)
-        if adv.shape != r_all.shape:
+            AdvantageInput(r_all, v_all, self.cfg.rollout.num_generations, m_all, tr_all),
+            self.cfg.algo)
+        n, c = rewards.numel(), mask.shape[1]
+        if adv.shape == r_all.shape:
+            adv = torch.where(v_all, adv.double(), torch.zeros_like(r_all))
+            mine = adv[self.rank * n:(self.rank + 1) * n]
+        elif adv.shape == m_all.shape:
+            adv = torch.where(v_all[:, None] & m_all, adv.double(), torch.zeros_like(adv.double()))
+            mine = adv[self.rank * n:(self.rank + 1) * n, :c]
+        else:
             raise ValueError(f"advantage estimator returned shape {tuple(adv.shape)} for "
-                             f"{tuple(r_all.shape)} rewards")
-        adv = torch.where(v_all, adv.double(), torch.zeros_like(r_all))
-        n = rewards.numel()
-        return adv[self.rank * n:(self.rank + 1) * n], r_all, v_all
+                             f"{tuple(r_all.shape)} rewards (expected that, or "
+                             f"{tuple(m_all.shape)} per token)")
+        return mine, r_all, v_all, adv
+
+    def shaped_rewards(self, b: Batch, comb: CombinedRewards) -> torch.Tensor:
+        """The combined rewards with the soft overlong and the missing-EOS penalties."""
+        a, ro = self.cfg.algo, self.cfg.rollout
+        rewards = comb.total.clone()
+        if a.overlong_buffer_len is not None:
+            lengths = b.completion_mask.sum(1).cpu()
+            rewards = rewards + overlong_penalty(lengths, ro.max_completion_length,
+                                                 a.overlong_buffer_len, a.overlong_penalty_factor)
+        if a.missing_eos_penalty is not None:
+            rewards = rewards + missing_eos_penalty(b.truncated.cpu(), a.missing_eos_penalty)
+        return rewards
+
+    def policy_forward(self, mb: MicroBatch, *, hidden: bool) -> torch.Tensor:
+        """The policy's forward over a micro-batch: the logits predicting each completion token,
+        or with `hidden` the final hidden states the LM head turns into them."""
+        rows = mb.rows
+        self.paths["update"] = forward_path(
+            self.model, self.allow_lean, rows.prompt_ids.shape[1] + rows.completion_ids.shape[1])
+        return forward_logits(self.model, rows.prompt_ids, rows.prompt_mask, rows.completion_ids,
+                              rows.completion_mask, return_hidden=hidden,
+                              share_prompts=self.share_prompts, allow_lean=self.allow_lean)
+
+    def policy_loss_of(self, mb: MicroBatch, x: torch.Tensor, *, hidden: bool) -> GRPOTokenOutput:
+        """The registered policy loss of a micro-batch from its forward `x` (logits, or hidden
+        states with `hidden`: through the fused-linear kernel with train.use_fused_linear, else
+        through the LM head)."""
+        t, rows = self.cfg.train, mb.rows
+        inp = PolicyLossInput(ids=rows.completion_ids, advantages=mb.advantages,
+                              mask=mb.loss_mask, old_logp=mb.old_logp, ref_logp=mb.ref_logp,
+                              temperature=self.cfg.rollout.temperature, backend=t.loss_backend)
+        if hidden:
+            head = self.model.get_output_embeddings()
+            # the head's weight is read outside its module's forward: under ZeRO-3 it is
+            # gathered here, after the decoder's forward (whose hooks release a tied
+            # embedding), and stays whole through this micro-batch's backward
+            mb.stack.enter_context(self.engine.gathered(list(head.parameters())))
+            bias = getattr(head, "bias", None)
+            if t.use_fused_linear:
+                inp.hidden, inp.weight, inp.bias = x, head.weight, bias
+            else:
+                inp.logits = torch.nn.functional.linear(x, head.weight, bias)
+        else:
+            inp.logits = x
+        return self.policy_loss(inp, self.loss_config)
 
     def micro_batch_loss(self, mb: MicroBatch) -> GRPOTokenOutput:
         """The registered policy loss of one micro-batch, over the model's forward (from the
         logits, or with train.use_fused_linear from the hidden states and the LM head)."""
-        t, rows = self.cfg.train, mb.rows
-        self.paths["update"] = forward_path(
-            self.model, self.allow_lean, rows.prompt_ids.shape[1] + rows.completion_ids.shape[1])
-        x = forward_logits(self.model, rows.prompt_ids, rows.prompt_mask, rows.completion_ids,
-                           rows.completion_mask, return_hidden=t.use_fused_linear,
-                           share_prompts=self.share_prompts, allow_lean=self.allow_lean)
-        inp = PolicyLossInput(ids=rows.completion_ids, advantages=mb.advantages,
-                              mask=mb.loss_mask, old_logp=mb.old_logp, ref_logp=mb.ref_logp,
-                              temperature=self.cfg.rollout.temperature, backend=t.loss_backend)
-        if t.use_fused_linear:
-            head = self.model.get_output_embeddings()
-            # the kernel reads the head's weight outside the module's forward: under ZeRO-3 it
-            # is gathered here, after the decoder's forward (whose hooks release a tied
-            # embedding), and stays whole through this micro-batch's backward
-            mb.stack.enter_context(self.engine.gathered(list(head.parameters())))
-            inp.hidden, inp.weight, inp.bias = x, head.weight, getattr(head, "bias", None)
-        else:
-            inp.logits = x
-        return self.policy_loss(inp, self.cfg.algo)
+        fused = self.cfg.train.use_fused_linear
+        return self.policy_loss_of(mb, self.policy_forward(mb, hidden=fused), hidden=fused)
 
     # ------------------------------------------------------------------ the step
 
@@ -312,11 +369,9 @@ class GRPOTrainer(BaseTrainer):
 
         comb = self.combined(b)
         self.check_judged(b, comb)
-        rewards, valid = comb.total.clone(), comb.valid
+        valid = comb.valid
+        rewards = self.shaped_rewards(b, comb)
         lengths = b.completion_mask.sum(1).cpu()
-        if a.overlong_buffer_len is not None:
-            rewards = rewards + overlong_penalty(lengths, ro.max_completion_length,
-                                                 a.overlong_buffer_len, a.overlong_penalty_factor)
         # old / ref log-probs (no grad)
         with timer("logprobs"):
             settings = self.scoring_settings()
@@ -327,11 +382,14 @@ class GRPOTrainer(BaseTrainer):
                 ref = (token_logprobs(self.model, b, settings, self.engine, disable_adapter=True)
                        if self.cfg.lora.enabled
                        else token_logprobs(self.ref_model, b, settings, self.engine))
-        seq_kl = None
+        seq_kl = tok_rewards = None
         if a.kl_in_reward:
-            seq_kl = sequence_kl(old, ref, b.completion_mask, a.kl_estimator).cpu()
+            kl_tok = token_kl(old, ref, b.completion_mask, a.kl_estimator).cpu()
+            seq_kl = kl_tok.sum(-1)
             rewards = rewards - a.beta * seq_kl
-        adv, r_all, v_all = self.advantages(rewards, valid)
+            tok_rewards = -a.beta * kl_tok
+        adv, r_all, v_all, adv_all = self.advantages(rewards, valid, b.completion_mask,
+                                                     tok_rewards)
         loss_mask = b.completion_mask.clone()
         loss_mask[~valid.to(loss_mask.device)] = 0
         if a.mask_truncated_completions:
@@ -350,7 +408,7 @@ class GRPOTrainer(BaseTrainer):
                 self.micro_batch_loss)
         self.step += 1
         dt = time.perf_counter() - t_step
-        m = self._metrics(b, comb, r_all, v_all, adv, lengths, seq_kl, timer, dt)
+        m = self._metrics(b, comb, r_all, v_all, adv_all, lengths, seq_kl, timer, dt)
         m.update(upd)
         m.update(ds_stats)
         m.update(self.forward_paths())
@@ -358,9 +416,10 @@ class GRPOTrainer(BaseTrainer):
                         shaped=rewards, advantages=adv)
 
     def _metrics(self, b: Batch, comb: CombinedRewards, r_all: torch.Tensor,
-                 v_all: torch.Tensor, adv: torch.Tensor, lengths: torch.Tensor,
+                 v_all: torch.Tensor, adv_all: torch.Tensor, lengths: torch.Tensor,
                  seq_kl: torch.Tensor | None, timer: PhaseTimer, dt: float) -> dict[str, Any]:
-        """Metrics over the global batch (every rank's completions)."""
+        """Metrics over the global batch (every rank's completions; `adv_all`: every rank's
+        advantages, [N] or [N, C] padded)."""
         m: dict[str, Any] = {}
         good = r_all[v_all]
         m["reward/mean"] = float(good.mean()) if good.numel() else float("nan")
@@ -382,7 +441,11 @@ class GRPOTrainer(BaseTrainer):
             [float(comb.unscorable.sum()), float(comb.non_finite.sum())])
         g = self.cfg.rollout.num_generations
         m["frac_zero_std_groups"] = float(group_stats(r_all, v_all, g).zero_std.float().mean())
-        m["advantage/abs_mean"] = float(gathered(adv).abs().mean())
+        if adv_all.dim() == 1:
+            m["advantage/abs_mean"] = float(adv_all.abs().mean())
+        else:  # per token: over the completion tokens of the valid rows
+            nz = adv_all[adv_all != 0]
+            m["advantage/abs_mean"] = float(nz.abs().mean()) if nz.numel() else 0.0
         lengths = gathered(lengths)
         m["completion_length/mean"] = float(lengths.float().mean())
         m["completion_length/max"] = float(lengths.max())
@@ -413,7 +476,8 @@ class GRPOTrainer(BaseTrainer):
                 "prompt": b.prompts[i], "completion": b.texts[i],
                 "answer": b.rows[i].get("answer"),
                 "reward": None if math.isnan(float(rewards[i])) else float(rewards[i]),
-                "advantage": float(adv[i]),
+                "advantage": float(adv[i] if adv.dim() == 1 else adv[i].sum()
+                                   / b.completion_mask[i].sum().clamp(min=1).cpu()),
                 **{f"reward/{f.name}": vals[i] for f, vals in zip(self.reward_funcs, b.per_func)},
             })
         return recs
@@ -435,3 +499,18 @@ class GRPOTrainer(BaseTrainer):
                 f"acc {m.get('accuracy', float('nan')):.3f} "
                 f"len {m['completion_length/mean']:.1f} kl {m['kl']:.4f} "
                 f"grad {m['grad_norm']:.3f} {m['tokens_per_second']:.0f} tok/s")
+
+
+class RLOOTrainer(GRPOTrainer):
+    """RLOO: GRPO's step with the leave-one-out baseline (the ``rloo`` advantage estimator);
+    ``algo.name: rloo``."""
+
+    default_adv_estimator = "rloo"
+
+
+class ReinforcePlusPlusTrainer(GRPOTrainer):
+    """REINFORCE++: GRPO's step with batch-whitened per-token returns (``algo.adv_estimator``
+    reinforce_plus_plus); the per-token KL penalty in the reward with ``algo.beta`` and
+    ``algo.kl_in_reward``; ``algo.name: reinforce_plus_plus``."""
+
+    default_adv_estimator = "reinforce_plus_plus"

@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+# The longest completion (or worked-solution gold) a verifier reads at all: everything read in the
+# calling process is scanned in linear time, and this bounds that time (the worst text known,
+# 1M characters of "\boxed 5 ", takes the math extraction about half a second) and the copies
+# made of it. Longer text is not read: reason `too large` (an unreadable gold: reason
+# `unparseable gold`). Far above any real completion (32k tokens are about 130k characters).
+MAX_COMPLETION_CHARS = 1_000_000
+
 
 class Reason(str, Enum):
     """The reason words of both rule-based verifiers (``Verdict.reason``), one vocabulary.

@@ -10,14 +10,19 @@ the built-ins below and the procedural tasks' own rewards, other packages' throu
 entry-point group ``reasoner.rewards``, or any ``module:function`` path.
 
 The math and code functions keep one verifier (a worker pool) per process, started on first use
-and closed at exit.
+and closed at exit. A reward that holds a model (``reward_model``, a trained reward model) is a
+`ModelReward`: the trainer builds it from the config (`resolve_rewards` with a `RewardContext`),
+the engine prepares its model like the KL reference (`prepare_rewards`), and its state (running
+normalization) goes into checkpoints (`reward_states`).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +148,7 @@ REWARDS: Registry[RewardFunc] = Registry("reward function", "reasoner.rewards", 
     "format_soft": "reasoner.verifiers.rewards:format_reward_soft",
     "integer_exact": "reasoner.tasks.arithmetic:integer_exact_reward",
     "countdown": "reasoner.tasks.countdown:countdown_reward",
+    "reward_model": "reasoner.models.reward:RewardModelReward",
 })
 
 
@@ -152,11 +158,57 @@ def register_reward(name: str, func: RewardFunc) -> None:
 
 
 def get_reward(name: str) -> RewardFunc:
-    """A reward function by registered name, entry point, or ``module:function`` path."""
+    """A reward function by registered name, entry point, or ``module:function`` path (for a
+    `ModelReward`, its class: `resolve_rewards` builds it)."""
     fn = REWARDS.get(name)
     if not callable(fn):
         raise TypeError(f"reward function {name!r} is not callable")
     return fn
+
+
+@dataclass
+class RewardContext:
+    """What a `ModelReward` is built from: the run's config, the policy's device, and (under
+    ZeRO-3) the DeepSpeed config its weights load sharded with."""
+
+    cfg: Any
+    device: Any
+    zero3_config: dict[str, Any] | None = None
+
+    @contextlib.contextmanager
+    def loading(self) -> Iterator[None]:
+        """Inside: from_pretrained loads each rank's shard only (under ZeRO-3)."""
+        if self.zero3_config is None:
+            yield
+            return
+        from reasoner.models.loading import zero3_loading
+
+        with zero3_loading(self.zero3_config):
+            yield
+
+
+class ModelReward(ABC):
+    """A reward function that holds a model: built by the trainer (`from_context`), its model
+    prepared by the engine like the KL reference (`prepare`: sharded under ZeRO-3), called with
+    TRL's signature, with a state for checkpoints."""
+
+    @classmethod
+    @abstractmethod
+    def from_context(cls, ctx: RewardContext) -> ModelReward:
+        """Load the model the config names."""
+
+    def prepare(self, engine: Any) -> None:  # noqa: B027 - optional
+        """Once the trainer's engine exists: place the model as the engine places frozen models."""
+
+    @abstractmethod
+    def __call__(self, prompts: list[Any], completions: list[Any], **columns: Any
+                 ) -> list[float | None]: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional
+        """Restore `state_dict`'s contents."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,25 +224,54 @@ class WeightedReward:
     weight: float = 1.0
 
 
-def resolve_rewards(names: Sequence[str], weights: Sequence[float] | None = None
-                    ) -> list[WeightedReward]:
-    """Reward functions by name (or ``module:function``) with their weights (default 1.0)."""
+def resolve_rewards(names: Sequence[str], weights: Sequence[float] | None = None, *,
+                    context: RewardContext | None = None) -> list[WeightedReward]:
+    """Reward functions by name (or ``module:function``) with their weights (default 1.0); a
+    `ModelReward` is built from `context` (the trainer's)."""
     ws = [1.0] * len(names) if weights is None else list(weights)
     if len(ws) != len(names):
         raise ValueError(f"{len(ws)} weights for {len(names)} reward functions")
-    return [WeightedReward(n, get_reward(n), float(w)) for n, w in zip(names, ws)]
+    out = []
+    for n, w in zip(names, ws):
+        fn = get_reward(n)
+        if isinstance(fn, type) and issubclass(fn, ModelReward):
+            if context is None:
+                raise ValueError(f"reward {n!r} holds a model: it is built by a trainer")
+            fn = fn.from_context(context)
+        out.append(WeightedReward(n, fn, float(w)))
+    return out
 
 
-def run_rewards(rewards_cfg: Any, task: Any) -> tuple[list[WeightedReward], str]:
+def prepare_rewards(funcs: Sequence[WeightedReward], engine: Any) -> None:
+    """Let every `ModelReward` place its model as `engine` places frozen models."""
+    for f in funcs:
+        if isinstance(f.func, ModelReward):
+            f.func.prepare(engine)
+
+
+def reward_states(funcs: Sequence[WeightedReward]) -> dict[str, Any]:
+    """The checkpoint state of the rewards that have one, by name."""
+    return {f.name: f.func.state_dict() for f in funcs
+            if isinstance(f.func, ModelReward) and f.func.state_dict()}
+
+
+def load_reward_states(funcs: Sequence[WeightedReward], states: dict[str, Any]) -> None:
+    for f in funcs:
+        if isinstance(f.func, ModelReward) and f.name in states:
+            f.func.load_state_dict(states[f.name])
+
+
+def run_rewards(rewards_cfg: Any, task: Any, *, context: RewardContext | None = None
+                ) -> tuple[list[WeightedReward], str]:
     """A run's reward functions and the name of the one logged as accuracy, from the
     ``rewards`` config section (names, reward_weights, accuracy_reward) and the task (None for
     a dataset): the configured functions, else the task's own with its weights. The same for
-    training and evaluation."""
+    training and evaluation; `context` builds a reward that holds a model (`resolve_rewards`)."""
     if rewards_cfg.names:
-        funcs = resolve_rewards(rewards_cfg.names, rewards_cfg.reward_weights)
+        funcs = resolve_rewards(rewards_cfg.names, rewards_cfg.reward_weights, context=context)
     elif task is not None:
         funcs = resolve_rewards([n for n, _ in task.reward_funcs],
-                                [w for _, w in task.reward_funcs])
+                                [w for _, w in task.reward_funcs], context=context)
     else:
         raise ValueError("rewards.names must be set when the rows do not come from a task")
     if not funcs:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import textwrap
 
-MAX_COMPLETION_CHARS = 1_000_000
+from reasoner.verifiers.base import MAX_COMPLETION_CHARS
+
+__all__ = ["MAX_COMPLETION_CHARS", "PYTHON_TAGS", "extract_program"]
 PYTHON_TAGS = frozenset({"python", "py", "python3"})
 _LANG_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+.-")
 
@@ -53,10 +55,17 @@ class _StringState:
 
     def feed(self, line: str) -> None:
         i, n = 0, len(line)
+        # The next closing quote (j) and backslash (k) at or after i, as last found; -1: none
+        # left in the line; -2: not looked for yet. Each is looked for again only once i has
+        # passed it: looking from every escape (or every string) would rescan the rest of the
+        # line each time, quadratic in its length.
+        j = k = -2
         while i < n:
             if self.quote is not None:
-                j = line.find(self.quote, i)
-                k = line.find("\\", i)
+                if j == -2 or 0 <= j < i:
+                    j = line.find(self.quote, i)
+                if k == -2 or 0 <= k < i:
+                    k = line.find("\\", i)
                 if k != -1 and (j == -1 or k < j):
                     i = k + 2  # an escaped character, maybe a quote
                     continue
@@ -64,6 +73,7 @@ class _StringState:
                     return
                 i = j + 3
                 self.quote = None
+                j = -2
                 continue
             c = line[i]
             if c == "#":

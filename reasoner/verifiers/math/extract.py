@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from reasoner.data.templates import ANSWER_OPEN, answer_blocks
+
 
 @dataclass
 class Extraction:
@@ -27,72 +29,99 @@ class Extraction:
     candidates: list[str] = field(default_factory=list)
 
 
+_GSM8K_MARK = "####"
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-_ANSWER_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_GSM8K_RE = re.compile(r"^[ \t]*####[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+_BARE_BOX_ARG = re.compile(r"[^\s$]+")  # "\boxed 5": up to the next whitespace or '$'
+_BRACE_TOKENS = re.compile(r"\\.|[{}]", re.DOTALL)  # an escaped character, or a brace
 
 
-def _match_brace(s: str, open_at: int) -> int:
-    """Index of the '}' closing the '{' at `open_at` (escaped braces \\{ \\} don't count), or -1."""
-    depth = 0
-    i = open_at
-    n = len(s)
-    while i < n:
-        c = s[i]
-        if c == "\\":
-            i += 2
-            continue
+@dataclass
+class _Head:
+    """One ``\\boxed`` / ``\\fbox`` in a text: where its name starts and ends, and where its
+    argument starts (after spaces and tabs)."""
+
+    start: int
+    end: int
+    arg: int
+    braced: bool  # the argument starts with '{'
+
+
+def _heads(text: str) -> list[_Head]:
+    out = []
+    for m in _BOX_RE.finditer(text):
+        i = m.end()
+        while i < len(text) and text[i] in " \t":  # runs after two heads are disjoint: linear
+            i += 1
+        out.append(_Head(m.start(), m.end(), i, i < len(text) and text[i] == "{"))
+    return out
+
+
+def _closing_braces(text: str, opens: set[int]) -> dict[int, int]:
+    """For each '{' at an index in `opens`, the index of the '}' that closes it (escaped braces
+    \\{ \\} don't count; an unclosed one is left out). One pass over the text's braces with a
+    stack, where scanning from each '{' to its match would be quadratic (``\\boxed{`` x N)."""
+    out: dict[int, int] = {}
+    if not opens:
+        return out
+    stack: list[int] = []
+    for m in _BRACE_TOKENS.finditer(text):
+        c = m.group()
         if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return -1
+            stack.append(m.start())
+        elif c == "}" and stack:
+            o = stack.pop()
+            if o in opens:
+                out[o] = m.start()
+    return out
 
 
 def _boxes(text: str) -> list[str]:
-    """Contents of the top-level boxes, in order; unclosed boxes are skipped."""
+    """Contents of the top-level boxes, in order; unclosed boxes are skipped (and the text
+    inside them is still searched). Linear in the text's length."""
+    heads = _heads(text)
+    closing = _closing_braces(text, {h.arg for h in heads if h.braced})
     out: list[str] = []
     pos = 0
-    while True:
-        m = _BOX_RE.search(text, pos)
-        if m is None:
-            return out
-        i = m.end()
-        while i < len(text) and text[i] in " \t":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            end = _match_brace(text, i)
+    for h in heads:
+        if h.start < pos:  # inside a box already read
+            continue
+        if h.braced:
+            end = closing.get(h.arg, -1)
             if end < 0:  # unclosed (truncated completion): not an answer
-                pos = i + 1
+                pos = h.arg + 1
                 continue
-            out.append(text[i + 1 : end])
+            out.append(text[h.arg + 1 : end])
             pos = end + 1
-        else:  # "\boxed 5": up to the next whitespace or '$'
-            m2 = re.match(r"[^\s$]+", text[i:])
-            if m2 is None or m.group(0) != "\\boxed":
-                pos = i
-                continue
-            out.append(m2.group(0))
-            pos = i + m2.end()
+            continue
+        m = _BARE_BOX_ARG.match(text, h.arg)  # "\\boxed 5"
+        if m is None or text[h.start : h.end] != "\\boxed":
+            pos = h.arg
+            continue
+        out.append(m.group(0))
+        pos = m.end()
+    return out
 
 
 def _unbox(s: str) -> str:
-    """\\boxed{\\boxed{5}} -> 5 (boxes that span the whole answer are unwrapped)."""
+    """\\boxed{\\boxed{5}} -> 5 (boxes that span the whole answer are unwrapped). Each layer is
+    peeled by moving two indices, with the braces matched once: linear however deep."""
+    closing = _closing_braces(s, {h.arg for h in _heads(s) if h.braced})
+    lo, hi = 0, len(s)
     while True:
-        t = s.strip()
-        m = _BOX_RE.match(t)
+        while lo < hi and s[lo].isspace():
+            lo += 1
+        while hi > lo and s[hi - 1].isspace():
+            hi -= 1
+        m = _BOX_RE.match(s, lo, hi)
         if m is None:
-            return t
+            return s[lo:hi]
         i = m.end()
-        while i < len(t) and t[i] in " \t":
+        while i < hi and s[i] in " \t":
             i += 1
-        if i < len(t) and t[i] == "{" and _match_brace(t, i) == len(t) - 1:
-            s = t[i + 1 : -1]
+        if i < hi and s[i] == "{" and closing.get(i) == hi - 1:
+            lo, hi = i + 1, hi - 1
         else:
-            return t
+            return s[lo:hi]
 
 
 def _strip_answer(s: str) -> str:
@@ -102,6 +131,19 @@ def _strip_answer(s: str) -> str:
             s = s[len(a) : len(s) - len(b)].strip()
     s = _unbox(s)
     return s.rstrip(" .").strip()
+
+
+def _gsm8k_lines(text: str) -> list[str]:
+    """For every line that starts with ``####`` (after spaces and tabs), the rest of it with
+    spaces and tabs around it dropped; lines end at '\\n'. One pass over the lines."""
+    if _GSM8K_MARK not in text:
+        return []
+    out = []
+    for line in text.split("\n"):
+        rest = line.lstrip(" \t")
+        if rest.startswith(_GSM8K_MARK):
+            out.append(rest[len(_GSM8K_MARK) :].strip(" \t"))
+    return out
 
 
 def _same_text(a: str) -> str:
@@ -117,11 +159,11 @@ def find_answer(text: str) -> Extraction:
     if boxes:
         distinct = list(dict.fromkeys(_same_text(b) for b in boxes))
         return Extraction(boxes[-1], "boxed", ambiguous=len(distinct) > 1, candidates=boxes)
-    tags = _ANSWER_TAG_RE.findall(text)
+    tags = answer_blocks(text)
     if tags:
         ans = _strip_answer(tags[-1])
         return Extraction(ans or None, "answer_tag", candidates=[t.strip() for t in tags])
-    lines = _GSM8K_RE.findall(text)
+    lines = _gsm8k_lines(text)
     if lines:
         ans = _strip_answer(lines[-1])
         return Extraction(ans or None, "gsm8k", candidates=lines)
@@ -134,7 +176,7 @@ def extract_answer(text: str) -> str | None:
     return None if ex.ambiguous else ex.answer
 
 
-_SOLUTION_MARKERS = ("\\boxed", "\\fbox", "<answer>", "####")
+_SOLUTION_MARKERS = ("\\boxed", "\\fbox", ANSWER_OPEN, _GSM8K_MARK)
 
 
 def gold_answer(gold: str) -> tuple[str | None, str | None]:

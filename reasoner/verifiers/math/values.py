@@ -13,8 +13,11 @@ from typing import Any
 
 DEFAULT_MAX_DIGITS = 100_000
 
+# Runs in the calling process, so it must be linear: a digit run is only tried from its first
+# digit (``(?<!\d)``), and ``\s*(?:\{\s*)?`` reads what ``\s*\{?\s*`` did without the
+# quadratic ways to split a run of spaces between two ``\s*``.
 _HUGE_LITERAL = re.compile(
-    r"\d{7,}\s*!|\^\s*\{?\s*\d{7,}|\\binom\s*\{?\s*\d{7,}|\d{10000,}"
+    r"(?<!\d)\d{7,}\s*!|\^\s*(?:\{\s*)?\d{7,}|\\binom\s*(?:\{\s*)?\d{7,}|(?<!\d)\d{10000,}"
 )
 
 

@@ -1,5 +1,8 @@
 """MathVerifier: extraction and the size pre-screen in the calling process, the check in a pool of
-worker processes with hard time and memory limits; one Verdict per record, in input order."""
+worker processes with hard time and memory limits; one Verdict per record, in input order.
+
+What runs in the calling process is bounded: a completion or gold over `MAX_COMPLETION_CHARS`
+is not read; below that every scan (`extract`, `too_large_text`) is linear in the text's length."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from reasoner.verifiers.base import Reason, Verdict
+from reasoner.verifiers.base import MAX_COMPLETION_CHARS, Reason, Verdict
 from reasoner.verifiers.math.equivalence import DEFAULT_REL_TOL
 from reasoner.verifiers.math.extract import find_answer, gold_answer
 from reasoner.verifiers.math.values import DEFAULT_MAX_DIGITS, too_large_text
@@ -76,12 +79,22 @@ class MathVerifier:
         gold = rec.get("answer")
         if gold is None or (isinstance(gold, str) and not gold.strip()):
             return _verdict(None, Reason.UNPARSEABLE_GOLD, {"error": "missing field 'answer'"})
-        gold, why = gold_answer(str(gold))  # a worked solution stands for its final answer
+        gold = str(gold)
+        if len(gold) > MAX_COMPLETION_CHARS:
+            return _verdict(None, Reason.UNPARSEABLE_GOLD, {
+                "error": f"gold too large: over {MAX_COMPLETION_CHARS} characters"})
+        gold, why = gold_answer(gold)  # a worked solution stands for its final answer
         if gold is None:
             return _verdict(None, Reason.UNPARSEABLE_GOLD, {"error": why})
         if too_large_text(gold, self.max_answer_chars * 10):
             return _verdict(None, Reason.UNPARSEABLE_GOLD, {"error": "gold answer too large"})
-        ex = find_answer(rec.get("completion") or "")
+        completion = rec.get("completion") or ""
+        if not isinstance(completion, str):
+            completion = str(completion)
+        if len(completion) > MAX_COMPLETION_CHARS:
+            return _verdict(False, Reason.TOO_LARGE, {
+                "error": f"completion over {MAX_COMPLETION_CHARS} characters"})
+        ex = find_answer(completion)
         if ex.answer is None:
             return _verdict(False, Reason.NO_ANSWER, {"source": ex.source})
         detail = {"answer": ex.answer[:200], "source": ex.source}

@@ -1,0 +1,342 @@
+"""GRPO, PPO, A2C, RLOO and REINFORCE++ on the same tiny task, warm start and completion budget:
+held-out accuracy reached, training seconds and peak memory (the critic's cost made visible);
+and, with --vs-trl, PPO's step time against TRL's PPO trainer on the same model.
+
+    python benchmarks/algos.py                       # the comparison (minutes on a CPU)
+    python benchmarks/algos.py --steps 3 --sft-steps 20 --eval-rows 16   # a quick smoke run
+    python benchmarks/algos.py --vs-trl --algos      # only PPO vs TRL (needs trl <= 1.12)
+
+The warm start is the demo's: the tiny Qwen2 (--hidden x --layers) SFT-trained on worked
+solutions of 1-2 digit additions with label smoothing 0.1, so samples at temperature 1 are
+right a fraction of the time and every algorithm has room to learn. Each algorithm then starts
+from that same directory and trains --steps steps of --prompts prompts x --generations
+completions (the same completions for all), in its own process (so its peak resident memory is
+its own); held-out accuracy is measured on --eval-rows test problems, 4 samples each at
+temperature 1 (the headline) and greedy. Writes benchmarks/results/algos.{json,md} (or
+algos_vs_trl.* with --vs-trl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python benchmarks/algos.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ALGOS = ("grpo", "rloo", "reinforce_plus_plus", "a2c", "ppo")
+TASK_OPTIONS = {"ops": ["+"], "digits": [1, 2]}
+
+# Each algorithm's settings beside the shared ones (TRL's defaults where it has the algorithm;
+# the KL penalties small: the warm start is the reference).
+ALGO_SETTINGS: dict[str, dict[str, Any]] = {
+    "grpo": {"algo": {"name": "grpo", "beta": 0.0, "loss_type": "dapo", "scale_rewards": "group"}},
+    "rloo": {"algo": {"name": "rloo", "beta": 0.0, "loss_type": "dapo"}},
+    "reinforce_plus_plus": {"algo": {"name": "reinforce_plus_plus", "beta": 0.01,
+                                     "kl_in_reward": True, "kl_estimator": "k1",
+                                     "loss_type": "dapo"}},
+    "a2c": {"algo": {"name": "a2c", "kl_coef": 0.01, "kl_estimator": "k1", "vf_coef": 0.1,
+                     "gamma": 1.0, "lam": 0.95, "loss_type": "dapo"},
+            "critic": {"learning_rate": 1e-4}},
+    "ppo": {"algo": {"name": "ppo", "num_ppo_epochs": 2, "num_mini_batches": 2, "cliprange": 0.2,
+                     "cliprange_value": 0.2, "kl_coef": 0.01, "kl_estimator": "k1",
+                     "vf_coef": 0.1, "gamma": 1.0, "lam": 0.95, "loss_type": "dapo"},
+            "critic": {"learning_rate": 1e-4}},
+}
+CRITIC_WARMUP_FRACTION = 0.05  # of the steps, at most 5: the fresh value head learns first
+
+
+def config_dict(algo: str, model: str, out: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The run's config: shared rollout / optimisation settings, the algorithm's own."""
+    cfg: dict[str, Any] = {
+        "model": {"path": model},
+        "data": {"task": "arithmetic", "task_options": TASK_OPTIONS, "num_train_rows": 4000,
+                 "template": "r1_short"},
+        "rollout": {"num_generations": args.generations, "max_completion_length": 20,
+                    "temperature": 1.0},
+        "train": {"output_dir": out, "max_steps": args.steps, "seed": args.seed,
+                  "device": "cpu", "per_device_train_batch_size": args.prompts * args.generations,
+                  "gradient_accumulation_steps": 1, "learning_rate": args.lr,
+                  "lr_scheduler_type": "constant_with_warmup", "warmup_steps": 10,
+                  "save_steps": 0, "log_completions_steps": 0, "logging_steps": 10**6,
+                  "report_to_tensorboard": False},
+    }
+    for section, values in ALGO_SETTINGS[algo].items():
+        cfg.setdefault(section, {}).update(values)
+    if "critic" in cfg:
+        cfg["critic"]["critic_warmup_steps"] = min(5, int(args.steps * CRITIC_WARMUP_FRACTION))
+    return cfg
+
+
+def held_out(model: Any, tok: Any, rows: list[dict[str, Any]], seed: int) -> dict[str, float]:
+    from reasoner.evaluate import evaluate
+    from reasoner.tasks import get_task
+
+    task = get_task("arithmetic", **TASK_OPTIONS)
+    kw = dict(task=task, template="r1_short", max_new_tokens=20, batch_size=256, seed=seed)
+    sampled = evaluate(model, tok, rows, temperature=1.0, num_samples=4, **kw)
+    greedy = evaluate(model, tok, rows, temperature=0.0, **kw)
+    return {"accuracy_T1": sampled["accuracy"], "accuracy_greedy": greedy["accuracy"]}
+
+
+def test_rows(n: int) -> list[dict[str, Any]]:
+    from reasoner.tasks import get_task
+
+    return get_task("arithmetic", **TASK_OPTIONS).rows("test", n, 0)
+
+
+def run_one(algo: str, model: str, out: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One algorithm's run (in its own process): train, then the held-out evaluation."""
+    import torch
+
+    from reasoner.config import config_from_dict
+    from reasoner.metrics import read_metrics
+    from reasoner.models import load_model_and_tokenizer
+    from reasoner.trainers import ALGORITHMS
+
+    torch.set_num_threads(args.threads)
+    cfg = config_from_dict(config_dict(algo, model, out, args))
+    trainer = ALGORITHMS.get(algo)(cfg, progress=False)
+    engines = [trainer.engine, *trainer.extra_engines.values()]
+    trained = sum(p.numel() for e in engines for p in e.params)
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    recs = read_metrics(Path(out) / "metrics.jsonl")
+    final, tok = load_model_and_tokenizer(Path(out) / "final")
+    acc = held_out(final, tok, test_rows(args.eval_rows), args.seed + 12345)
+    tail = recs[-min(10, len(recs)):]
+    return {"algo": algo, "steps": len(recs),
+            "completions": int(len(recs) * args.prompts * args.generations),
+            "train_seconds": round(seconds, 1),
+            "seconds_per_step": round(seconds / max(len(recs), 1), 3),
+            "trained_params_m": round(trained / 1e6, 3),
+            "peak_rss_gb": round(max(r["memory/peak_gb"] for r in recs), 3),
+            "train_accuracy_last10": sum(r["accuracy"] for r in tail) / len(tail),
+            **{f"{k}_after": v for k, v in acc.items()}}
+
+
+def warm_start(args: argparse.Namespace, work: Path) -> str:
+    """The demo's warm start (or --model as given): the directory every algorithm starts from."""
+    if args.model is not None:
+        return args.model
+    import torch
+
+    from reasoner.models import build_tiny_model, load_model_and_tokenizer
+    from reasoner.tasks import get_task
+    from reasoner.trainers.sft import run_sft
+
+    torch.set_num_threads(args.threads)
+    path = build_tiny_model(work / "sft", hidden_size=args.hidden, num_layers=args.layers,
+                            num_heads=4, num_kv_heads=2, max_position_embeddings=128,
+                            seed=args.seed)
+    model, tok = load_model_and_tokenizer(path)
+    rows = get_task("arithmetic", **TASK_OPTIONS).rows("train", 4000, 1)
+    run_sft(model, tok, rows, template="r1_short", max_steps=args.sft_steps, batch_size=32,
+            lr=3e-3, seed=args.seed, progress=False, label_smoothing=0.1)
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def compare(args: argparse.Namespace, work: Path, model: str) -> None:
+    from reasoner.models import load_model_and_tokenizer
+
+    m, tok = load_model_and_tokenizer(model)
+    before = held_out(m, tok, test_rows(args.eval_rows), args.seed + 12345)
+    del m
+    rows = []
+    for algo in args.algos:
+        out = work / algo
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--run", algo, "--model", model,
+               "--run-dir", str(out), *args.passthrough]
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"{algo} failed:\n{p.stderr[-3000:]}")
+        r = json.loads((out / "bench.json").read_text())
+        r["accuracy_T1_before"] = before["accuracy_T1"]
+        r["accuracy_greedy_before"] = before["accuracy_greedy"]
+        rows.append(r)
+        print(f"{algo}: T=1 accuracy {before['accuracy_T1']:.3f} -> "
+              f"{r['accuracy_T1_after']:.3f} in {r['train_seconds']} s", flush=True)
+    cols = ["algo", "steps", "completions", "train_seconds", "seconds_per_step",
+            "trained_params_m", "peak_rss_gb",
+            "accuracy_T1_before", "accuracy_T1_after", "accuracy_greedy_before",
+            "accuracy_greedy_after", "train_accuracy_last10"]
+    write_results("algos", [{c: r[c] for c in cols} for r in rows],
+                  packages=("torch", "transformers", "deepspeed"),
+                  extra={"task": "arithmetic ops=+ digits=(1,2), template r1_short",
+                         "model": args.model or f"tiny qwen2 {args.hidden}x{args.layers}, "
+                                                f"SFT {args.sft_steps} steps (label smoothing "
+                                                f"0.1)",
+                         "per_step": f"{args.prompts} prompts x {args.generations} completions, "
+                                     f"<= 20 tokens, temperature 1",
+                         "learning_rate": args.lr, "threads": args.threads,
+                         "eval": f"{args.eval_rows} test problems: 4 samples at T=1, and greedy",
+                         "settings": {a: ALGO_SETTINGS[a] for a in args.algos}},
+                  notes="Each algorithm in its own process; peak_rss_gb is that process's peak "
+                        "resident set (the Python runtime, model, optimizer, critic, "
+                        "activations: at this size mostly the runtime), trained_params_m the "
+                        "parameters its optimizers update (a separate critic doubles them). "
+                        "Timings on a shared CPU are noisy: compare runs made on a quiet "
+                        "machine.")
+
+
+# --------------------------------------------------------------------------- PPO vs TRL's PPO
+
+
+def vs_trl(args: argparse.Namespace, work: Path, model: str) -> None:
+    """PPO step time: ours vs TRL's PPOTrainer, same model, batch, completion length, epochs,
+    mini-batches and a reward model of the same size on both sides (ours through a reward
+    function of TRL's signature: the reward-function path GRPO uses)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from reasoner.models import load_model_and_tokenizer
+
+    try:
+        from trl.experimental.ppo import PPOConfig, PPOTrainer
+    except ImportError:
+        raise SystemExit("--vs-trl needs TRL's PPO trainer (trl.experimental.ppo, trl <= 1.12: "
+                         "pip install trl==1.12.0)") from None
+    torch.set_num_threads(args.threads)
+    n, length = args.trl_batch, 20
+    args.trl_warmup = max(args.trl_warmup, 1)  # TRL's step times are gaps between step ends
+    steps = args.trl_warmup + args.trl_steps
+    _, tok = load_model_and_tokenizer(model)
+    rm_dir = work / "rm"
+    rm = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1)
+    rm.config.pad_token_id = tok.pad_token_id
+    rm.save_pretrained(rm_dir)
+    tok.save_pretrained(rm_dir)
+
+    # ours: the same reward model, scored through a reward function
+    from reasoner.config import config_from_dict
+    from reasoner.data import render_prompt
+    from reasoner.trainers.ppo import PPOTrainer as Ours
+    from reasoner.verifiers.rewards import WeightedReward
+
+    rm.eval()
+
+    @torch.no_grad()
+    def rm_reward(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+        enc = tok([p + c for p, c in zip(prompts, completions)], return_tensors="pt",
+                  padding=True, padding_side="right")
+        return rm(**enc).logits[:, 0].tolist()
+
+    cfg = config_dict("ppo", model, str(work / "ours"), args)
+    cfg["rollout"]["num_generations"] = 1
+    cfg["train"].update(max_steps=steps, per_device_train_batch_size=n,
+                        lr_scheduler_type="constant", warmup_steps=0)
+    cfg["algo"].update(num_ppo_epochs=4, num_mini_batches=1, kl_coef=0.05)
+    cfg["critic"] = {"learning_rate": args.lr}
+    ours = Ours(config_from_dict(cfg), reward_funcs=[WeightedReward("rm", rm_reward)],
+                progress=False)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        ours.train_step()
+        times.append(time.perf_counter() - t0)
+    ours_s = sum(times[args.trl_warmup:]) / args.trl_steps
+
+    # TRL
+    from datasets import Dataset
+    from transformers import TrainerCallback
+
+    policy, _ = load_model_and_tokenizer(model)
+    ref, _ = load_model_and_tokenizer(model)
+    value = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1)
+    reward = AutoModelForSequenceClassification.from_pretrained(rm_dir)
+    rows = test_rows(n * steps)
+    ids = [tok(render_prompt(r["question"], template="r1_short"),
+               add_special_tokens=False)["input_ids"] for r in rows]
+    ds = Dataset.from_list([{"input_ids": x} for x in ids])
+    tok.padding_side = "left"
+
+    class Timer(TrainerCallback):
+        def __init__(self) -> None:
+            self.stamps = [time.perf_counter()]
+
+        def on_step_end(self, a: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.stamps.append(time.perf_counter())
+
+    timer = Timer()
+    conf = PPOConfig(output_dir=str(work / "trl"), per_device_train_batch_size=n,
+                     gradient_accumulation_steps=1, num_mini_batches=1, num_ppo_epochs=4,
+                     total_episodes=n * steps, response_length=length, stop_token="eos",
+                     kl_coef=0.05, kl_estimator="k1", learning_rate=args.lr, temperature=1.0,
+                     use_cpu=True, report_to="none", bf16=False, num_sample_generations=0,
+                     seed=args.seed, lr_scheduler_type="constant",
+                     local_rollout_forward_batch_size=n, per_device_eval_batch_size=n,
+                     gradient_checkpointing=False, save_strategy="no")
+    trl = PPOTrainer(args=conf, processing_class=tok, model=policy, ref_model=ref,
+                     reward_model=reward, train_dataset=ds, value_model=value, eval_dataset=ds,
+                     callbacks=[timer])
+    timer.stamps = []
+    trl.train()
+    gaps = [b - a for a, b in zip(timer.stamps, timer.stamps[1:])]
+    trl_s = sum(gaps[-args.trl_steps:]) / len(gaps[-args.trl_steps:])
+    import trl as trl_pkg
+
+    row = {"batch": n, "max_completion_length": length, "num_ppo_epochs": 4,
+           "reasoner_s_per_step": round(ours_s, 3), "trl_s_per_step": round(trl_s, 3),
+           "speedup": round(trl_s / ours_s, 2)}
+    write_results("algos_vs_trl", [row], packages=("torch", "transformers"),
+                  extra={"trl": trl_pkg.__version__, "model": model, "threads": args.threads,
+                         "steps_timed": args.trl_steps, "warmup_steps": args.trl_warmup},
+                  title="PPO step: reasoner vs TRL",
+                  notes="Both sides: one completion per prompt, the same reward model (ours "
+                        "through a reward function), a value model from the policy's weights, "
+                        "4 PPO epochs of one mini-batch, KL coefficient 0.05 (k1). TRL's first "
+                        "timed gap starts at its first step's end (the timer is reset before "
+                        "train()).")
+    print(f"PPO step: reasoner {ours_s:.3f} s, TRL {trl_s:.3f} s -> {trl_s / ours_s:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--algos", nargs="*", default=list(ALGOS), choices=ALGOS)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--prompts", type=int, default=16, help="prompts per step")
+    ap.add_argument("--generations", type=int, default=8, help="completions per prompt")
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--eval-rows", type=int, default=200)
+    ap.add_argument("--model", default=None, help="start from this directory (no warm start)")
+    ap.add_argument("--sft-steps", type=int, default=800)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vs-trl", action="store_true", help="also time PPO against TRL's PPO")
+    ap.add_argument("--trl-batch", type=int, default=64)
+    ap.add_argument("--trl-steps", type=int, default=5)
+    ap.add_argument("--trl-warmup", type=int, default=1, help="untimed steps first (>= 1)")
+    ap.add_argument("--run", choices=ALGOS, help=argparse.SUPPRESS)  # one algorithm (internal)
+    ap.add_argument("--run-dir", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.run:
+        r = run_one(args.run, args.model, args.run_dir, args)
+        Path(args.run_dir, "bench.json").write_text(json.dumps(r))
+        return
+    args.passthrough = [f"--{k}={getattr(args, k.replace('-', '_'))}" for k in
+                        ("steps", "prompts", "generations", "lr", "eval-rows", "threads", "seed")]
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        model = warm_start(args, work)
+        if args.algos:
+            compare(args, work, model)
+        if args.vs_trl:
+            vs_trl(args, work, model)
+
+
+if __name__ == "__main__":
+    main()

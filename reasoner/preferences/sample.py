@@ -1,0 +1,142 @@
+"""`reasoner preferences`: rank K completions sampled from a policy with the synthetic annotator.
+
+    reasoner preferences --policy DIR --task arithmetic --k 4 --n 2000 --output prefs.jsonl
+
+For `n` rows of the task's split, K completions are sampled from the policy; the distinct ones
+are scored with the annotator's hidden utility and ranked with its Bradley–Terry noise
+(`reasoner.preferences.annotator`). A row whose K samples hold fewer than two distinct
+completions is sampled again (up to `max_resamples` times), then left out and counted. The
+records are rankings (``prompt``, ``completions`` best first, plus ``utilities`` and
+``noise_temperature`` for the Bayes-optimal accuracy), or the same judgements written as TRL
+pairs or a/b/winner comparisons (`--format`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reasoner.preferences.annotator import SyntheticAnnotator
+from reasoner.preferences.formats import FORMATS
+
+
+@dataclass
+class SampledPreferences:
+    """What `sample_preferences` wrote."""
+
+    records: int  # rankings (lines for the rankings format)
+    lines: int
+    left_out: int  # rows whose samples never held two distinct completions
+    bayes_accuracy: float  # closed form, over the pairs written
+    true_score: float  # mean utility of every sample drawn (duplicates included)
+    seconds: float
+
+
+def _ranking_lines(prompt: str, row: dict[str, Any], texts: list[str], u: list[float],
+                   order: list[int], ann: SyntheticAnnotator, fmt: str) -> list[dict[str, Any]]:
+    best = [texts[k] for k in order]
+    ub = [u[k] for k in order]
+    extra = {"question": row.get("question"), "answer": row.get("answer")}
+    if fmt == "rankings":
+        return [{"prompt": prompt, "completions": best, "utilities": ub,
+                 "noise_temperature": ann.noise_temperature, **extra}]
+    out = []
+    for a in range(len(best)):
+        for b in range(a + 1, len(best)):
+            if fmt == "pairs":
+                out.append({"prompt": prompt, "chosen": best[a], "rejected": best[b],
+                            "utilities": [ub[a], ub[b]],
+                            "noise_temperature": ann.noise_temperature, **extra})
+            else:  # comparisons: a random side for the winner
+                flip = (a * 7 + b * 13 + len(prompt)) % 2 == 1
+                x, y = (b, a) if flip else (a, b)
+                out.append({"prompt": prompt, "a": best[x], "b": best[y],
+                            "winner": "b" if flip else "a", **extra})
+    return out
+
+
+def sample_preferences(
+    policy: str | Path, task_name: str, *, k: int, n: int, output: str | Path,
+    task_options: dict[str, Any] | None = None, split: str = "train", fmt: str = "rankings",
+    annotator: SyntheticAnnotator | None = None, temperature: float = 1.0,
+    max_new_tokens: int = 32, template: str | None = None, batch_size: int = 64, seed: int = 0,
+    max_resamples: int = 3, progress: bool = True,
+) -> SampledPreferences:
+    """Sample, judge and write preference records; see the module docstring."""
+    import torch
+
+    from reasoner.data import render_prompt
+    from reasoner.models import load_model_and_tokenizer
+    from reasoner.rollout import generate_rollouts
+    from reasoner.tasks import get_task
+
+    if k < 2:
+        raise ValueError(f"--k must be >= 2 (a ranking needs two completions), got {k}")
+    if n < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    ann = annotator or SyntheticAnnotator()
+    task = get_task(task_name, **(task_options or {}))
+    template = template or task.default_template
+    model, tok = load_model_and_tokenizer(policy)
+    rows = task.rows(split, n, seed)
+    rng = random.Random(f"annotator:{seed}")
+    t0 = time.perf_counter()
+    out_path = Path(output)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    pairs_u: list[tuple[float, float]] = []
+    all_u: list[float] = []
+    n_records = n_lines = left_out = 0
+    pending = list(range(len(rows)))
+    with out_path.open("w", encoding="utf-8") as f:
+        for attempt in range(max_resamples + 1):
+            retry: list[int] = []
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start:start + batch_size]
+                prompts = [render_prompt(str(rows[i]["question"]), template=template,
+                                         tokenizer=tok) for i in chunk]
+                with torch.no_grad():
+                    ro = generate_rollouts(model, tok, prompts, num_generations=k,
+                                           max_completion_length=max_new_tokens,
+                                           temperature=temperature,
+                                           generator_seed=seed * 1_000_003 + attempt * 7919
+                                           + chunk[0])
+                texts = ro.completion_texts
+                rep_rows = [rows[i] for i in chunk for _ in range(k)]
+                rep_prompts = [p for p in prompts for _ in range(k)]
+                u = ann.utilities(task, rep_prompts, texts, rep_rows)
+                all_u.extend(u)
+                for g, i in enumerate(chunk):
+                    seen: dict[str, float] = {}
+                    for t, ut in zip(texts[g * k:(g + 1) * k], u[g * k:(g + 1) * k]):
+                        seen.setdefault(t, ut)
+                    if len(seen) < 2:
+                        retry.append(i)
+                        continue
+                    uniq, uu = list(seen), list(seen.values())
+                    order = ann.rank(uu, rng)
+                    lines = _ranking_lines(prompts[g], rows[i], uniq, uu, order, ann, fmt)
+                    for line in lines:
+                        f.write(json.dumps(line) + "\n")
+                    n_records += 1
+                    n_lines += len(lines)
+                    pairs_u += [(uu[a], uu[b]) for a in range(len(uu))
+                                for b in range(a + 1, len(uu))]
+                if progress:
+                    print(f"preferences: {n_records}/{len(rows)} rankings, "
+                          f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            pending = retry
+            if not pending:
+                break
+        left_out = len(pending)
+    if progress and left_out:
+        print(f"preferences: left out {left_out} rows whose {k} samples never held two distinct "
+              f"completions ({max_resamples} resamples)", file=sys.stderr)
+    return SampledPreferences(n_records, n_lines, left_out, ann.bayes_accuracy(pairs_u),
+                              sum(all_u) / len(all_u), time.perf_counter() - t0)

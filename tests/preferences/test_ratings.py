@@ -1,0 +1,136 @@
+"""Bradley–Terry ratings recover known ratings from simulated comparisons, their Wald intervals
+cover the truth at the stated rate; Elo updates follow the formula and order players rightly;
+`reasoner elo` ranks policies from a comparisons file."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from reasoner.preferences.ratings import (
+    ELO_PER_LOGIT,
+    Games,
+    elo_ratings,
+    elo_updates,
+    fit_bradley_terry,
+)
+
+TRUE = np.array([1.2, 0.5, 0.0, -0.4, -1.3])  # centred: sums to 0
+
+
+def simulate(theta, n_games, rng):
+    n = len(theta)
+    i = rng.integers(0, n, n_games)
+    j = (i + rng.integers(1, n, n_games)) % n
+    p = 1 / (1 + np.exp(-(theta[i] - theta[j])))
+    s = (rng.random(n_games) < p).astype(float)
+    return Games(i, j, s, n)
+
+
+def test_bradley_terry_recovers_known_ratings():
+    rng = np.random.default_rng(0)
+    fit = fit_bradley_terry(simulate(TRUE, 6000, rng), prior=0.0)
+    assert abs(fit.theta.sum()) < 1e-9
+    err = np.abs(fit.theta - TRUE)
+    assert err.max() < 0.12, (fit.theta, TRUE)
+    assert np.all(err < 3.5 * fit.se)
+    assert np.all((fit.se > 0.02) & (fit.se < 0.1))
+    assert list(np.argsort(-fit.rating)) == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(fit.rating - 1000, ELO_PER_LOGIT * fit.theta)
+
+
+def test_the_mle_is_a_stationary_point_of_the_likelihood():
+    g = simulate(TRUE, 800, np.random.default_rng(1))
+    fit = fit_bradley_terry(g, prior=0.0)
+    p = 1 / (1 + np.exp(-(fit.theta[g.i] - fit.theta[g.j])))
+    grad = np.bincount(g.i, g.s - p, 5) - np.bincount(g.j, g.s - p, 5)
+    assert np.abs(grad).max() < 1e-8
+
+
+def test_wald_intervals_cover_the_true_ratings_at_the_stated_rate():
+    rng = np.random.default_rng(2)
+    hits = total = 0
+    for _ in range(200):
+        fit = fit_bradley_terry(simulate(TRUE, 400, rng), prior=0.0,
+                                confidence=0.9)
+        true_rating = 1000 + ELO_PER_LOGIT * TRUE
+        hits += int(np.sum((fit.ci_low <= true_rating) & (true_rating <= fit.ci_high)))
+        total += len(TRUE)
+    assert 0.86 <= hits / total <= 0.94, hits / total
+
+
+def test_ties_undefeated_players_and_disconnected_players():
+    tie = Games([0, 0, 1], [1, 1, 0], [0.5, 0.5, 0.5], 2)
+    fit = fit_bradley_terry(tie, prior=0.0)
+    assert fit.theta == pytest.approx([0.0, 0.0], abs=1e-9)
+    undefeated = Games([0, 0, 1, 1, 1], [1, 2, 2, 2, 2], [1.0, 1.0, 1.0, 1.0, 0.0], 3)
+    with pytest.raises(ValueError, match="set a prior"):
+        fit_bradley_terry(undefeated, prior=0.0)
+    capped = fit_bradley_terry(undefeated, prior=0.1)
+    assert capped.theta[0] > capped.theta[1] > capped.theta[2] and np.all(np.isfinite(capped.se))
+    # two groups never compared with each other: each centred on its own; a player alone gets
+    # no interval
+    split = Games([0, 0, 2, 2], [1, 1, 3, 3], [1.0, 0.0, 1.0, 1.0], 5)
+    fit = fit_bradley_terry(split, prior=0.01)
+    assert fit.component.tolist()[:4] == [0, 0, 1, 1] and len(set(fit.component)) == 3
+    assert fit.theta[0] + fit.theta[1] == pytest.approx(0, abs=1e-9)
+    assert fit.theta[2] + fit.theta[3] == pytest.approx(0, abs=1e-9)
+    assert math.isnan(fit.se[4]) and fit.theta[4] == 0
+
+
+def test_elo_update_formula_and_recovered_order():
+    g = Games([0, 1], [1, 0], [1.0, 0.5], 2)
+    r = elo_updates(g, k_factor=32)
+    e1 = 0.5  # equal ratings
+    a = 1000 + 32 * (1 - e1)
+    b = 1000 - 32 * (1 - e1)
+    e2 = 1 / (1 + 10 ** ((a - b) / 400))  # player 1 (at b) vs player 0 (at a), a tie
+    assert r[1] == pytest.approx(b + 32 * (0.5 - e2))
+    assert r[0] == pytest.approx(a - 32 * (0.5 - e2))
+    fit = elo_ratings(simulate(TRUE, 6000, np.random.default_rng(3)), k_factor=8,
+                      bootstrap=30)
+    assert list(np.argsort(-fit.rating)) == [0, 1, 2, 3, 4]
+    assert np.all(fit.ci_low < fit.ci_high)
+    # Elo's scale is Bradley–Terry's: the spread of ratings is the true one, roughly
+    spread = (fit.rating[0] - fit.rating[-1]) / ELO_PER_LOGIT
+    assert 1.8 < spread < 3.2
+
+
+def test_reasoner_elo_ranks_policies_from_comparisons(tmp_path):
+    rng = np.random.default_rng(4)
+    names = ["ckpt-300", "ckpt-200", "ckpt-100"]
+    theta = {"ckpt-300": 1.0, "ckpt-200": 0.0, "ckpt-100": -1.0}
+    lines = []
+    for k in range(600):
+        a, b = rng.choice(names, 2, replace=False)
+        p = 1 / (1 + math.exp(-(theta[a] - theta[b])))
+        lines.append({"prompt": f"q{k % 7}", "a": str(a), "b": str(b),
+                      "winner": "a" if rng.random() < p else "b"})
+    inp = tmp_path / "comparisons.jsonl"
+    inp.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "ratings.json"
+    r = subprocess.run([sys.executable, "-m", "reasoner", "elo", "--input", str(inp), "--output",
+                        str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert data["method"] == "bradley_terry" and data["num_comparisons"] == 600
+    assert [p["player"] for p in data["players"]] == names
+    top = data["players"][0]
+    assert top["ci_low"] < top["rating"] < top["ci_high"] and top["games"] > 300
+    assert "prompt" not in top
+    # per prompt: completions of each prompt are separate players
+    r = subprocess.run([sys.executable, "-m", "reasoner", "elo", "--input", str(inp), "--output",
+                        str(out), "--per-prompt", "--method", "elo", "--bootstrap", "5"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert data["num_players"] == 21 and data["num_components"] == 7
+    assert {p["prompt"] for p in data["players"]} == {f"q{k}" for k in range(7)}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "a": "x", "b": "y", "winner": "draw"}\n')
+    r = subprocess.run([sys.executable, "-m", "reasoner", "elo", "--input", str(bad), "--output",
+                        str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and f"{bad}:1: winner must be one of" in r.stderr

@@ -1,0 +1,112 @@
+"""A reward model trained by `reasoner rm` is a reward in `reasoner train`: combined by weight
+with a rule-based reward, scored batched on the policy's device, its running normalization in
+the checkpoint; `reasoner preferences` ranks a policy's samples."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reasoner.config import ConfigError, load_config
+from reasoner.models.reward import encode_sequence, load_reward_model, score_sequences
+from reasoner.preferences.formats import read_preferences
+from reasoner.trainers import train
+from reasoner.trainers.grpo import GRPOTrainer
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "configs" / "tiny.yaml"
+TESTS = ROOT / "tests"
+
+
+@pytest.fixture(scope="module")
+def reward_model(tmp_path_factory):
+    """A reward model trained two steps by `reasoner rm` on a handful of rankings."""
+    from test_reward_trainer import TINY_RM, write_rankings
+
+    d = tmp_path_factory.mktemp("rm")
+    data = write_rankings(d / "prefs.jsonl", 8)
+    cfg = load_config(None, [*TINY_RM, f"train.output_dir={d / 'run'}",
+                             f"rm.dataset_path={data}", "train.max_steps=2",
+                             "train.per_device_train_batch_size=4"])
+    train(cfg, progress=False)
+    return d / "run" / "final"
+
+
+def test_reward_model_combined_with_a_rule_reward_in_grpo(tmp_path, reward_model):
+    out = tmp_path / "grpo"
+    cfg = load_config(TINY, [f"train.output_dir={out}", "train.max_steps=2", "train.save_steps=2",
+                             "rewards.names=[integer_exact, reward_model]",
+                             "rewards.reward_weights=[1.0, 0.5]",
+                             f"rewards.reward_model_path={reward_model}",
+                             "rewards.reward_model_batch_size=3",
+                             "train.log_completions_steps=1", "train.num_completions_to_log=8",
+                             "train.report_to_tensorboard=false"])
+    t = GRPOTrainer(cfg, progress=False)
+    step = t.train_step()
+    rm_fn = t.reward_funcs[1].func
+    assert rm_fn.device == t.device and rm_fn.batch_size == 3
+    # the reward model's value of each completion: prompt + completion scored by the saved model
+    model, tok = load_reward_model(reward_model)
+    b = step.batch
+    want = score_sequences(model, [encode_sequence(tok, p, c) for p, c in zip(b.prompts, b.texts)],
+                           tok.pad_token_id, batch_size=1, device="cpu")
+    assert b.per_func[1] == pytest.approx(want, abs=1e-5)
+    assert len(set(round(x, 6) for x in want)) > 1
+    total = [1.0 * r + 0.5 * m for r, m in zip(b.per_func[0], b.per_func[1])]
+    assert step.rewards.total.tolist() == pytest.approx(total)
+    assert math.isfinite(step.metrics["rewards/reward_model/mean"])
+
+
+def test_running_normalization_is_checkpointed_and_resumes_exactly(tmp_path, reward_model):
+    extra = ["rewards.names=[reward_model]", f"rewards.reward_model_path={reward_model}",
+             "rewards.reward_model_normalize=true", "train.max_steps=3", "train.save_steps=2",
+             "train.report_to_tensorboard=false"]
+    ref, out = tmp_path / "ref", tmp_path / "resumed"
+    train(load_config(TINY, [f"train.output_dir={ref}", *extra]), progress=False)
+    state = json.loads((ref / "checkpoint-2" / "trainer_state.json").read_text())
+    moments = state["rewards"]["reward_model"]["moments"]
+    assert moments["count"] == 2 * 8  # two steps of 8 completions
+    # stop after checkpoint-2, then resume: the normalization goes on from the saved moments
+    train(load_config(TINY, [f"train.output_dir={out}", *extra[:-2], "train.max_steps=2",
+                             "train.save_steps=2", "train.report_to_tensorboard=false"]),
+          progress=False)
+    train(load_config(TINY, [f"train.output_dir={out}", *extra]), resume=True, progress=False)
+    last = lambda p: json.loads((p / "metrics.jsonl").read_text().splitlines()[-1])  # noqa: E731
+    assert last(out)["reward/mean"] == last(ref)["reward/mean"]
+    # normalized: the first step's rewards have mean 0 and std 1 over the batch
+    first = json.loads((ref / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["reward/mean"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_reward_model_needs_its_path():
+    with pytest.raises(ConfigError, match="rewards.reward_model_path"):
+        load_config(TINY, ["rewards.names=[reward_model]"])
+
+
+def test_reasoner_preferences_ranks_distinct_samples_with_utilities(tmp_path, model_tok):
+    model, tok = model_tok
+    policy = tmp_path / "policy"
+    model.save_pretrained(policy)
+    tok.save_pretrained(policy)
+    out = tmp_path / "prefs.jsonl"
+    r = subprocess.run([sys.executable, "-m", "reasoner", "preferences", "--policy", str(policy),
+                        "--task", "arithmetic", "--k", "4", "--n", "6", "--max-new-tokens", "8",
+                        "--output", str(out), "--no-progress"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = read_preferences(out)
+    assert len(recs) == 6 and all(2 <= len(x.completions) <= 4 for x in recs)
+    for x in recs:
+        assert x.utilities is not None and x.noise_temperature == 0.05
+        assert len(x.comparisons) == len(x.completions) * (len(x.completions) - 1) // 2
+    assert "Bayes-optimal pairwise accuracy" in r.stdout
+    pairs = tmp_path / "pairs.jsonl"
+    r = subprocess.run([sys.executable, "-m", "reasoner", "preferences", "--policy", str(policy),
+                        "--task", "arithmetic", "--k", "3", "--n", "2", "--max-new-tokens", "8",
+                        "--format", "pairs", "--output", str(pairs), "--no-progress"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert all(x.format == "pairs" for x in read_preferences(pairs))
