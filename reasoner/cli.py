@@ -291,31 +291,25 @@ def eval_cmd(
     from rich.table import Table
 
     from reasoner.evaluate import eval_main
+    from reasoner.tasks import parse_task_options
 
-    extra = list(overrides or [])
-    if task is not None:
-        extra += [f"data.task={json.dumps(task)}", "data.dataset_path=null"]
-    if dataset is not None:
-        extra += ["data.task=null", f"data.dataset_path={json.dumps(dataset)}"]
+    columns = {}
     for item in column_map or []:
         ours, sep, theirs = item.partition("=")
         if not sep or not ours.strip() or not theirs.strip():
             _fail(f"--column-map {item!r} is not OURS=YOURS (e.g. question=problem)")
-        extra.append(f"data.column_map.{ours.strip()}={json.dumps(theirs.strip())}")
-    for item in task_option or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            _fail(f"--task-option {item!r} is not KEY=VALUE")
-        extra.append(f"data.task_options.{key.strip()}={value}")
-    if reward:
-        extra.append(f"rewards.names={json.dumps(list(reward))}")
-    if template is not None:
-        extra.append(f"data.template={json.dumps(template)}")
+        columns[ours.strip()] = theirs.strip()
+    try:
+        options = parse_task_options(task_option)
+    except ValueError as e:
+        _fail(f"--task-option: {e}")
     ks = sorted(set(k or [1, num_samples]))
     r = _user_errors(lambda: eval_main(
-        model=model, overrides=extra, config=str(config) if config else None, split=split, n=n,
-        num_samples=num_samples, temperature=temperature, max_new_tokens=max_new_tokens,
-        batch_size=batch_size, k_values=ks, seed=seed, show=show))
+        model=model, task=task, task_options=options, dataset=dataset, column_map=columns,
+        rewards=reward, template=template, overrides=list(overrides or []),
+        config=str(config) if config else None, split=split, n=n, num_samples=num_samples,
+        temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
+        k_values=ks, seed=seed, show=show))
     table = Table(title=f"{r['n_rows']} rows x {num_samples} samples")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -139,24 +139,44 @@ def evaluate(
 
 
 def eval_main(
-    *, model: str, overrides: Sequence[str] = (), config: str | None = None,
+    *, model: str, task: str | None = None, task_options: dict[str, Any] | None = None,
+    dataset: str | None = None, column_map: dict[str, str] | None = None,
+    rewards: Sequence[str] | None = None, template: str | None = None,
+    overrides: Sequence[str] = (), config: str | None = None,
     split: str | None = None, n: int = 200, num_samples: int = 1, temperature: float = 0.0,
     max_new_tokens: int = 64, batch_size: int = 64, k_values: Sequence[int] = (1,),
     seed: int = 0, show: int = 0,
 ) -> dict[str, Any]:
     """`reasoner eval`: load a local model and evaluate it on `n` rows of what the ``data`` and
-    ``rewards`` config sections describe (a training config file and / or dotted overrides,
+    ``rewards`` config sections describe (a training config file, dotted overrides, and the
+    shortcuts: `task` / `task_options` = data.task / data.task_options, `dataset` =
+    data.dataset_path with data.task null, `column_map`, `rewards` = rewards.names, `template`;
     validated as for training): a task's split ("test" by default), or the first `n` rows of
     a dataset (its column map, ``data.split`` or `split`), judged by the same reward functions
     as training, prompted with the same template default. Mistakes are ConfigErrors naming the
     field."""
+    import json
+
     from reasoner.config import ConfigError, load_config
     from reasoner.data import load_training_data
     from reasoner.models import load_model_and_tokenizer
     from reasoner.models.loading import check_context, check_model_dir
     from reasoner.verifiers.rewards import run_rewards
 
-    cfg = load_config(config, list(overrides))
+    overrides = list(overrides)
+    if task is not None:
+        overrides += [f"data.task={json.dumps(task)}", "data.dataset_path=null"]
+    if dataset is not None:
+        overrides += ["data.task=null", f"data.dataset_path={json.dumps(dataset)}"]
+    for key, value in (task_options or {}).items():
+        overrides.append(f"data.task_options.{key}={json.dumps(value)}")
+    for ours, theirs in (column_map or {}).items():
+        overrides.append(f"data.column_map.{ours}={json.dumps(theirs)}")
+    if rewards:
+        overrides.append(f"rewards.names={json.dumps(list(rewards))}")
+    if template is not None:
+        overrides.append(f"data.template={json.dumps(template)}")
+    cfg = load_config(config, overrides)
     check_model_dir(model, "--model")
     d = cfg.data
     setup = load_training_data(d, rows=[])  # the task (or None) and the template
