@@ -20,6 +20,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -142,30 +143,34 @@ def load_checkpoint(path: str | Path, rank: int | None = None) -> dict[str, Any]
     return {"trainer": state, "rng": rng}
 
 
-def _run_outputs() -> set[str]:
-    from reasoner.metrics import COMPLETIONS_FILE, METRICS_FILE, PLOTS, TB_DIR
+def run_outputs(extra: Iterable[str] = ()) -> set[str]:
+    """The names a run writes into its output directory besides checkpoints: its config, logs,
+    TensorBoard directory, plots, final/, and a trainer's `extra` (final_critic/, eval.json)."""
+    from reasoner.metrics import COMPLETIONS_FILE, METRICS_FILE, OPTIONAL_PLOTS, PLOTS, TB_DIR
 
     return {CONFIG_FILE, FINAL_DIR, METRICS_FILE, COMPLETIONS_FILE, TB_DIR,
-            *(name for name, _, _ in PLOTS)}
+            *(name for name, _, _ in (*PLOTS, *OPTIONAL_PLOTS)), *extra}
 
 
-def earlier_run(output_dir: str | Path) -> list[str]:
-    """The names of what an earlier run left in `output_dir` (its config, logs, checkpoints,
-    final/), sorted; empty when there is none. Anything else in the directory is not ours."""
+def earlier_run(output_dir: str | Path, outputs: Iterable[str] | None = None) -> list[str]:
+    """The names of what an earlier run left in `output_dir` (`outputs`, default
+    `run_outputs()`, and its checkpoints), sorted; empty when there is none. Anything else in
+    the directory is not ours."""
     root = Path(output_dir)
     if not root.is_dir():
         return []
-    ours = _run_outputs()
+    ours = set(run_outputs() if outputs is None else outputs)
     return sorted(p.name for p in root.iterdir()
                   if p.name in ours or _NAME.match(p.name) or p.name.startswith(".tmp-checkpoint-"))
 
 
-def check_output_dir(output_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
+def check_output_dir(output_dir: str | Path, *, resume: bool, overwrite: bool,
+                     outputs: Iterable[str] | None = None) -> None:
     """A new run (neither `resume` nor `overwrite`) refuses a directory that holds an earlier
     run, rather than mixing its logs and checkpoints into that run's or replacing them."""
     if resume or overwrite:
         return
-    found = earlier_run(output_dir)
+    found = earlier_run(output_dir, outputs)
     if found:
         from reasoner.config import ConfigError
 
@@ -175,10 +180,10 @@ def check_output_dir(output_dir: str | Path, *, resume: bool, overwrite: bool) -
                           "train.output_dir")
 
 
-def remove_earlier_run(output_dir: str | Path) -> list[str]:
+def remove_earlier_run(output_dir: str | Path, outputs: Iterable[str] | None = None) -> list[str]:
     """Delete what `earlier_run` lists (--overwrite); nothing else in the directory."""
     root = Path(output_dir)
-    found = earlier_run(root)
+    found = earlier_run(root, outputs)
     for name in found:
         p = root / name
         if p.is_dir():

@@ -42,6 +42,7 @@ from reasoner.checkpoint import (
     remove_partial_checkpoints,
     restore_rng_state,
     rng_file,
+    run_outputs,
 )
 from reasoner.config import Config, ConfigError, save_config
 from reasoner.engine import Engine, build_engine
@@ -151,7 +152,8 @@ class BaseTrainer(ABC):
                                                      distributed.launched_world_size())
         self._preflight()
         self.out = Path(t.output_dir)
-        check_output_dir(self.out, resume=resume, overwrite=overwrite)
+        check_output_dir(self.out, resume=resume, overwrite=overwrite,
+                         outputs=self.run_outputs())
         # what was there before (a failed start removes only what it added)
         self._found = {p.name for p in self.out.iterdir()} if self.out.is_dir() else None
         try:
@@ -160,6 +162,15 @@ class BaseTrainer(ABC):
         except BaseException:
             self._remove_litter()
             raise
+
+    # what this trainer writes besides the base trainer's outputs (run_outputs)
+    extra_outputs: tuple[str, ...] = ()
+
+    def run_outputs(self) -> set[str]:
+        """The names a run of this trainer writes into its output directory (checkpoints
+        aside): what --overwrite deletes and what marks the directory as holding a run."""
+        plots = () if self.plots is None else tuple(name for name, _, _ in self.plots)
+        return run_outputs((*plots, *self.extra_outputs))
 
     def _preflight(self) -> None:
         """The mistakes found without loading anything, before anything is written."""
@@ -194,7 +205,7 @@ class BaseTrainer(ABC):
                overwrite: bool, progress: bool, data: dict[str, Any]) -> None:
         t, cfg = self.cfg.train, self.cfg
         if overwrite and not resume and distributed.launched_rank() == 0:
-            remove_earlier_run(self.out)
+            remove_earlier_run(self.out, self.run_outputs())
         self.out.mkdir(parents=True, exist_ok=True)
         self.runtime = self._start_processes(ds_config is not None)
         self.rank, self.world = self.runtime.rank, self.runtime.world

@@ -91,6 +91,8 @@ class PPOTrainer(GRPOTrainer):
     """PPO with a critic (``algo.name: ppo``). `rows` and `reward_funcs` replace the config's
     (tests, notebooks), as for GRPO."""
 
+    extra_outputs = ("final_critic",)
+
     default_adv_estimator = None  # GAE over the critic's values
     default_policy_loss = "clipped"
     one_pass = False  # A2C: one optimizer step per batch, no clipping
