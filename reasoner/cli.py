@@ -254,7 +254,8 @@ def sft(
     task_option: Optional[list[str]] = typer.Option(None, "--task-option", help="KEY=VALUE task option (repeatable), e.g. digits=[1,2]."),
     n_train: int = typer.Option(4000, "--n-train", help="Training rows generated from the task."),
     batch_size: int = typer.Option(32, "--batch-size"),
-    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (linear warmup 10%, linear decay)."),
+    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (linear warmup over 10% of the steps, then --lr-scheduler-type)."),
+    lr_scheduler_type: str = typer.Option("linear", "--lr-scheduler-type", help="After the warmup: linear (decay to 0), constant_with_warmup (the peak to the end, as the demo's warm start), cosine."),
     seed: int = typer.Option(0, "--seed"),
     template: Optional[str] = typer.Option(None, "--template", help="Prompt template: r1_short, r1_zero, chat, plain (default: the task's, as in training)."),
     label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Keeps the warm start exploratory for RL (e.g. 0.1)."),
@@ -268,7 +269,7 @@ def sft(
         model=model, task=task, output_dir=str(output_dir), max_steps=max_steps,
         task_options=parse_task_options(task_option), n_train=n_train, batch_size=batch_size,
         lr=lr, seed=seed, template=template, progress=not no_progress,
-        label_smoothing=label_smoothing))
+        label_smoothing=label_smoothing, lr_scheduler_type=lr_scheduler_type))
     typer.echo(f"sft: {r['steps']} steps, loss {r['loss_first']:.4f} -> {r['loss_last']:.4f} "
                f"in {r['seconds']:.0f} s; model saved to {output_dir}")
 

@@ -151,11 +151,12 @@ def sft_main(
     *, model: str, task: str, output_dir: str, max_steps: int, task_options: dict[str, Any],
     n_train: int = 4000, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
     template: str | None = None, progress: bool = True, label_smoothing: float = 0.0,
+    lr_scheduler_type: str = "linear",
 ) -> dict[str, Any]:
     """`reasoner sft`: fine-tune a local model (or "tiny": a freshly built tiny model) on a task's
     worked solutions and save it, with its tokenizer, in Hugging Face format to `output_dir`.
-    `template` None: the task's default, as in training. A bad --model / --task is a
-    ConfigError naming the option."""
+    `template` None: the task's default, as in training. A bad --model / --task /
+    --lr-scheduler-type is a ConfigError naming the option."""
     from pathlib import Path
 
     from reasoner.config import ConfigError
@@ -166,6 +167,9 @@ def sft_main(
     from reasoner.tasks import get_task
 
     out = Path(output_dir)
+    if lr_scheduler_type not in SCHEDULERS:
+        raise ConfigError(f"--lr-scheduler-type: {lr_scheduler_type!r} is not one of "
+                          f"{list(SCHEDULERS)}")
     try:
         t = get_task(task, **task_options)
     except UnknownNameError as e:
@@ -179,7 +183,8 @@ def sft_main(
     m, tok = load_model_and_tokenizer(src)
     rows = t.rows("train", n_train, seed)
     result = run_sft(m, tok, rows, template=template, max_steps=max_steps, batch_size=batch_size,
-                     lr=lr, seed=seed, progress=progress, label_smoothing=label_smoothing)
+                     lr=lr, seed=seed, progress=progress, label_smoothing=label_smoothing,
+                     lr_scheduler_type=lr_scheduler_type)
     m.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return result
