@@ -220,23 +220,25 @@ def elo(
 @app.command()
 def demo(
     which: str = typer.Argument("grpo", help="Which demo: grpo (an SFT warm start, then GRPO with a verifier reward; the default)."),
-    output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", help="Where the demo writes its outputs."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Demo recipe YAML (default: the embedded configs/demo.yaml recipe)."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Where the demo writes its outputs (default: runs/demo)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Demo recipe YAML (default: the embedded recipe, configs/demo.yaml)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the tiny model's initialisation, the SFT order and GRPO (default: the recipe's train.seed and model.tiny_seed)."),
 ) -> None:
     """End to end on a CPU: tiny model, SFT warm start, held-out accuracy before, GRPO, after."""
+    # each demo: (output dir or None for its own default, recipe, progress, seed) -> its line
     demos = {"grpo": _demo_grpo}
     if which not in demos:
         _fail(f"unknown demo {which!r}; choose one of {sorted(demos)}")
     typer.echo(_user_errors(lambda: demos[which](output_dir, config, not no_progress, seed)))
 
 
-def _demo_grpo(output_dir: Path, config: Optional[Path], progress: bool,
+def _demo_grpo(output_dir: Optional[Path], config: Optional[Path], progress: bool,
                seed: Optional[int]) -> str:
     """`reasoner demo [grpo]`: run it; the line that says what it found."""
     from reasoner.demo import run_demo
 
+    output_dir = output_dir or Path("runs/demo")
     s = run_demo(output_dir, config_path=config, progress=progress, seed=seed)
     return (f"held-out accuracy before -> after GRPO: greedy {s['greedy_accuracy_before']:.3f} -> "
             f"{s['greedy_accuracy_after']:.3f}, sampled (T=1) {s['accuracy_before']:.3f} -> "

@@ -25,9 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from reasoner.config import ConfigError, config_from_dict
+from reasoner.config import ConfigError, config_from_dict, read_config_file
 
 DEMO_RECIPE: dict[str, Any] = {
     "demo": {
@@ -97,9 +95,9 @@ def load_recipe(path: str | Path | None) -> dict[str, Any]:
     """The embedded recipe (a copy) when `path` is None, else the YAML file's mapping."""
     if path is None:
         return copy.deepcopy(DEMO_RECIPE)
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = read_config_file(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping")
+        raise ConfigError(f"config file {str(path)!r}: expected a mapping of sections")
     return data
 
 
@@ -182,10 +180,9 @@ def _run(out: Path, config_path: str | Path | None, progress: bool,
     t0 = time.perf_counter()
     recipe = load_recipe(config_path)
     demo = demo_section(recipe)
-    if seed is not None:
-        recipe.setdefault("train", {})["seed"] = seed
-        recipe.setdefault("model", {})["tiny_seed"] = seed
     cfg = config_from_dict(recipe)
+    if seed is not None:
+        cfg.train.seed = cfg.model.tiny_seed = seed
     out.mkdir(parents=True, exist_ok=True)
     cfg.train.output_dir = str(out)
     if demo.get("torch_threads"):  # tiny matmuls: thread overhead beats parallelism

@@ -160,6 +160,8 @@ def test_unknown_demo_and_rejected_recipes(tmp_path):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
     with pytest.raises(ConfigError, match="missing \\['eval_rows'\\]"):
         run_demo(tmp_path / "out", config_path=tmp_path / "r.yaml", progress=False)
+    with pytest.raises(ConfigError, match="config file '.*nope.yaml' does not exist"):
+        run_demo(tmp_path / "out", config_path=tmp_path / "nope.yaml", progress=False)
     r = tiny_recipe()
     r["demo"]["sft_task_options"] = {"digits": [3, 1]}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
