@@ -22,7 +22,7 @@ import torch
 from reasoner_kernels import GRPOTokenOutput
 
 from reasoner.algos.advantages import AdvantageInput
-from reasoner.algos.losses import PolicyLossInput
+from reasoner.algos.losses import PolicyLossInput, WeightedTokenOutput
 from reasoner.registry import Registry
 
 AdvantageEstimator = Callable[[AdvantageInput, Any], torch.Tensor]
@@ -56,5 +56,5 @@ def get_policy_loss(name: str) -> PolicyLoss:
 
 
 __all__ = ["ADV_ESTIMATORS", "POLICY_LOSSES", "AdvantageEstimator", "AdvantageInput",
-           "PolicyLoss", "PolicyLossInput", "get_adv_estimator", "get_policy_loss",
+           "PolicyLoss", "PolicyLossInput", "WeightedTokenOutput", "get_adv_estimator", "get_policy_loss",
            "register_adv_est", "register_policy_loss"]

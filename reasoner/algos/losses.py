@@ -10,6 +10,13 @@ The trainer weights ``out.loss`` by the aggregation weights (`reasoner.algos.agg
 backpropagates; the other outputs (clip flags, KL, entropy) feed the metrics. The built-in
 losses run on `reasoner_kernels` (Triton on CUDA, the pure-torch reference otherwise), from the
 logits or, with ``train.use_fused_linear``, from the last hidden states and the LM head.
+
+The trainer also hands the aggregation weights in (``inp.weights``). A loss may then return a
+`WeightedTokenOutput`: ``weighted_loss`` = sum(weights * per-token loss) is what backpropagates
+and the per-token ``loss`` is detached. The built-in losses do so when Triton runs them from
+logits: the kernel's fused forward+backward mode (`reasoner_kernels.weighted_grpo_loss`) writes
+dlogits in the forward pass while each row is still in L2 (about 2 N V bytes of memory traffic
+instead of 3).
 Built in: ``clipped`` (PPO / GRPO's clipped ratio) and ``vanilla`` (no clipping: REINFORCE,
 A2C). A critic's value loss is `clipped_value_loss`.
 """
@@ -39,6 +46,14 @@ class PolicyLossInput:
     hidden: torch.Tensor | None = None  # [n, c, H] final hidden states, with the LM head's
     weight: torch.Tensor | None = None  # [V, H] weight
     bias: torch.Tensor | None = None  # [V] bias (or None)
+    weights: torch.Tensor | None = None  # [n, c] the aggregation weights of these tokens
+
+
+@dataclass
+class WeightedTokenOutput(GRPOTokenOutput):
+    """Per-token outputs (all detached) and their weighted sum, the differentiable loss."""
+
+    weighted_loss: torch.Tensor | None = None  # 0-dim: sum(inp.weights * per-token loss)
 
 
 def kl_coef_in_loss(cfg: Any) -> float:
@@ -48,8 +63,16 @@ def kl_coef_in_loss(cfg: Any) -> float:
 
 def _kernel_loss(inp: PolicyLossInput, **kw: Any) -> GRPOTokenOutput:
     import reasoner_kernels as rk
+    from reasoner_kernels.api import use_triton
 
     kw = dict(kw, temperature=inp.temperature, compute_entropy=True, backend=inp.backend)
+    if inp.logits is not None and inp.weights is not None and use_triton(inp.backend, inp.logits):
+        out = rk.weighted_grpo_loss(inp.logits, inp.ids, inp.old_logp, inp.ref_logp,
+                                    inp.advantages, inp.mask, inp.weights, **kw)
+        t = out.tokens
+        return WeightedTokenOutput(t.loss, t.logp, t.kl, t.clipped_low, t.clipped_high,
+                                   t.clipped_dual, t.clipped_delta, t.entropy,
+                                   weighted_loss=out.loss)
     if inp.logits is not None:
         return rk.grpo_loss(inp.logits, inp.ids, inp.old_logp, inp.ref_logp, inp.advantages,
                             inp.mask, **kw)

@@ -336,7 +336,8 @@ class GRPOTrainer(BaseTrainer):
         t, rows = self.cfg.train, mb.rows
         inp = PolicyLossInput(ids=rows.completion_ids, advantages=mb.advantages,
                               mask=mb.loss_mask, old_logp=mb.old_logp, ref_logp=mb.ref_logp,
-                              temperature=self.cfg.rollout.temperature, backend=t.loss_backend)
+                              temperature=self.cfg.rollout.temperature, backend=t.loss_backend,
+                              weights=mb.weights)
         if hidden:
             head = self.model.get_output_embeddings()
             # the head's weight is read outside its module's forward: under ZeRO-3 it is

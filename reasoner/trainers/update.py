@@ -72,6 +72,7 @@ class MicroBatch:
     returns: torch.Tensor | None = None  # [n, c] with a value loss
     old_values: torch.Tensor | None = None  # [n, c]
     train_policy: bool = True  # False: the policy loss is not needed (critic warm-up)
+    weights: torch.Tensor | None = None  # [n, c] the tokens' aggregation weights (0: padding)
 
 
 @dataclass
@@ -84,6 +85,13 @@ class MicroOutput:
 
 
 MicroLoss = Callable[[MicroBatch], "GRPOTokenOutput | MicroOutput"]
+
+
+def _weighted_policy_loss(out: GRPOTokenOutput, weights: torch.Tensor) -> torch.Tensor:
+    """sum(weights * per-token loss): the loss's own weighted sum when it computed one (the
+    kernels' fused forward+backward mode), else from its per-token loss."""
+    total = getattr(out, "weighted_loss", None)
+    return total.float() if total is not None else (out.loss.float() * weights).sum()
 
 
 def _micro_slices(n: int, size: int) -> list[slice]:
@@ -200,16 +208,16 @@ def policy_update(engine: Engine, inp: UpdateInputs, s: UpdateSettings, micro_lo
                 with contextlib.ExitStack() as stack:
                     rows = RowTensors(sub.prompt_ids[sl], sub.prompt_mask[sl],
                                       sub.completion_ids[sl], sub.completion_mask[sl], w)
+                    wt = torch.zeros_like(weights[sl]) if dummy else weights[sl]
                     mb = MicroBatch(rows, adv[sl], mask[sl], None if old is None else old[sl],
                                     ref[sl] if ref is not None and s.kl_in_loss else None, stack,
                                     None if ret is None else ret[sl],
-                                    None if old_v is None else old_v[sl], s.train_policy)
+                                    None if old_v is None else old_v[sl], s.train_policy, wt)
                     with engine.autocast():
                         out = micro_loss(mb)
                     if isinstance(out, GRPOTokenOutput):
                         out = MicroOutput(out)
-                    wt = torch.zeros_like(weights[sl]) if dummy else weights[sl]
-                    pol = None if out.policy is None else (out.policy.loss.float() * wt).sum()
+                    pol = None if out.policy is None else _weighted_policy_loss(out.policy, wt)
                     val = None if out.value_loss is None else (out.value_loss.float() * wt).sum()
                     if critic is None:  # one model: policy and value loss in one backward
                         parts = [x for x in (pol, None if val is None else s.value_coef * val)

@@ -283,6 +283,43 @@ def test_trainer_steps_with_kernels_equal_the_torch_path(tmp_path, kernel):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-3, abs=1e-5)
 
 
+def test_triton_loss_takes_the_fused_forward_backward_mode_and_equals_the_torch_path(
+        tmp_path, monkeypatch):
+    """With the Triton backend (the interpreter here, CUDA on a GPU) the update hands the
+    aggregation weights to the loss, which runs the kernels' fused forward+backward mode
+    (`weighted_grpo_loss`: dlogits written in the forward); two steps with a reference and two
+    epochs per step give the torch path's weights and metrics."""
+    pytest.importorskip("triton")
+    import reasoner_kernels
+
+    calls = {"n": 0}
+    fused = reasoner_kernels.weighted_grpo_loss
+
+    def counting(*args, **kw):
+        calls["n"] += 1
+        return fused(*args, **kw)
+
+    monkeypatch.setattr(reasoner_kernels, "weighted_grpo_loss", counting)
+    common = ["algo.beta=0.04", "algo.num_iterations=2", "train.save_steps=0",
+              "train.report_to_tensorboard=false"]
+    weights, metrics = {}, {}
+    for backend in ("torch", "triton"):
+        cfg = _cfg(tmp_path / backend, *common, f"train.loss_backend={backend}")
+        t = GRPOTrainer(cfg, progress=False)
+        metrics[backend] = [t.train_step().metrics for _ in range(2)]
+        weights[backend] = {k: v.clone() for k, v in t.model.state_dict().items()}
+        if backend == "torch":
+            assert calls["n"] == 0
+    assert calls["n"] >= 4  # two steps x two epochs, at least one micro-batch each
+    for k in weights["torch"]:
+        torch.testing.assert_close(weights["triton"][k], weights["torch"][k], rtol=1e-4,
+                                   atol=2e-5)
+    for a, b in zip(metrics["triton"], metrics["torch"]):
+        assert a["grad_norm"] > 0
+        for key in ("loss", "kl", "entropy", "grad_norm", "clip/low", "clip/high"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+
+
 def test_max_prompt_length_leaves_long_rows_out_before_training(tmp_path, capsys):
     short = [{"question": f"{i}+1", "answer": str(i + 1)} for i in range(6)]
     long = [{"question": "1+" * 40 + "1", "answer": "41"} for _ in range(3)]
