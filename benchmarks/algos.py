@@ -6,9 +6,9 @@ and, with --vs-trl, PPO's step time against TRL's PPO trainer on the same model.
     python benchmarks/algos.py --steps 3 --sft-steps 20 --eval-rows 16   # a quick smoke run
     python benchmarks/algos.py --vs-trl --algos      # only PPO vs TRL (needs trl <= 1.12)
 
-The warm start is the demo's: the tiny Qwen2 (--hidden x --layers) SFT-trained on worked
-solutions of 1-2 digit additions with label smoothing 0.1, so samples at temperature 1 are
-right a fraction of the time and every algorithm has room to learn. Each algorithm then starts
+The warm start (the demo's before issue #11): the tiny Qwen2 (--hidden x --layers) SFT-trained
+on worked solutions of 1-2 digit additions with label smoothing 0.1, so samples at temperature
+1 are right a fraction of the time and every algorithm has room to learn. Each algorithm then starts
 from that same directory and trains --steps steps of --prompts prompts x --generations
 completions (the same completions for all), in its own process (so its peak resident memory is
 its own); held-out accuracy is measured on --eval-rows test problems, 4 samples each at
@@ -126,7 +126,7 @@ def run_one(algo: str, model: str, out: str, args: argparse.Namespace) -> dict[s
 
 
 def warm_start(args: argparse.Namespace, work: Path) -> str:
-    """The demo's warm start (or --model as given): the directory every algorithm starts from."""
+    """A short SFT warm start (or --model as given): the directory every algorithm starts from."""
     if args.model is not None:
         return args.model
     import torch

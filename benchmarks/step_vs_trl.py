@@ -1,6 +1,6 @@
 """GRPO step throughput: reasoner's trainer vs TRL's GRPOTrainer on the same tiny problem.
 
-Same tiny model (built here, random or the demo's SFT warm start), same arithmetic prompts, same
+Same tiny model (built here, random or after a short SFT warm start), same arithmetic prompts, same
 group size, batch, completion length, sampling and reward functions (ours have TRL's signature,
 passed to TRL unchanged). Each trainer runs --warmup steps (not timed) and then --steps timed
 steps; we report seconds per step, completion tokens per second and total tokens per second, and
@@ -129,7 +129,7 @@ def _problem(args: argparse.Namespace, workdir: Path) -> tuple[str, list[dict[st
 
     task = get_task("arithmetic", ops=["+"], digits=[1, 2])
     model_dir = args.model
-    if model_dir is None:  # the demo's warm start, so rewards are mixed as in a real run
+    if model_dir is None:  # a short SFT warm start, so rewards are mixed as in a real run
         from reasoner.models import load_model_and_tokenizer
         from reasoner.trainers.sft import run_sft
 

@@ -219,18 +219,32 @@ def elo(
 
 @app.command()
 def demo(
-    output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", help="Where the demo writes its outputs."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Demo recipe YAML (default: the embedded configs/demo.yaml recipe)."),
+    which: str = typer.Argument("grpo", help="Which demo: grpo (an SFT warm start, then GRPO with a verifier reward; the default)."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Where the demo writes its outputs (default: runs/demo)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Demo recipe YAML (default: the embedded recipe, configs/demo.yaml)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the tiny model's initialisation, the SFT order and GRPO (default: the recipe's train.seed and model.tiny_seed)."),
 ) -> None:
-    """End to end on a CPU: tiny model, SFT warm start, accuracy before, GRPO, accuracy after."""
+    """End to end on a CPU: tiny model, SFT warm start, held-out accuracy before, GRPO, after."""
+    # each demo: (output dir or None for its own default, recipe, progress, seed) -> its line
+    demos = {"grpo": _demo_grpo}
+    if which not in demos:
+        _fail(f"unknown demo {which!r}; choose one of {sorted(demos)}")
+    typer.echo(_user_errors(lambda: demos[which](output_dir, config, not no_progress, seed)))
+
+
+def _demo_grpo(output_dir: Optional[Path], config: Optional[Path], progress: bool,
+               seed: Optional[int]) -> str:
+    """`reasoner demo [grpo]`: run it; the line that says what it found."""
     from reasoner.demo import run_demo
 
-    summary = _user_errors(lambda: run_demo(output_dir, config_path=config,
-                                            progress=not no_progress))
-    typer.echo(f"accuracy before {summary['accuracy_before']:.3f} -> after "
-               f"{summary['accuracy_after']:.3f} in {summary['wall_seconds']:.0f} s; "
-               f"summary in {output_dir / 'summary.json'}")
+    output_dir = output_dir or Path("runs/demo")
+    s = run_demo(output_dir, config_path=config, progress=progress, seed=seed)
+    return (f"held-out accuracy before -> after GRPO: greedy {s['greedy_accuracy_before']:.3f} -> "
+            f"{s['greedy_accuracy_after']:.3f}, sampled (T=1) {s['accuracy_before']:.3f} -> "
+            f"{s['accuracy_after']:.3f}, pass@{s['pass_k']} {s['pass_at_k_before']:.3f} -> "
+            f"{s['pass_at_k_after']:.3f}; {s['wall_seconds']:.0f} s; summary and plots in "
+            f"{output_dir}")
 
 
 @app.command()
@@ -242,7 +256,8 @@ def sft(
     task_option: Optional[list[str]] = typer.Option(None, "--task-option", help="KEY=VALUE task option (repeatable), e.g. digits=[1,2]."),
     n_train: int = typer.Option(4000, "--n-train", help="Training rows generated from the task."),
     batch_size: int = typer.Option(32, "--batch-size"),
-    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (linear warmup 10%, linear decay)."),
+    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (linear warmup over 10% of the steps, then --lr-scheduler-type)."),
+    lr_scheduler_type: str = typer.Option("linear", "--lr-scheduler-type", help="After the warmup: linear (decay to 0), constant_with_warmup (the peak to the end, as the demo's warm start), cosine."),
     seed: int = typer.Option(0, "--seed"),
     template: Optional[str] = typer.Option(None, "--template", help="Prompt template: r1_short, r1_zero, chat, plain (default: the task's, as in training)."),
     label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Keeps the warm start exploratory for RL (e.g. 0.1)."),
@@ -256,7 +271,7 @@ def sft(
         model=model, task=task, output_dir=str(output_dir), max_steps=max_steps,
         task_options=parse_task_options(task_option), n_train=n_train, batch_size=batch_size,
         lr=lr, seed=seed, template=template, progress=not no_progress,
-        label_smoothing=label_smoothing))
+        label_smoothing=label_smoothing, lr_scheduler_type=lr_scheduler_type))
     typer.echo(f"sft: {r['steps']} steps, loss {r['loss_first']:.4f} -> {r['loss_last']:.4f} "
                f"in {r['seconds']:.0f} s; model saved to {output_dir}")
 

@@ -98,39 +98,96 @@ class MetricsLogger:
             self.tb.close()
 
 
-def plot_metrics(metrics_path: str | Path, out_dir: str | Path,
-                 plots: Sequence[tuple[str, str, tuple[str, ...]]] | None = None) -> list[Path]:
-    """PNG line plots over steps (matplotlib Agg): `plots` (file name, title, metric keys),
-    default PLOTS (reward, accuracy, completion length); with a critic also its value loss and
-    explained variance, and the KL and its coefficient."""
+def smooth(values: list[float], weight: float = 0.9) -> list[float]:
+    """TensorBoard-style smoothing: an exponential moving average with weight `weight` on the
+    past, debiased so the first points are not pulled towards 0 (out[0] == values[0])."""
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    out, avg = [], 0.0
+    for i, v in enumerate(values, start=1):
+        avg = weight * avg + (1.0 - weight) * v
+        out.append(avg / (1.0 - weight**i))
+    return out
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def draw_series(ax: Any, recs: list[dict[str, Any]], key: str, *, label: str | None = None,
+                color: str | None = None, smoothing: float = 0.9) -> bool:
+    """Draw metric `key` of `recs` (metrics.jsonl records) on `ax`: the raw value of every step
+    as faint points and its `smooth`-ed curve as a line. Returns False if no record has it."""
+    pts = [(r["step"], float(r[key])) for r in recs
+           if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+    if not pts:
+        return False
+    steps, vals = [p[0] for p in pts], [p[1] for p in pts]
+    line = ax.plot(steps, smooth(vals, smoothing), label=label or key, color=color, lw=1.8)[0]
+    ax.scatter(steps, vals, s=6, alpha=0.3, color=line.get_color(), linewidths=0)
+    return True
+
+
+def plot_metrics(metrics_path: str | Path, out_dir: str | Path,
+                 plots: Sequence[tuple[str, str, tuple[str, ...]]] | None = None) -> list[Path]:
+    """PNG plots over steps (matplotlib Agg), each metric's raw value per step as faint points
+    under its smoothed curve (`draw_series`): `plots` (file name, title, metric keys), default
+    PLOTS (reward, accuracy, completion length); with a critic also its value loss and
+    explained variance, and the KL and its coefficient."""
+    plt = pyplot()
     recs = read_metrics(metrics_path)
     out = []
     logged = {k for r in recs for k in r}
     optional = [p for p in OPTIONAL_PLOTS if "kl_coef" in logged and logged & set(p[2])]
     for fname, title, keys in (*(PLOTS if plots is None else plots), *optional):
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        drawn = False
-        for k in keys:
-            pts = [(r["step"], r[k]) for r in recs if isinstance(r.get(k), (int, float))]
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=k, marker=".")
-                drawn = True
+        if any([draw_series(ax, recs, k) for k in keys]):  # a list: draw every key
+            ax.legend()
         ax.set_xlabel("step")
         ax.set_title(title)
-        if drawn:
-            ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        path = Path(out_dir) / fname
-        fig.savefig(path, dpi=100)
+        out.append(Path(out_dir) / fname)
+        fig.savefig(out[-1], dpi=100)
         plt.close(fig)
-        out.append(path)
     return out
+
+
+def draw_heldout(ax: Any, before: dict[str, float], after: dict[str, float]) -> None:
+    """Grouped bars: one group per measure (the keys of `before`, e.g. "greedy", "sampled T=1",
+    "pass@4"), a bar for before and one for after, each labelled with its value."""
+    names = list(before)
+    xs = range(len(names))
+    w = 0.38
+    for shift, vals, label, color in ((-w / 2, before, "before GRPO", "#9aa5b1"),
+                                      (w / 2, after, "after GRPO", "#2b7bb9")):
+        bars = ax.bar([x + shift for x in xs], [vals[n] for n in names], w, label=label,
+                      color=color)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
+    ax.set_xticks(list(xs), names)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("held-out accuracy")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def plot_heldout(before: dict[str, float], after: dict[str, float], path: str | Path,
+                 *, title: str = "held-out accuracy") -> Path:
+    """A PNG of `draw_heldout` (before vs after, per measure)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    draw_heldout(ax, before, after)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
 
 
 class Progress:

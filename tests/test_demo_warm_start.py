@@ -13,9 +13,8 @@ from reasoner.metrics import read_metrics
 
 RECIPE = {
     "demo": {"sft_rows": 40, "sft_steps": 5, "sft_batch_size": 8, "sft_lr": 3e-3,
-             "sft_label_smoothing": 0.0, "sft_wrong_answer_frac": 0.0, "eval_rows": 4,
-             "eval_temperature": 1.0, "eval_samples": 2, "eval_max_new_tokens": 6,
-             "torch_threads": 1},
+             "eval_rows": 4, "eval_temperature": 1.0, "eval_samples": 2,
+             "eval_max_new_tokens": 6, "torch_threads": 1},
     "model": {"path": "tiny", "tiny_hidden_size": 32, "tiny_num_layers": 1, "tiny_num_heads": 2,
               "tiny_num_kv_heads": 1, "tiny_max_position_embeddings": 64},
     "data": {"task": "arithmetic", "task_options": {"ops": ["+"], "digits": 1},

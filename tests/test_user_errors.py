@@ -208,5 +208,11 @@ def test_eval_and_sft_mistakes_are_one_line(tmp_path):
     res = runner.invoke(app, ["sft", "--model", "tiny", "--task", "chess", "--output-dir",
                               str(tmp_path / "s"), "--max-steps", "1"])
     _one_line_error(res, "--task: unknown task 'chess'; available: arithmetic, countdown")
+    res = runner.invoke(app, ["sft", "--model", "tiny", "--task", "arithmetic", "--output-dir",
+                              str(tmp_path / "s"), "--max-steps", "1",
+                              "--lr-scheduler-type", "constant_warmup"])
+    _one_line_error(res, "--lr-scheduler-type: 'constant_warmup' is not one of ['linear', "
+                         "'cosine', 'constant', 'constant_with_warmup']")
+    assert not (tmp_path / "s").exists()  # refused before anything was built
     res = runner.invoke(app, ["eval", "--model", str(tmp_path), "--dataset", "x.jsonl"])
     _one_line_error(res, "rewards.names must be set when data.task is null")

@@ -15,6 +15,7 @@ import torch
 from reasoner.config import TrainConfig
 from reasoner.data import render_prompt
 from reasoner.engine import TorchEngine
+from reasoner.engine.optim import SCHEDULERS
 
 IGNORE = -100
 
@@ -83,29 +84,36 @@ def run_sft(
     max_grad_norm: float = 1.0,
     system_prompt: str | None = None,
     label_smoothing: float = 0.0,
+    lr_scheduler_type: str = "linear",
 ) -> dict[str, Any]:
     """Fine-tune `model` in place on prompt + row["solution"] + EOS (loss on the solution tokens).
 
     The optimisation is the trainers' own (`reasoner.engine`): AdamW with betas (0.9, 0.95),
-    linear warmup over `warmup_ratio` of the steps then linear decay, gradient clipping at
-    `max_grad_norm` (0 = off); a step whose loss or gradient is not finite is skipped.
+    linear warmup over `warmup_ratio` of the steps then `lr_scheduler_type`'s schedule (one of
+    `reasoner.engine.optim.SCHEDULERS`, the config's `train.lr_scheduler_type`: "linear" decays
+    to 0 at `max_steps`; "constant_with_warmup" keeps `lr` to the end, a deliberately short warm
+    start that stops while the model is still learning, as the demo's does), gradient clipping
+    at `max_grad_norm` (0 = off); a step whose loss or gradient is not finite is skipped.
 
     `label_smoothing` > 0 keeps the warm-started policy from becoming over-confident, so that
     sampling at temperature 1 stays exploratory for RL (it also raises the reported loss floor).
 
-    Returns {"loss_first", "loss_last" (mean of the last min(10, steps) steps), "steps",
-    "seconds", "losses"}.
+    Returns {"loss_first", "loss_last" (mean of the last min(10, steps) steps), "lr_last" (the
+    learning rate of the last step), "steps", "seconds", "losses"}.
     """
     if max_steps < 1 or batch_size < 1:
         raise ValueError("max_steps and batch_size must be >= 1")
     if not rows:
         raise ValueError("no rows to train on")
+    if lr_scheduler_type not in SCHEDULERS:
+        raise ValueError(f"lr_scheduler_type must be one of {SCHEDULERS}, "
+                         f"got {lr_scheduler_type!r}")
     examples = tokenize_examples(tokenizer, rows, template=template, system_prompt=system_prompt)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     gen = torch.Generator().manual_seed(seed)
     settings = TrainConfig(learning_rate=lr, adam_beta1=0.9, adam_beta2=0.95,
-                           weight_decay=weight_decay, lr_scheduler_type="linear",
+                           weight_decay=weight_decay, lr_scheduler_type=lr_scheduler_type,
                            warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm,
                            max_steps=max_steps, per_device_train_batch_size=batch_size,
                            seed=seed)
@@ -132,6 +140,7 @@ def run_sft(
     return {
         "loss_first": losses[0],
         "loss_last": sum(tail) / len(tail),
+        "lr_last": res.lr,
         "steps": max_steps,
         "seconds": time.perf_counter() - start,
         "losses": losses,
@@ -142,11 +151,12 @@ def sft_main(
     *, model: str, task: str, output_dir: str, max_steps: int, task_options: dict[str, Any],
     n_train: int = 4000, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
     template: str | None = None, progress: bool = True, label_smoothing: float = 0.0,
+    lr_scheduler_type: str = "linear",
 ) -> dict[str, Any]:
     """`reasoner sft`: fine-tune a local model (or "tiny": a freshly built tiny model) on a task's
     worked solutions and save it, with its tokenizer, in Hugging Face format to `output_dir`.
-    `template` None: the task's default, as in training. A bad --model / --task is a
-    ConfigError naming the option."""
+    `template` None: the task's default, as in training. A bad --model / --task /
+    --lr-scheduler-type is a ConfigError naming the option."""
     from pathlib import Path
 
     from reasoner.config import ConfigError
@@ -157,6 +167,9 @@ def sft_main(
     from reasoner.tasks import get_task
 
     out = Path(output_dir)
+    if lr_scheduler_type not in SCHEDULERS:
+        raise ConfigError(f"--lr-scheduler-type: {lr_scheduler_type!r} is not one of "
+                          f"{list(SCHEDULERS)}")
     try:
         t = get_task(task, **task_options)
     except UnknownNameError as e:
@@ -170,7 +183,8 @@ def sft_main(
     m, tok = load_model_and_tokenizer(src)
     rows = t.rows("train", n_train, seed)
     result = run_sft(m, tok, rows, template=template, max_steps=max_steps, batch_size=batch_size,
-                     lr=lr, seed=seed, progress=progress, label_smoothing=label_smoothing)
+                     lr=lr, seed=seed, progress=progress, label_smoothing=label_smoothing,
+                     lr_scheduler_type=lr_scheduler_type)
     m.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return result
