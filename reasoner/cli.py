@@ -213,17 +213,48 @@ def elo(
 
 @app.command()
 def demo(
-    output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", help="Where the demo writes its outputs."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Demo recipe YAML (default: the embedded configs/demo.yaml recipe)."),
+    which: str = typer.Argument("grpo", help="grpo: GRPO with a verifier reward | rlhf: the RLHF pipeline (reward model from the synthetic annotator's rankings, PPO with a KL penalty, online rounds)."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Where the demo writes its outputs (default runs/demo, runs/rlhf)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Demo recipe YAML (default: the embedded recipe, configs/demo.yaml or configs/rlhf_demo.yaml)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="rlhf: the seed of everything (default: the recipe's demo.seed)."),
 ) -> None:
-    """End to end on a CPU: tiny model, SFT warm start, accuracy before, GRPO, accuracy after."""
+    """End to end on a CPU. grpo (default): tiny model, SFT warm start, accuracy before, GRPO, accuracy after. rlhf: SFT, rankings, reward model, PPO against it with and without the KL penalty, online rounds."""
+    from reasoner.config import ConfigError
+
+    if which == "rlhf":
+        from reasoner.demo_rlhf import run_rlhf_demo
+
+        out = output_dir or Path("runs/rlhf")
+        try:
+            s = run_rlhf_demo(out, config_path=config, progress=not no_progress, seed=seed)
+        except ConfigError as e:
+            typer.echo(f"config error: {e}", err=True)
+            raise typer.Exit(2) from None
+        line = (f"true score {s['true_score_before']:.3f} -> {s['true_score_after']:.3f} "
+                f"(KL {s['kl_after']:.2f}); round 0's reward-model score "
+                f"{s['rm_score_before']:.2f} -> {s['rm_score_after']:.2f}; final reward model "
+                f"{s['rm_accuracy']:.3f} held-out accuracy (annotator "
+                f"{s['annotator_accuracy']:.3f})")
+        if s["no_kl"]:
+            n = s["no_kl"]
+            line += (f"; without the KL penalty: true score {n['true_score_after']:.3f}, reward-"
+                     f"model score {n['rm_score_after']:.2f} (KL {n['kl_after']:.2f})")
+        typer.echo(f"{line}; {s['wall_seconds']:.0f} s; summary and plots in {out}")
+        return
+    if which != "grpo":
+        typer.echo(f"error: unknown demo {which!r}: grpo or rlhf", err=True)
+        raise typer.Exit(2)
+    if seed is not None:
+        typer.echo("error: --seed: the GRPO demo's seed is its recipe's train.seed", err=True)
+        raise typer.Exit(2)
     from reasoner.demo import run_demo
 
-    summary = run_demo(output_dir, config_path=config, progress=not no_progress)
+    out = output_dir or Path("runs/demo")
+    summary = run_demo(out, config_path=config, progress=not no_progress)
     typer.echo(f"accuracy before {summary['accuracy_before']:.3f} -> after "
                f"{summary['accuracy_after']:.3f} in {summary['wall_seconds']:.0f} s; "
-               f"summary in {output_dir / 'summary.json'}")
+               f"summary in {out / 'summary.json'}")
 
 
 @app.command()
