@@ -20,6 +20,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ import torch
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+# what a run writes into its output directory besides checkpoints (metrics.py names the logs)
+CONFIG_FILE = "config.yaml"
+FINAL_DIR = "final"
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -137,6 +141,56 @@ def load_checkpoint(path: str | Path, rank: int | None = None) -> dict[str, Any]
                                 "a different number of processes?)")
     rng = torch.load(rng_path, map_location="cpu", weights_only=False)
     return {"trainer": state, "rng": rng}
+
+
+def run_outputs(extra: Iterable[str] = ()) -> set[str]:
+    """The names a run writes into its output directory besides checkpoints: its config, logs,
+    TensorBoard directory, plots, final/, and a trainer's `extra` (final_critic/, eval.json)."""
+    from reasoner.metrics import COMPLETIONS_FILE, METRICS_FILE, OPTIONAL_PLOTS, PLOTS, TB_DIR
+
+    return {CONFIG_FILE, FINAL_DIR, METRICS_FILE, COMPLETIONS_FILE, TB_DIR,
+            *(name for name, _, _ in (*PLOTS, *OPTIONAL_PLOTS)), *extra}
+
+
+def earlier_run(output_dir: str | Path, outputs: Iterable[str] | None = None) -> list[str]:
+    """The names of what an earlier run left in `output_dir` (`outputs`, default
+    `run_outputs()`, and its checkpoints), sorted; empty when there is none. Anything else in
+    the directory is not ours."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    ours = set(run_outputs() if outputs is None else outputs)
+    return sorted(p.name for p in root.iterdir()
+                  if p.name in ours or _NAME.match(p.name) or p.name.startswith(".tmp-checkpoint-"))
+
+
+def check_output_dir(output_dir: str | Path, *, resume: bool, overwrite: bool,
+                     outputs: Iterable[str] | None = None) -> None:
+    """A new run (neither `resume` nor `overwrite`) refuses a directory that holds an earlier
+    run, rather than mixing its logs and checkpoints into that run's or replacing them."""
+    if resume or overwrite:
+        return
+    found = earlier_run(output_dir, outputs)
+    if found:
+        from reasoner.config import ConfigError
+
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise ConfigError(f"train.output_dir {str(output_dir)!r} holds an earlier run ({shown}): "
+                          "--resume continues it, --overwrite replaces it; or choose another "
+                          "train.output_dir")
+
+
+def remove_earlier_run(output_dir: str | Path, outputs: Iterable[str] | None = None) -> list[str]:
+    """Delete what `earlier_run` lists (--overwrite); nothing else in the directory."""
+    root = Path(output_dir)
+    found = earlier_run(root, outputs)
+    for name in found:
+        p = root / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return found
 
 
 def remove_partial_checkpoints(output_dir: str | Path) -> list[Path]:

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 
@@ -58,8 +58,10 @@ _OVERRIDES_ARG = typer.Argument(None, help="Config overrides: section.field=valu
 
 def _run_training(config: Optional[Path], overrides: Optional[list[str]], *,
                   flags: dict[str, object], resume: bool, deepspeed: Optional[str],
-                  help_config: bool, no_progress: bool, algo: Optional[str] = None) -> dict:
-    """`reasoner train` / `reasoner rm`: the config, the DeepSpeed file, the run."""
+                  help_config: bool, no_progress: bool, algo: Optional[str] = None,
+                  overwrite: bool = False) -> dict:
+    """`reasoner train` / `reasoner rm`: the config, the DeepSpeed file, the run; a user's
+    mistake is one line (exit status 2)."""
     from reasoner.config import ConfigError, describe_config, load_config
 
     if help_config:
@@ -71,8 +73,7 @@ def _run_training(config: Optional[Path], overrides: Optional[list[str]], *,
     try:
         cfg = load_config(config, list(overrides or []) + extra)
     except ConfigError as e:
-        typer.echo(f"config error: {e}", err=True)
-        raise typer.Exit(2) from None
+        _fail(f"config: {e}")
     from reasoner.trainers import train as run_train
 
     if deepspeed is not None:  # a bad DeepSpeed file fails here, before anything is loaded
@@ -81,17 +82,18 @@ def _run_training(config: Optional[Path], overrides: Optional[list[str]], *,
 
         try:
             resolve_deepspeed_config(load_deepspeed_config(deepspeed), cfg.train,
-                                     launched_world_size())
+                                     launched_world_size(),
+                                     bf16_weights=cfg.model.dtype == "bfloat16")
         except (ValueError, FileNotFoundError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
+            _fail(str(e))
     from reasoner.preferences.formats import PreferenceDataError
 
     try:
-        return run_train(cfg, resume=resume, deepspeed_config=deepspeed, progress=not no_progress)
+        return _user_errors(lambda: run_train(
+            cfg, resume=resume, deepspeed_config=deepspeed, progress=not no_progress,
+            overwrite=overwrite))
     except (NotImplementedError, PreferenceDataError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        _fail(str(e))
 
 
 @app.command(epilog=_config_epilog(), context_settings={"max_content_width": 120})
@@ -103,14 +105,16 @@ def train(
     save_steps: Optional[int] = typer.Option(None, "--save-steps", help="= train.save_steps."),
     seed: Optional[int] = typer.Option(None, "--seed", help="= train.seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the output dir."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier run in the output dir first (its config, logs, checkpoints, final/); without it, or --resume, such a directory is refused."),
     deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config JSON (configs/zero2.json, configs/zero3.json); \"auto\" values come from the train section. Launch with torchrun or deepspeed for several processes."),
     help_config: bool = typer.Option(False, "--help-config", help="Print every config field with its help and exit."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (the per-step lines stay)."),
 ) -> None:
     """RL training (algo.name: grpo, ...): YAML config + dotted overrides -> metrics.jsonl, checkpoints, final/."""
     flags = {"output_dir": output_dir, "max_steps": max_steps, "save_steps": save_steps, "seed": seed}
     summary = _run_training(config, overrides, flags=flags, resume=resume, deepspeed=deepspeed,
-                            help_config=help_config, no_progress=no_progress)
+                            help_config=help_config, no_progress=no_progress,
+                            overwrite=overwrite)
     if summary.get("rank", 0) == 0:
         typer.echo(f"done: {summary['steps']} steps; final policy in {summary['final']}")
 
@@ -124,14 +128,16 @@ def rm(
     save_steps: Optional[int] = typer.Option(None, "--save-steps", help="= train.save_steps."),
     seed: Optional[int] = typer.Option(None, "--seed", help="= train.seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the output dir."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier run in the output dir first (its config, logs, checkpoints, final/); without it, or --resume, such a directory is refused."),
     deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config JSON, as for train."),
     help_config: bool = typer.Option(False, "--help-config", help="Print every config field with its help and exit."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (the per-step lines stay)."),
 ) -> None:
     """Reward model from preferences (pairs, rankings, comparisons): the rm section + train -> D/final (AutoModelForSequenceClassification), D/eval.json."""
     flags = {"output_dir": output_dir, "max_steps": max_steps, "save_steps": save_steps, "seed": seed}
     summary = _run_training(config, overrides, flags=flags, resume=resume, deepspeed=deepspeed,
-                            help_config=help_config, no_progress=no_progress, algo="rm")
+                            help_config=help_config, no_progress=no_progress, algo="rm",
+                            overwrite=overwrite)
     if summary.get("rank", 0) == 0:
         ev = summary.get("eval")
         line = f"done: {summary['steps']} steps; reward model in {summary['final']}"
@@ -220,17 +226,12 @@ def demo(
     seed: Optional[int] = typer.Option(None, "--seed", help="rlhf: the seed of everything (default: the recipe's demo.seed)."),
 ) -> None:
     """End to end on a CPU. grpo (default): tiny model, SFT warm start, accuracy before, GRPO, accuracy after. rlhf: SFT, rankings, reward model, PPO against it with and without the KL penalty, online rounds."""
-    from reasoner.config import ConfigError
-
     if which == "rlhf":
         from reasoner.demo_rlhf import run_rlhf_demo
 
         out = output_dir or Path("runs/rlhf")
-        try:
-            s = run_rlhf_demo(out, config_path=config, progress=not no_progress, seed=seed)
-        except ConfigError as e:
-            typer.echo(f"config error: {e}", err=True)
-            raise typer.Exit(2) from None
+        s = _user_errors(lambda: run_rlhf_demo(out, config_path=config,
+                                               progress=not no_progress, seed=seed))
         line = (f"true score {s['true_score_before']:.3f} -> {s['true_score_after']:.3f} "
                 f"(KL {s['kl_after']:.2f}); round 0's reward-model score "
                 f"{s['rm_score_before']:.2f} -> {s['rm_score_after']:.2f}; final reward model "
@@ -243,15 +244,13 @@ def demo(
         typer.echo(f"{line}; {s['wall_seconds']:.0f} s; summary and plots in {out}")
         return
     if which != "grpo":
-        typer.echo(f"error: unknown demo {which!r}: grpo or rlhf", err=True)
-        raise typer.Exit(2)
+        _fail(f"unknown demo {which!r}: grpo or rlhf")
     if seed is not None:
-        typer.echo("error: --seed: the GRPO demo's seed is its recipe's train.seed", err=True)
-        raise typer.Exit(2)
+        _fail("--seed: the GRPO demo's seed is its recipe's train.seed")
     from reasoner.demo import run_demo
 
     out = output_dir or Path("runs/demo")
-    summary = run_demo(out, config_path=config, progress=not no_progress)
+    summary = _user_errors(lambda: run_demo(out, config_path=config, progress=not no_progress))
     typer.echo(f"accuracy before {summary['accuracy_before']:.3f} -> after "
                f"{summary['accuracy_after']:.3f} in {summary['wall_seconds']:.0f} s; "
                f"summary in {out / 'summary.json'}")
@@ -260,7 +259,7 @@ def demo(
 @app.command()
 def sft(
     model: str = typer.Option(..., "--model", help="Local HF model dir, or 'tiny' to build the tiny model."),
-    task: str = typer.Option(..., "--task", help="Built-in task: arithmetic, countdown."),
+    task: str = typer.Option(..., "--task", help="Task: arithmetic, countdown, a plugin's, or module:Class."),
     output_dir: Path = typer.Option(..., "--output-dir", help="Where the fine-tuned model is saved (HF format)."),
     max_steps: int = typer.Option(..., "--max-steps", help="Optimizer steps."),
     task_option: Optional[list[str]] = typer.Option(None, "--task-option", help="KEY=VALUE task option (repeatable), e.g. digits=[1,2]."),
@@ -268,7 +267,7 @@ def sft(
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (linear warmup 10%, linear decay)."),
     seed: int = typer.Option(0, "--seed"),
-    template: str = typer.Option("r1_short", "--template", help="Prompt template: r1_short, r1_zero, chat, plain."),
+    template: Optional[str] = typer.Option(None, "--template", help="Prompt template: r1_short, r1_zero, chat, plain (default: the task's, as in training)."),
     label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Keeps the warm start exploratory for RL (e.g. 0.1)."),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ) -> None:
@@ -276,32 +275,39 @@ def sft(
     from reasoner.tasks import parse_task_options
     from reasoner.trainers.sft import sft_main
 
-    r = sft_main(model=model, task=task, output_dir=str(output_dir), max_steps=max_steps,
-                 task_options=parse_task_options(task_option), n_train=n_train,
-                 batch_size=batch_size, lr=lr, seed=seed, template=template,
-                 progress=not no_progress, label_smoothing=label_smoothing)
+    r = _user_errors(lambda: sft_main(
+        model=model, task=task, output_dir=str(output_dir), max_steps=max_steps,
+        task_options=parse_task_options(task_option), n_train=n_train, batch_size=batch_size,
+        lr=lr, seed=seed, template=template, progress=not no_progress,
+        label_smoothing=label_smoothing))
     typer.echo(f"sft: {r['steps']} steps, loss {r['loss_first']:.4f} -> {r['loss_last']:.4f} "
                f"in {r['seconds']:.0f} s; model saved to {output_dir}")
 
 
-@app.command("eval")
+@app.command("eval", context_settings={"max_content_width": 120})
 def eval_cmd(
+    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides, as for train: section.field=value (data.*, rewards.*)."),
     model: str = typer.Option(..., "--model", help="Local HF model dir."),
-    task: str = typer.Option(..., "--task", help="Built-in task: arithmetic, countdown."),
-    split: str = typer.Option("test", "--split", help="train or test (held out)."),
-    n: int = typer.Option(200, "--n", help="Rows to evaluate."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A training config: its data and rewards sections (task or dataset, column map, template, reward functions) are evaluated."),
+    task: Optional[str] = typer.Option(None, "--task", help="= data.task: a built-in task (arithmetic, countdown), a plugin's, or module:Class."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="= data.dataset_path (and data.task=null): a jsonl / parquet / datasets directory."),
+    column_map: Optional[list[str]] = typer.Option(None, "--column-map", help="OURS=YOURS (repeatable) = data.column_map, e.g. question=problem."),
+    reward: Optional[list[str]] = typer.Option(None, "--reward", help="Reward function (repeatable) = rewards.names; the first is the accuracy unless rewards.accuracy_reward says otherwise. Default: the task's."),
+    split: Optional[str] = typer.Option(None, "--split", help="A task's train or test (default test, held out); a datasets directory's split."),
+    n: int = typer.Option(200, "--n", help="Rows to evaluate (a dataset's first N)."),
     num_samples: int = typer.Option(1, "--num-samples", help="Completions per row."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
     batch_size: int = typer.Option(64, "--batch-size", help="Sequences generated at once."),
     k: Optional[list[int]] = typer.Option(None, "--k", help="pass@k values (repeatable; default 1 and num-samples)."),
-    task_option: Optional[list[str]] = typer.Option(None, "--task-option", help="KEY=VALUE task option (repeatable)."),
+    task_option: Optional[list[str]] = typer.Option(None, "--task-option", help="KEY=VALUE task option (repeatable) = data.task_options.KEY."),
     seed: int = typer.Option(0, "--seed"),
-    template: str = typer.Option("r1_short", "--template"),
+    template: Optional[str] = typer.Option(None, "--template", help="= data.template (default as in training: the task's, r1_zero for a dataset)."),
     show: int = typer.Option(0, "--show", help="Print this many example completions."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
 ) -> None:
-    """Held-out accuracy, pass@k, mean length and format rate of a model on a task."""
+    """Accuracy, pass@k, mean length and format rate of a model on a task split or a dataset,
+    judged by the reward functions training uses (same config sections, same defaults)."""
     import json
 
     from rich.console import Console
@@ -310,11 +316,24 @@ def eval_cmd(
     from reasoner.evaluate import eval_main
     from reasoner.tasks import parse_task_options
 
+    columns = {}
+    for item in column_map or []:
+        ours, sep, theirs = item.partition("=")
+        if not sep or not ours.strip() or not theirs.strip():
+            _fail(f"--column-map {item!r} is not OURS=YOURS (e.g. question=problem)")
+        columns[ours.strip()] = theirs.strip()
+    try:
+        options = parse_task_options(task_option)
+    except ValueError as e:
+        _fail(f"--task-option: {e}")
     ks = sorted(set(k or [1, num_samples]))
-    r = eval_main(model=model, task=task, split=split, n=n, task_options=parse_task_options(task_option),
-                  num_samples=num_samples, temperature=temperature, max_new_tokens=max_new_tokens,
-                  batch_size=batch_size, k_values=ks, seed=seed, template=template, show=show)
-    table = Table(title=f"{task} / {split}: {n} rows x {num_samples} samples")
+    r = _user_errors(lambda: eval_main(
+        model=model, task=task, task_options=options, dataset=dataset, column_map=columns,
+        rewards=reward, template=template, overrides=list(overrides or []),
+        config=str(config) if config else None, split=split, n=n, num_samples=num_samples,
+        temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
+        k_values=ks, seed=seed, show=show))
+    table = Table(title=f"{r['n_rows']} rows x {num_samples} samples")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in r.items():
@@ -325,6 +344,24 @@ def eval_cmd(
         typer.echo(f"{s['question']!r} -> {s['completion']!r} (reward {s['reward']})")
     if json_out is not None:
         json_out.write_text(json.dumps(r, indent=1))
+
+
+def _fail(message: str) -> NoReturn:
+    """A user's mistake: one line on stderr, exit status 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _user_errors(run: Any) -> Any:
+    """`run()`, with a user's mistake (ConfigError: a bad config value, a missing file or
+    column, an unknown name) reported as one line instead of a traceback."""
+    from reasoner.config import ConfigError
+    from reasoner.registry import UnknownNameError
+
+    try:
+        return run()
+    except (ConfigError, UnknownNameError) as e:
+        _fail(str(e))
 
 
 def strip_local_rank(argv: list[str]) -> list[str]:
@@ -344,8 +381,27 @@ def strip_local_rank(argv: list[str]) -> list[str]:
     return out
 
 
+def cwd_on_path() -> None:
+    """The working directory first on sys.path, as ``python -m reasoner`` has it, so that
+    ``module:function`` names (rewards.names, algo.policy_loss, data.task, ...) of modules in
+    the working directory import under the ``reasoner`` script too."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def quiet_libraries() -> None:
+    """transformers' and datasets' progress bars ("Loading weights", "Writing model shards")
+    off in our runs; setting the variables to 0 turns them back on. (DeepSpeed's accelerator
+    warning: `reasoner.distributed.quiet_deepspeed_accelerator`.)"""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+
 def main() -> None:
     sys.argv[1:] = strip_local_rank(sys.argv[1:])
+    cwd_on_path()
+    quiet_libraries()
     app()
 
 

@@ -46,11 +46,18 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class ModelConfig:
     path: str = _f("tiny", "Local Hugging Face model directory, or 'tiny' to build the tiny "
                    "random model (char tokenizer) described by the tiny_* fields below.")
-    dtype: str = _f("float32", "Weights dtype when loading: float32 | bfloat16 | float16.")
-    lean_forward: str = _f("auto", "auto: plain Qwen2/Llama models run the lean forward (the "
-                           "same math without the transformers module machinery) in training, "
-                           "scoring and decoding | off: always the model's own forward.")
-    tiny_arch: str = _f("qwen2", "Tiny model architecture: qwen2 | llama.")
+    dtype: str = _f("float32", "Weights dtype when loading: float32 | bfloat16. bfloat16 "
+                    "weights train through fp32 master weights and fp32 optimizer state (our "
+                    "engine's masters, or DeepSpeed's bf16 mode), so updates far below a bf16 "
+                    "ulp still add up; checkpoints and final/ hold bf16 weights. float16 is "
+                    "refused: it needs loss scaling, which is not implemented (use bfloat16).")
+    lean_forward: str = _f("auto", "auto: plain Qwen2 / Llama / Mistral / Qwen3 models run the "
+                           "lean forward (the same math without the transformers module "
+                           "machinery) in training, scoring and decoding; the log and the "
+                           "metrics forward/lean_decode, forward/lean_update say which ran | "
+                           "off: always the model's own forward.")
+    tiny_arch: str = _f("qwen2", "Tiny model architecture: qwen2 | llama | mistral | qwen3 | "
+                        "gpt2.")
     tiny_hidden_size: int = _f(64, "Tiny model hidden size.")
     tiny_num_layers: int = _f(2, "Tiny model number of layers.")
     tiny_num_heads: int = _f(4, "Tiny model attention heads.")
@@ -67,8 +74,11 @@ class LoraConfig:
     r: int = _f(8, "LoRA rank.")
     alpha: int = _f(16, "LoRA alpha (scaling = alpha / r).")
     dropout: float = _f(0.0, "LoRA dropout.")
-    target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj"],
-                                   "Module names that get adapters.")
+    target_modules: Union[list[str], str] = _f(
+        ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "Module names that get adapters (peft's target_modules: the default fits Qwen2 / Llama / "
+        "Mistral / Qwen3; GPT-2's are c_attn, c_proj, c_fc), or a string: all-linear (every "
+        "linear layer but the LM head) or a regex of module names.")
 
 
 @dataclass
@@ -285,8 +295,11 @@ class TrainConfig:
     adam_beta2: float = _f(0.99, "AdamW beta2.")
     adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off; the norm is still logged).")
-    bf16: bool = _f(False, "bf16 autocast for generation, log-probs and the update (weights and "
-                    "optimizer stay fp32; on CPU it pays off with AMX / AVX512-BF16).")
+    bf16: bool = _f(False, "bf16 compute for generation, log-probs and the update. One process: "
+                    "torch autocast, the weights (model.dtype) and the optimizer state stay as "
+                    "they are (fp32 by default; on CPU it pays off with AMX / AVX512-BF16). "
+                    "Under --deepspeed: DeepSpeed's bf16 mode, bf16 weights in the forward with "
+                    "fp32 master weights and optimizer state.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward.")
     loss_backend: str = _f("auto", "Per-token loss and log-prob kernels: auto (Triton on CUDA, "
                            "pure torch otherwise) | triton | torch (the pure-torch reference).")
@@ -385,7 +398,15 @@ def _check_type(value: Any, tp: Any, name: str) -> Any:
                 return None
             raise ConfigError(f"{name}: must not be null")
         inner = [a for a in args if a is not type(None)]
-        return _check_type(value, inner[0], name)
+        if len(inner) == 1:
+            return _check_type(value, inner[0], name)
+        for a in inner:  # the first alternative that fits
+            try:
+                return _check_type(value, a, name)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{name}: expected {' or '.join(_type_str(a) for a in inner)}, got "
+                          f"{value!r}")
     if value is None:
         raise ConfigError(f"{name}: must not be null (expected {_type_name(tp)})")
     if tp is Any:
@@ -549,6 +570,9 @@ def validate(cfg: Config) -> None:
     ro, a, t = cfg.rollout, cfg.algo, cfg.train
     _require(m.path != "", "model.path must be a directory or 'tiny'")
     _choice(m.dtype, DTYPES, "model.dtype")
+    _require(m.dtype != "float16", "model.dtype=float16 does not train here (fp16 gradients need "
+             "loss scaling, which is not implemented); use model.dtype=bfloat16 (fp32 master "
+             "weights and optimizer state are kept) or float32")
     _choice(m.lean_forward, LEAN_FORWARD_MODES, "model.lean_forward")
     _choice(m.tiny_arch, ARCHS, "model.tiny_arch")
     for name in ("tiny_hidden_size", "tiny_num_layers", "tiny_num_heads", "tiny_num_kv_heads",
@@ -563,6 +587,8 @@ def validate(cfg: Config) -> None:
     _require(lo.alpha >= 1, f"lora.alpha must be >= 1, got {lo.alpha}")
     _require(0.0 <= lo.dropout < 1.0, f"lora.dropout must be in [0, 1), got {lo.dropout}")
     _require(not lo.enabled or len(lo.target_modules) > 0, "lora.target_modules must not be empty")
+    _require(not isinstance(lo.target_modules, str) or lo.target_modules.strip() != "",
+             "lora.target_modules must not be empty")
 
     _require(d.task is not None or d.dataset_path is not None,
              "data.task or data.dataset_path must be set")
@@ -574,7 +600,8 @@ def validate(cfg: Config) -> None:
     if d.task is not None:
         _check_task(d.task, d.task_options)
     else:
-        _require(not d.task_options, "data.task_options needs data.task (a dataset takes none)")
+        _require(not d.task_options, "data.task_options needs data.task (a dataset takes none): "
+                 "set data.task_options={}")
 
     if r.reward_weights is not None:
         _require(len(r.names) > 0, "rewards.reward_weights needs rewards.names")

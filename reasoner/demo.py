@@ -151,7 +151,8 @@ def run_demo(output_dir: str | Path, *, config_path: str | Path | None = None,
     tokenizer.save_pretrained(out / "sft_model")
     del model
     cfg.model.path = str(out / "sft_model")
-    trainer = ALGORITHMS.get(cfg.algo.name)(cfg, progress=progress)
+    # the demo's directory is its own: a second demo replaces the first one's run
+    trainer = ALGORITHMS.get(cfg.algo.name)(cfg, progress=progress, overwrite=True)
 
     def held_out() -> dict[str, Any]:
         kw = dict(task=task, template=template, max_new_tokens=demo["eval_max_new_tokens"],

@@ -417,7 +417,8 @@ def train_reward_model(recipe: Recipe, out: Path, *, start: Path, train_file: Pa
     cfg.model.path = str(start)
     cfg.rm.dataset_path, cfg.rm.eval_dataset_path = str(train_file), str(eval_file)
     cfg.train.output_dir, cfg.train.max_steps = str(out), max_steps
-    return ALGORITHMS.get(cfg.algo.name)(cfg, progress=progress).train()
+    # the demo's directories are its own: a second demo replaces the first one's runs
+    return ALGORITHMS.get(cfg.algo.name)(cfg, progress=progress, overwrite=True).train()
 
 
 def ppo_config(recipe: Recipe, out: Path, *, warm_start: Path, rm: Path, critic: Path,
@@ -436,9 +437,12 @@ def ppo_config(recipe: Recipe, out: Path, *, warm_start: Path, rm: Path, critic:
 
 
 def run_ppo(cfg: Config, *, resume: bool, progress: bool) -> dict[str, Any]:
+    """`reasoner train` with `cfg`: a new run (replacing an earlier demo's) or, `resume`, the
+    run in its output directory continued to `cfg.train.max_steps`."""
     from reasoner.trainers import ALGORITHMS
 
-    return ALGORITHMS.get(cfg.algo.name)(cfg, resume=resume, progress=progress).train()
+    return ALGORITHMS.get(cfg.algo.name)(cfg, resume=resume, overwrite=not resume,
+                                         progress=progress).train()
 
 
 def recipe_paths(out: Path) -> dict[str, Path]:
@@ -522,6 +526,8 @@ def run_rlhf_demo(output_dir: str | Path, *, config_path: str | Path | None = No
     # an earlier run's checkpoints would be resumed from: the PPO runs start clean
     for old in [*out.glob("checkpoint-*"), paths["no_kl"]]:
         shutil.rmtree(old, ignore_errors=True)
+    for old in ("summary.json", "details.json"):
+        (out / old).unlink(missing_ok=True)
     paths["prefs"].mkdir(exist_ok=True)
     _quiet_setup(int(d["torch_threads"]))
     set_seed(s)

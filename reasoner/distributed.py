@@ -24,6 +24,12 @@ def launched_world_size() -> int:
         raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from None
 
 
+def launched_rank() -> int:
+    """This process's rank as the launcher set it (RANK), 0 without a launcher; known before
+    the process group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
@@ -62,6 +68,15 @@ def quiet_deepspeed() -> None:
         from deepspeed.utils import logger
 
         logger.setLevel(logging.WARNING)
+
+
+def quiet_deepspeed_accelerator() -> None:
+    """DeepSpeed warns "Setting accelerator to CPU" whenever it is imported on a machine without
+    CUDA, and accelerate imports it for every save_pretrained, in runs without --deepspeed too.
+    Without CUDA the CPU is what DeepSpeed would choose, and our only other device: say so in
+    DS_ACCELERATOR (unless it is set already) before anything imports deepspeed."""
+    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
 
 
 def _free_port() -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
 COMPLETIONS_FILE = "completions.jsonl"
+TB_DIR = "tb"
 PLOTS = (  # file name -> (title, metric keys)
     ("reward.png", "reward", ("reward/mean",)),
     ("accuracy.png", "accuracy", ("accuracy",)),
@@ -72,7 +73,7 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(self.dir / "tb"), purge_step=resume_step)
+                self.tb = SummaryWriter(str(self.dir / TB_DIR), purge_step=resume_step)
             except ImportError:  # tensorboard not installed: jsonl only
                 self.tb = None
 
@@ -172,8 +173,12 @@ class Progress:
         self.bar.update(self.task, completed=step, info=info)
 
     def print(self, text: str) -> None:
+        """A log line (above the bar; plain stdout without one: --no-progress hides the bar,
+        not the per-step lines)."""
         if self.enabled:
             self.bar.console.print(text)
+        else:
+            print(text, flush=True)
 
     def close(self) -> None:
         if self.enabled:

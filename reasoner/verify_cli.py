@@ -109,6 +109,7 @@ def verify_file(
     if done > total:
         raise InputError(f"{output_path} has {done} lines but {input_path} only {total} records")
     options = {k: v for k, v in verifier_options.items() if v is not None}
+    _check_options(task, options)
     summary = VerifySummary(scored=0, skipped_existing=done, correct=0, unjudged=0)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     columns = [TextColumn("verify {task.fields[name]}"), BarColumn(), MofNCompleteColumn(),
@@ -138,6 +139,25 @@ def verify_file(
             if chunk:
                 _write_scored(out, verifier, chunk, summary, advance)
     return summary
+
+
+def _check_options(task: str, options: dict[str, Any]) -> None:
+    """The verifier's factory takes every option given (workers=, timeout=, all_or_nothing=:
+    each passed only when the command line sets it), else an InputError naming the flag."""
+    import inspect
+
+    factory = registry.get_factory(task)
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    refused = [k for k in options if k not in params]
+    if refused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
+        raise InputError(f"verifier {task!r} takes no {flags} (its constructor's options: "
+                         f"{', '.join(params) or 'none'})")
 
 
 def run_verify(*, task: str, input_path: Path, output_path: Path, workers: int | None,

@@ -121,8 +121,12 @@ def test_a_file_with_the_old_grpo_section_reads_the_same():
         ("train.device=tpu", "train.device must be one of auto, cpu, cuda"),
         ("train.loss_backend=cuda", "train.loss_backend must be one of auto, triton, torch"),
         ("rollout.top_p=0", "rollout.top_p must be in (0, 1]"),
-        ("model.tiny_arch=gpt2", "model.tiny_arch must be one of qwen2, llama"),
+        ("model.tiny_arch=gpt3",
+         "model.tiny_arch must be one of qwen2, llama, mistral, qwen3, gpt2"),
         ("model.dtype=int8", "model.dtype must be one of float32, bfloat16, float16"),
+        ("model.dtype=float16", "model.dtype=float16 does not train here (fp16 gradients need "
+                                "loss scaling, which is not implemented); use model.dtype=bfloat16"),
+        ("lora.target_modules=3", "lora.target_modules: expected list[str] or str, got 3"),
         ("model.lean_forward=on", "model.lean_forward must be one of auto, off"),
         ("data.template=fancy", "data.template must be one of"),
         ("data.dataset_path=x.jsonl", "data.task and data.dataset_path are exclusive"),

@@ -79,3 +79,57 @@ def test_cli_sft_then_eval(tiny_dir, tmp_path):
     assert "accuracy" in res.output and "pass@2" in res.output
     r = json.loads(js.read_text())
     assert r["n_rows"] == 4 and r["num_samples"] == 2 and 0.0 <= r["accuracy"] <= 1.0
+
+
+def test_eval_on_a_dataset_with_the_training_config(tmp_path, monkeypatch):
+    """`reasoner eval --config` on a dataset: the training config's column map, reward functions
+    (the first is the accuracy) and template default (r1_zero for a dataset) are what it uses,
+    and its numbers are `evaluate`'s with those; a task gets the task's template (as in
+    training), and the context check covers eval's --max-new-tokens."""
+    import yaml
+
+    import reasoner.evaluate as ev_mod
+    from reasoner.verifiers.rewards import resolve_rewards
+
+    model_dir = build_tiny_model(tmp_path / "m", hidden_size=32, num_layers=1, num_heads=2,
+                                 num_kv_heads=1, max_position_embeddings=512)
+    rows = [{"problem": f"{i}+{i}", "solution": str(2 * i)} for i in range(5)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    names = ["toy_rewards:digit_reward", "format_soft"]
+    cfg = {"data": {"task": None, "dataset_path": str(data),
+                    "column_map": {"question": "problem", "answer": "solution"}},
+           "rewards": {"names": names}}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
+    templates = []
+    real = ev_mod.render_prompt
+
+    def spy(question, **kw):
+        templates.append(kw["template"])
+        return real(question, **kw)
+
+    monkeypatch.setattr(ev_mod, "render_prompt", spy)
+    js = tmp_path / "e.json"
+    res = CliRunner().invoke(app, ["eval", "--model", str(model_dir), "--config",
+                                   str(tmp_path / "train.yaml"), "--n", "3",
+                                   "--max-new-tokens", "6", "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    got = json.loads(js.read_text())
+    assert set(templates) == {"r1_zero"}
+    assert got["n_rows"] == 3 and got["unjudged"] == 0
+    assert got["accuracy"] == got["rewards/toy_rewards:digit_reward"]
+    model, tok = load_model_and_tokenizer(model_dir)
+    ours = [{"question": r["problem"], "answer": r["solution"]} for r in rows[:3]]
+    direct = evaluate(model, tok, ours, reward_funcs=resolve_rewards(names),
+                      template="r1_zero", max_new_tokens=6, k_values=(1,))
+    for key in ("accuracy", "rewards/format_soft", "mean_length", "pass@1"):
+        assert got[key] == pytest.approx(direct[key]), key
+    # a task: its own template default, as training has it
+    templates.clear()
+    res = CliRunner().invoke(app, ["eval", "--model", str(model_dir), "--task", "arithmetic",
+                                   "--n", "2", "--max-new-tokens", "4"])
+    assert res.exit_code == 0, res.output
+    assert set(templates) == {"r1_short"}
+    res = CliRunner().invoke(app, ["eval", "--model", str(model_dir), "--config",
+                                   str(tmp_path / "train.yaml"), "--max-new-tokens", "500"])
+    assert res.exit_code == 2 and "lower --max-new-tokens" in res.output, res.output

@@ -112,6 +112,17 @@ def test_unknown_task_and_missing_input_are_clear(tmp_path):
         verify_file("echo", tmp_path / "missing.jsonl", tmp_path / "o.jsonl", progress=False)
 
 
+def test_an_option_the_verifier_does_not_take_is_named(tmp_path):
+    inp = tmp_path / "in.jsonl"
+    write_jsonl(inp, ['{"completion": "a"}'])
+    with pytest.raises(InputError, match="verifier 'echo' takes no --all-or-nothing \\(its "
+                       "constructor's options: workers, timeout\\)"):
+        verify_file("echo", inp, tmp_path / "o.jsonl", progress=False, all_or_nothing=True)
+    assert not (tmp_path / "o.jsonl").exists()
+    s = verify_file("echo", inp, tmp_path / "o.jsonl", progress=False, workers=2, timeout=1.0)
+    assert s.scored == 1
+
+
 def test_reasoner_verify_command_end_to_end_with_the_math_verifier(tmp_path):
     """The installed CLI, the real math verifier, the contract's fields, and exit code 2 on bad input."""
     import subprocess
@@ -125,8 +136,9 @@ def test_reasoner_verify_command_end_to_end_with_the_math_verifier(tmp_path):
     ]
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_jsonl(inp, [json.dumps(r) for r in recs])
+    # --all-or-nothing is every verifier's option; a math verdict is all or nothing anyway
     cmd = [sys.executable, "-m", "reasoner", "verify", "--task", "math", "--input", str(inp),
-           "--output", str(out), "--workers", "1"]
+           "--output", str(out), "--workers", "1", "--all-or-nothing"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     rows = read_jsonl(out)

@@ -5,8 +5,10 @@ describes (`load_training_data`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from reasoner.config import ConfigError
 from reasoner.data.order import DataOrder
 from reasoner.data.sources import OUR_COLUMNS, iter_jsonl, load_rows, rename_columns
 from reasoner.data.templates import (
@@ -31,7 +33,9 @@ class TrainingData:
 def load_training_data(data_cfg: Any, rows: list[dict[str, Any]] | None = None) -> TrainingData:
     """The ``data`` config section's rows: ``num_train_rows`` rows of the train split of
     ``data.task``, or the rows of ``data.dataset_path`` (columns renamed by ``column_map``).
-    Given `rows`, those instead (the task, if one is configured, still sets the defaults)."""
+    Given `rows`, those instead (the task, if one is configured, still sets the defaults).
+    A missing file or column is a ConfigError naming ``data.dataset_path`` /
+    ``data.column_map``."""
     task = None
     if data_cfg.task is not None:
         from reasoner.tasks import get_task
@@ -39,14 +43,39 @@ def load_training_data(data_cfg: Any, rows: list[dict[str, Any]] | None = None) 
         task = get_task(data_cfg.task, **data_cfg.task_options)
     if rows is None:
         if task is not None:
-            rows = task.rows("train", data_cfg.num_train_rows, data_cfg.data_seed)
+            try:
+                rows = task.rows("train", data_cfg.num_train_rows, data_cfg.data_seed)
+            except ValueError as e:  # a task too small for the rows asked for
+                raise ConfigError(f"data.num_train_rows={data_cfg.num_train_rows}: {e}") from None
         else:
+            check_dataset_path(data_cfg.dataset_path)
             rows = load_rows(data_cfg.dataset_path, columns=data_cfg.column_map or None,
                              split=data_cfg.split)
-    template = data_cfg.template or (task.default_template if task is not None else "r1_zero")
-    return TrainingData(list(rows), task, template)
+            if not rows:
+                raise ConfigError(f"data.dataset_path {data_cfg.dataset_path!r} holds no rows")
+            for i, row in enumerate(rows):
+                if "question" not in row:
+                    raise ConfigError(
+                        f"data.dataset_path {data_cfg.dataset_path!r}: row {i} has no 'question' "
+                        f"column; its columns are {sorted(row)}: name yours in data.column_map, "
+                        "ours on the left, e.g. {question: problem, answer: solution}")
+    return TrainingData(list(rows), task, data_cfg.template or default_template(task))
+
+
+def default_template(task: Any) -> str:
+    """The prompt template when ``data.template`` is null: the task's default, r1_zero for a
+    dataset (training and evaluation alike)."""
+    return task.default_template if task is not None else "r1_zero"
+
+
+def check_dataset_path(path: str | None) -> None:
+    """``data.dataset_path`` names something that exists (ConfigError otherwise)."""
+    if path is not None and not Path(path).exists():
+        raise ConfigError(f"data.dataset_path {path!r} does not exist (a .jsonl / .parquet file "
+                          "or a datasets.save_to_disk directory)")
 
 
 __all__ = ["OUR_COLUMNS", "R1_ZERO_SYSTEM", "TAG_TOKENS", "TEMPLATES", "DataOrder",
-           "TrainingData", "answer_blocks", "extract_answer", "iter_jsonl", "load_rows",
-           "load_training_data", "rename_columns", "render_prompt"]
+           "TrainingData", "answer_blocks", "check_dataset_path", "default_template",
+           "extract_answer", "iter_jsonl", "load_rows", "load_training_data", "rename_columns",
+           "render_prompt"]

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from reasoner.config import ConfigError
+
 OUR_COLUMNS = ("question", "answer", "tests", "test_list", "solution")
 
 
@@ -77,10 +79,15 @@ def load_rows(
 def rename_columns(
     rows: list[dict[str, Any]], columns: dict[str, str], *, source: str = "dataset"
 ) -> list[dict[str, Any]]:
-    """Rename `columns` ({ours: theirs}) in every row; a missing column is an error naming it."""
-    for ours in columns:
+    """Rename `columns` ({ours: theirs}) in every row; a missing column is an error naming it
+    (ConfigError: the mapping is ``data.column_map``)."""
+    for ours, theirs in columns.items():
         if ours not in OUR_COLUMNS:
-            raise ValueError(f"unknown target column {ours!r} in the column mapping; ours are {OUR_COLUMNS}")
+            hint = (f" (reversed? {{{theirs}: {ours}}} would map your {ours!r} to our "
+                    f"{theirs!r})" if theirs in OUR_COLUMNS else "")
+            raise ConfigError(f"data.column_map: unknown target column {ours!r}; the map goes "
+                              f"{{our name: your column}} and ours are "
+                              f"{', '.join(OUR_COLUMNS)}{hint}")
     if not columns:
         return rows
     out = []
@@ -88,10 +95,9 @@ def rename_columns(
         new = dict(row)
         for ours, theirs in columns.items():
             if theirs not in row:
-                raise KeyError(
-                    f"{source}: row {i} has no column {theirs!r} (mapped to {ours!r}); "
-                    f"its columns are {sorted(row)}"
-                )
+                raise ConfigError(
+                    f"{source}: row {i} has no column {theirs!r} (data.column_map maps our "
+                    f"{ours!r} to it: {{our name: your column}}); its columns are {sorted(row)}")
             value = new.pop(theirs)
             new[ours] = value
         out.append(new)

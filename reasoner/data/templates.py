@@ -90,7 +90,9 @@ def render_prompt(
         return prefix + question
     if template == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError("template 'chat' needs a tokenizer with a chat_template")
+            raise ValueError("template 'chat' needs a tokenizer with a chat_template, and this "
+                             "tokenizer has none: use the r1_zero or plain template, or a "
+                             "model whose tokenizer has one")
         messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
         messages.append({"role": "user", "content": question})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -60,12 +60,17 @@ def zero_stage(ds: dict[str, Any]) -> int:
 
 
 def resolve_deepspeed_config(ds: dict[str, Any], cfg: DeepSpeedSettings, world: int,
-                             hidden_size: int | None = None) -> dict[str, Any]:
+                             hidden_size: int | None = None, *,
+                             bf16_weights: bool = False) -> dict[str, Any]:
     """Fill every "auto" (and every absent batch / clipping / precision key) from the GRPO
     config; reject values that contradict it. ZeRO's bucket sizes and persistence threshold
     may say "auto" too: sized from the model's hidden size h (h*h, 0.9*h*h, 10*h, as the
     Hugging Face integration does), or 5e7 / 5e7 / 1e5 when h is not known. Returns a new
-    dict."""
+    dict.
+
+    `bf16_weights` (model.dtype=bfloat16): bf16 mode is on whatever train.bf16 says, so
+    DeepSpeed keeps fp32 master weights and optimizer state (its bf16 mode); a config that
+    turns it off is refused, since updates below half a bf16 ulp would round away."""
     ds = copy.deepcopy(ds)
 
     def fill(d: dict[str, Any], key: str, value: Any, name: str) -> None:
@@ -82,7 +87,12 @@ def resolve_deepspeed_config(ds: dict[str, Any], cfg: DeepSpeedSettings, world: 
          "per_device_train_batch_size * gradient_accumulation_steps * world size")
     fill(ds, "gradient_clipping", float(max(cfg.max_grad_norm, 0.0)), "train.max_grad_norm")
     bf16 = ds.setdefault("bf16", {})
-    fill(bf16, "enabled", bool(cfg.bf16), "train.bf16")
+    if bf16_weights and bf16.get("enabled", "auto") is False:
+        raise ValueError('deepspeed config bf16.enabled=false with model.dtype=bfloat16: '
+                         'DeepSpeed would train the bf16 weights without fp32 master weights '
+                         'and small updates would round away; set it to "auto" or true')
+    fill(bf16, "enabled", bool(cfg.bf16) or bf16_weights,
+         "model.dtype=bfloat16" if bf16_weights else "train.bf16")
     if ds.get("fp16", {}).get("enabled") in (True, "auto"):
         raise ValueError("deepspeed config fp16: fp16 training is not supported (use bf16)")
     # the trainer decides how many micro-batches make a step (rows with no gradient are skipped),
@@ -131,7 +141,9 @@ class DeepSpeedEngine(Engine):
         # (`device` is DeepSpeed's to choose: LOCAL_RANK's GPU, or the CPU)
         self.world = distributed.world_size()
         self.ds_config = resolve_deepspeed_config(
-            ds_config, cfg, self.world, getattr(getattr(model, "config", None), "hidden_size", None))
+            ds_config, cfg, self.world,
+            getattr(getattr(model, "config", None), "hidden_size", None), bf16_weights=any(p.dtype == torch.bfloat16 for p in model.parameters()
+                             if p.requires_grad))
         self.stage = zero_stage(self.ds_config)
         self.partitioned = self.stage == 3
         params = [p for p in model.parameters() if p.requires_grad]

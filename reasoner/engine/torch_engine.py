@@ -1,5 +1,6 @@
 """The plain-torch engine for one process: AdamW + schedule (`optim`), clipping, bf16 autocast,
-checkpoints as a Hugging Face model directory plus ``engine.pt`` (optimizer and schedule)."""
+fp32 master weights for low-precision weights, checkpoints as a Hugging Face model directory
+plus ``engine.pt`` (optimizer, schedule and master weights)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from reasoner.engine.base import Engine, StepResult
 from reasoner.engine.optim import EngineSettings, build_optimizer, build_scheduler
 
 ENGINE_FILE = "engine.pt"
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 def is_peft_model(model: Any) -> bool:
@@ -22,7 +24,12 @@ def is_peft_model(model: Any) -> bool:
 
 
 class TorchEngine(Engine):
-    """Plain torch, one process."""
+    """Plain torch, one process.
+
+    Trainable weights in bf16 / fp16 get fp32 master copies: the optimizer (and its state)
+    works on the masters, each step's gradient is added to them in fp32 and the result is
+    rounded into the model's weights. Without them, an update smaller than half a bf16 ulp of
+    its weight (lr 1e-6 on weights ~1e-2 and up) rounds away and the weight never moves."""
 
     def __init__(self, model: torch.nn.Module, cfg: EngineSettings, num_optimizer_steps: int,
                  device: torch.device) -> None:
@@ -33,8 +40,17 @@ class TorchEngine(Engine):
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the model has no trainable parameters")
-        self.optimizer = build_optimizer(self.params, cfg)
+        # what the optimizer updates: fp32 masters of low-precision weights, the others as is
+        self.master_params = [
+            p.detach().float().requires_grad_() if p.dtype in LOW_PRECISION else p
+            for p in self.params]
+        self.optimizer = build_optimizer(self.master_params, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, num_optimizer_steps)
+
+    @property
+    def has_masters(self) -> bool:
+        """Whether some trainable weight is low precision and trains through an fp32 master."""
+        return any(m is not p for p, m in zip(self.params, self.master_params))
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
@@ -50,27 +66,48 @@ class TorchEngine(Engine):
     def grad_norm(self) -> float:
         """Total L2 norm of the accumulated gradients, clipped in place to max_grad_norm."""
         max_norm = self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
-        return float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        return float(torch.nn.utils.clip_grad_norm_(self.master_params, max_norm))
 
     def step(self, *, loss_finite: bool = True) -> StepResult:
         lr = self.scheduler.get_last_lr()[0]
         if all(p.grad is None for p in self.params):  # no backward ran: a zero-gradient step
             for p in self.params:
                 p.grad = torch.zeros_like(p)
+        for p, m in zip(self.params, self.master_params):  # the gradient, in fp32, to masters
+            if m is not p:
+                m.grad = None if p.grad is None else p.grad.float()
+                p.grad = None
         norm = self.grad_norm()
         applied = loss_finite and math.isfinite(norm)
         if applied:
             self.optimizer.step()
             self.scheduler.step()
+            self._masters_to_weights()
         self.optimizer.zero_grad(set_to_none=True)
         return StepResult(grad_norm=norm, applied=applied, lr=lr)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+    @torch.no_grad()
+    def _masters_to_weights(self) -> None:
+        for p, m in zip(self.params, self.master_params):
+            if m is not p:
+                p.copy_(m)  # rounds to the weight's dtype
 
+    def state_dict(self) -> dict[str, Any]:
+        state = {"optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict()}
+        if self.has_masters:  # the fp32 weights the next steps continue from
+            state["master_weights"] = [m.detach() for p, m in
+                                       zip(self.params, self.master_params) if m is not p]
+        return state
+
+    @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        masters = iter(state.get("master_weights", []))
+        for p, m in zip(self.params, self.master_params):
+            if m is not p:  # from the checkpoint, else from the (rounded) weights just loaded
+                m.copy_(next(masters, p))
 
     def save(self, directory: Path) -> None:
         """The model in Hugging Face format (adapters only for a peft model) and engine.pt."""

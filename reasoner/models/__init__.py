@@ -1,5 +1,6 @@
 """Models: loading a local Hugging Face causal LM (`loading`), the tiny model built by our own
-code (`tiny`), the lean Qwen2/Llama forward (`lean`) and the one forward that scores completions
+code (`tiny`), the lean Qwen2/Llama/Mistral/Qwen3 forward (`lean`) and the one forward that
+scores completions
 for training and log-probs (`forward`)."""
 
 from reasoner.models.loading import (

@@ -15,13 +15,26 @@ import torch
 from reasoner.models.lean import lean_decoder, lean_forward
 
 
-def supports_logits_to_keep(model: Any) -> bool:
+def _forward_params(model: Any) -> Any:
     import inspect
 
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
     try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
+        return inspect.signature(inner.forward).parameters
     except (TypeError, ValueError):
-        return False
+        return {}
+
+
+def supports_logits_to_keep(model: Any) -> bool:
+    return "logits_to_keep" in _forward_params(model)
+
+
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """The keyword that hands a KV cache to `model`'s forward: ``cache`` in the transformers
+    releases that have it (``past_key_values`` is deprecated there, to be removed in 5.40),
+    ``past_key_values`` before."""
+    name = "cache" if "cache" in _forward_params(model) else "past_key_values"
+    return {name: cache, "use_cache": True}
 
 
 def forward_logits(
@@ -46,12 +59,13 @@ def forward_logits(
     gathered back to the N rows (differentiably) and the completions attend to it. Same values
     up to float rounding, gradients included; fewer FLOPs when G > 1.
 
-    For a plain Qwen2/Llama model (`lean_decoder`), the forward runs `lean_forward`, the same
-    ops as the model's forward without its module machinery, unless `allow_lean` is False
-    (``model.lean_forward: off``); other models (peft, ZeRO-3, gradient checkpointing, ...) run
-    their own forward."""
+    For a plain Qwen2/Llama/Mistral/Qwen3 model (`lean_decoder`), the forward runs
+    `lean_forward`, the same ops as the model's forward without its module machinery, unless
+    `allow_lean` is False (``model.lean_forward: off``); other models (peft, ZeRO-3, gradient
+    checkpointing, ...) run their own forward."""
     c = completion_ids.shape[1]
-    lean = lean_decoder(model) if allow_lean else None
+    width = prompt_ids.shape[1] + c
+    lean = lean_decoder(model, width) if allow_lean else None
     if share_prompts and c > 0:
         shared = _forward_shared_prompts(model, lean, prompt_ids, prompt_mask, completion_ids,
                                          completion_mask, return_hidden)
@@ -141,7 +155,7 @@ def _forward_shared_prompts(
         if not return_hidden and supports_logits_to_keep(model):
             kw["logits_to_keep"] = 1
         out = net(input_ids=u_ids, attention_mask=u_mask, position_ids=u_pos,
-                  past_key_values=cache, use_cache=True, **kw)
+                  **cache_kwargs(net, cache), **kw)
         first = (out.last_hidden_state if return_hidden else out.logits)[:, -1:, :][inverse]
         prompt_kv = [(layer.keys, layer.values) for layer in cache.layers]
         hf_parts = []
@@ -151,7 +165,7 @@ def _forward_shared_prompts(
             for li, (k, v) in enumerate(prompt_kv):
                 bucket_cache.update(k[rows], v[rows], li)
             out = net(input_ids=completion_ids[idx, :w], attention_mask=key_mask,
-                      position_ids=position_ids, past_key_values=bucket_cache, use_cache=True)
+                      position_ids=position_ids, **cache_kwargs(net, bucket_cache))
             hf_parts.append(out.last_hidden_state if return_hidden else out.logits)
         rest_parts = iter(hf_parts)
     if plan:  # completion positions 1.. from the buckets, padded to c - 1, in row order

@@ -1,20 +1,40 @@
-"""The lean Qwen2/Llama decoder: the same math as the Hugging Face modules without their machinery,
-for training, scoring and decoding (one decoder implementation for all three).
+"""The lean decoder: the same math as the Hugging Face modules of Qwen2, Llama, Mistral and Qwen3
+without their machinery, for training, scoring and decoding (one decoder implementation for all
+three).
 
-`lean_decoder(model)` decides whether the lean path may stand in for a model's own forward; the
-config switch ``model.lean_forward`` (auto: when `lean_decoder` allows it; off: always the
-model's own forward) is applied by the callers (`reasoner.models.forward`,
-`reasoner.rollout.decode`). `lean_forward` runs blocks of tokens through the stack (autograd flows
-through it); `lean_step` is one decode step on preallocated KV buffers.
+`lean_decoder(model)` decides whether the lean path may stand in for a model's own forward
+(`lean_refusal` says why not); the config switch ``model.lean_forward`` (auto: when
+`lean_decoder` allows it; off: always the model's own forward) is applied by the callers
+(`reasoner.models.forward`, `reasoner.rollout.decode`). `lean_forward` runs blocks of tokens
+through the stack (autograd flows through it); `lean_step` is one decode step on preallocated KV
+buffers.
+
+Which architectures, and why not the others: the four in `LEAN_ARCHS` are one decoder (RMSNorm
+before attention and MLP, RoPE on q and k, grouped-query attention, SwiGLU MLP, plain residuals);
+Mistral adds a sliding window (exact here while the sequence fits in it, else the plain path) and
+Qwen3 an RMSNorm over each head's q and k before RoPE. Gemma and Gemma2 scale the embeddings,
+use (1 + w) norms, a GeLU MLP, and Gemma2 extra norms, soft-capping and alternating windows; Phi3
+fuses q/k/v and gate/up into one projection each; GPT-2 has learned positions, LayerNorm and
+Conv1D layers; GPT-NeoX parallel residuals, LayerNorm and partial rotary. Each would be a second
+decoder, not a flag; they run their own (transformers) forward.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import torch
 
 LEAN_FORWARD_MODES = ("auto", "off")
+
+# causal LM class -> (its transformers module, its RMSNorm class)
+LEAN_ARCHS: dict[str, tuple[str, str]] = {
+    "Qwen2ForCausalLM": ("transformers.models.qwen2.modeling_qwen2", "Qwen2RMSNorm"),
+    "LlamaForCausalLM": ("transformers.models.llama.modeling_llama", "LlamaRMSNorm"),
+    "MistralForCausalLM": ("transformers.models.mistral.modeling_mistral", "MistralRMSNorm"),
+    "Qwen3ForCausalLM": ("transformers.models.qwen3.modeling_qwen3", "Qwen3RMSNorm"),
+}
 
 
 def lean_allowed(mode: str) -> bool:
@@ -25,10 +45,22 @@ def lean_allowed(mode: str) -> bool:
     return mode == "auto"
 
 
-def lean_decoder(model: Any) -> Any | None:
-    """The decoder stack when the lean forward (`lean_forward`, `lean_step`) may stand in for
-    `model`'s own forward: exactly a Hugging Face Qwen2/Llama causal LM of full attention whose
-    weights are plain tensors. None otherwise, and the caller runs the model's modules:
+def _arch_classes(model: Any) -> tuple[type, type] | None:
+    """(the causal LM class, its RMSNorm class) when `model` is exactly one of `LEAN_ARCHS`."""
+    name = type(model).__name__
+    if name not in LEAN_ARCHS:
+        return None
+    module_name, norm_name = LEAN_ARCHS[name]
+    module = importlib.import_module(module_name)
+    if getattr(module, name) is not type(model):  # a subclass or a look-alike of the same name
+        return None
+    return getattr(module, name), getattr(module, norm_name)
+
+
+def lean_refusal(model: Any, width: int | None = None) -> str | None:
+    """Why the lean forward (`lean_forward`, `lean_step`) may NOT stand in for `model`'s own
+    forward, or None when it may: exactly a Hugging Face causal LM of `LEAN_ARCHS` whose
+    weights are plain tensors. Refused:
 
     - any other class, including a peft wrapper; a projection that is not a plain Linear
       (adapter layers) or a norm that is not the model's own RMSNorm;
@@ -36,33 +68,41 @@ def lean_decoder(model: Any) -> Any | None:
       (ZeRO-3's, accelerate offload, user hooks) on a module whose forward it skips: the hooks
       gather / move weights or see activations;
     - while training: gradient checkpointing on, or attention dropout > 0;
-    - sliding-window attention, or pretraining_tp != 1.
+    - sliding-window layers (Qwen2 / Qwen3 ``use_sliding_window``), or pretraining_tp != 1;
+      Mistral's ``sliding_window`` only when the sequence may be wider than the window
+      (`width`: the widest prompt + completion the caller runs; None = unknown).
 
     This is the one place that decides; keep it in step with what `lean_forward` computes."""
-    from transformers import LlamaForCausalLM, Qwen2ForCausalLM
-    from transformers.models.llama.modeling_llama import LlamaRMSNorm
-    from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
-
-    if type(model) not in (Qwen2ForCausalLM, LlamaForCausalLM):
-        return None
+    classes = _arch_classes(model)
+    if classes is None:
+        return (f"{type(model).__name__} has no lean forward (it has: "
+                f"{', '.join(n.removesuffix('ForCausalLM') for n in LEAN_ARCHS)})")
+    norm_type = classes[1]
     cfg = model.config
-    if getattr(cfg, "use_sliding_window", False) or getattr(cfg, "pretraining_tp", 1) != 1:
-        return None
-    if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or ()):
-        return None
+    if getattr(cfg, "use_sliding_window", False) or any(
+            t != "full_attention" for t in getattr(cfg, "layer_types", None) or ()):
+        return "sliding-window attention layers"
+    if getattr(cfg, "pretraining_tp", 1) != 1:
+        return "pretraining_tp != 1"
+    window = getattr(cfg, "sliding_window", None) \
+        if type(model).__name__ == "MistralForCausalLM" else None
+    if window is not None and (width is None or width > window):
+        return (f"sequences of up to {width} tokens may pass the sliding window of {window}"
+                if width is not None else f"a sliding window of {window} tokens")
     if model.training:
         checkpointing = getattr(model, "is_activation_checkpointing", None)
         if checkpointing is None:
             checkpointing = getattr(model, "is_gradient_checkpointing", False)
-        if checkpointing or getattr(cfg, "attention_dropout", 0.0):
-            return None
+        if checkpointing:
+            return "gradient checkpointing"
+        if getattr(cfg, "attention_dropout", 0.0):
+            return "attention dropout"
     base = model.model
     head = model.lm_head
     if type(head) is not torch.nn.Linear or not hasattr(base, "rotary_emb"):
-        return None
-    norm_types = (LlamaRMSNorm, Qwen2RMSNorm)
-    if type(base.norm) not in norm_types:
-        return None
+        return "a replaced LM head or rotary embedding"
+    if type(base.norm) is not norm_type:
+        return "a replaced norm"
     # modules whose forward the lean path skips (the embedding, rotary embedding and activation
     # are called as modules: their hooks run, e.g. the input-grad hook that gradient
     # checkpointing puts on the embedding)
@@ -71,20 +111,37 @@ def lean_decoder(model: Any) -> Any | None:
         a, m = layer.self_attn, layer.mlp
         lins = (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj)
         if any(type(lin) is not torch.nn.Linear for lin in lins):
-            return None
-        norms = (layer.input_layernorm, layer.post_attention_layernorm)
-        if any(type(norm) not in norm_types for norm in norms):
-            return None
+            return "projections that are not plain Linear layers (adapters?)"
+        norms = [layer.input_layernorm, layer.post_attention_layernorm]
+        if hasattr(a, "q_norm") or hasattr(a, "k_norm"):  # Qwen3
+            norms += [a.q_norm, a.k_norm]
+        if any(type(norm) is not norm_type for norm in norms):
+            return "a replaced norm"
         bypassed += [layer, a, m, *lins, *norms]
     for mod in bypassed:
         if mod._forward_hooks or mod._forward_pre_hooks or "_hf_hook" in mod.__dict__:
-            return None
+            return "forward hooks on its modules"
     # ZeRO-3 shards: only while every weight is gathered (and the hooks are off, checked above),
     # as in the trainer's rollout phase (engine.DeepSpeedEngine.generation)
     if any(hasattr(p, "ds_id") and getattr(getattr(p, "ds_status", None), "name", "") != "AVAILABLE"
            for p in model.parameters()):
-        return None
-    return base
+        return "ZeRO-3 partitioned weights"
+    return None
+
+
+def lean_decoder(model: Any, width: int | None = None) -> Any | None:
+    """The decoder stack when the lean forward may stand in for `model`'s own forward (see
+    `lean_refusal`, which says why not); None otherwise, and the caller runs the model's
+    modules."""
+    return model.model if lean_refusal(model, width) is None else None
+
+
+def forward_path(model: Any, allow_lean: bool, width: int | None = None) -> str:
+    """What runs `model`'s forward, in words: "lean" or "transformers (why)"."""
+    if not allow_lean:
+        return "transformers (model.lean_forward=off)"
+    why = lean_refusal(model, width)
+    return "lean" if why is None else f"transformers ({why})"
 
 
 # The lean decoder math, shared by the decode step (`lean_step`) and the scoring / training
@@ -94,7 +151,7 @@ def lean_decoder(model: Any) -> Any | None:
 
 def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Qwen2RMSNorm / LlamaRMSNorm: w * (x * rsqrt(mean(x^2) + eps)), normalised in float32
+    """The architectures' RMSNorm: w * (x * rsqrt(mean(x^2) + eps)), normalised in float32
     (or x's dtype when wider: HF's module uses float32 even for float64 input) and cast back to
     x's dtype before the weight. Returns (y, x_hat, rsqrt, x_hat in x's dtype)."""
     xf = x.to(torch.promote_types(x.dtype, torch.float32))
@@ -147,6 +204,8 @@ def _layer_qkv(
     q = F.linear(h, a.q_proj.weight, a.q_proj.bias).view(t, -1, d)
     k = F.linear(h, a.k_proj.weight, a.k_proj.bias).view(t, -1, d)
     v = F.linear(h, a.v_proj.weight, a.v_proj.bias).view(t, -1, d)
+    if hasattr(a, "q_norm"):  # Qwen3: an RMSNorm over each head's q and k, before RoPE
+        q, k = _norm(a.q_norm, q), _norm(a.k_norm, k)
     q = q * cos + q.roll(d // 2, dims=-1) * sin
     k = k * cos + k.roll(d // 2, dims=-1) * sin
     return q, k, v
@@ -257,7 +316,7 @@ def lean_step(
     length: int,
     key_mask: torch.Tensor,
 ) -> torch.Tensor:
-    """One decode step of a Qwen2/Llama stack without the HF module machinery: the layer math
+    """One decode step of a `LEAN_ARCHS` stack without the HF module machinery: the layer math
     of `lean_forward` on preallocated KV buffers (attention as matmuls, see `_attend`).
     tok [n], pos [n, 1], kv buffers [n, kv_heads, T, head_dim] filled up to `length`,
     key_mask [n, length + 1] bool. Returns the next-token logits [n, V]."""

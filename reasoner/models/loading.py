@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -14,7 +15,58 @@ from typing import Any
 
 import torch
 
+from reasoner.config import ConfigError
+
 DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_model_dir(path: str | Path, field: str = "model.path") -> None:
+    """`path` is a local Hugging Face model directory (ConfigError naming `field` otherwise)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(f"{field} {str(p)!r} does not exist; give a local Hugging Face "
+                          "model directory (nothing is downloaded)"
+                          + (" or 'tiny'" if field == "model.path" else ""))
+    if not (p / "config.json").is_file():
+        raise ConfigError(f"{field} {str(p)!r} is not a Hugging Face model directory (no "
+                          "config.json)")
+
+
+def context_length(model_config: Any) -> tuple[int, str] | None:
+    """(the positions the model has, the config field that says so), or None when it does not
+    say: ``max_position_embeddings`` (RoPE models; raised to factor x original length when the
+    rope parameters extend it, YaRN-style) or ``n_positions`` (GPT-2's learned positions)."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        n = getattr(model_config, name, None)
+        if isinstance(n, int) and n > 0:
+            break
+    else:
+        return None
+    name = getattr(model_config, "attribute_map", {}).get(name, name)  # GPT-2: n_positions
+    rope = getattr(model_config, "rope_parameters", None) or getattr(
+        model_config, "rope_scaling", None)
+    if isinstance(rope, dict) and rope.get("factor") and rope.get(
+            "original_max_position_embeddings"):
+        n = max(n, int(rope["factor"] * rope["original_max_position_embeddings"]))
+    return n, name
+
+
+def check_context(model_config: Any, longest_prompt: int, max_new_tokens: int, *,
+                  new_tokens_field: str = "rollout.max_completion_length",
+                  prompt_field: str | None = "rollout.max_prompt_length") -> None:
+    """The longest prompt plus the completion budget fits in the model's positions
+    (ConfigError naming the fields otherwise): past them a learned-position model (GPT-2) fails
+    deep inside torch and a RoPE model runs on, silently, where it was never trained."""
+    found = context_length(model_config)
+    if found is None:
+        return
+    n, name = found
+    if longest_prompt + max_new_tokens > n:
+        raise ConfigError(
+            f"the longest prompt ({longest_prompt} tokens) + {new_tokens_field} "
+            f"({max_new_tokens}) = {longest_prompt + max_new_tokens} tokens do not fit in the "
+            f"model's {n} positions ({name}); lower {new_tokens_field}"
+            + (f", or leave long prompts out with {prompt_field}" if prompt_field else ""))
 
 
 def load_model_and_tokenizer(
@@ -33,13 +85,13 @@ def load_model_and_tokenizer(
     `auto_class` / `model_kwargs`: another transformers Auto class and its from_pretrained
     keywords (a reward model: AutoModelForSequenceClassification, num_labels=1).
     """
+    from reasoner.distributed import quiet_deepspeed_accelerator
+
+    quiet_deepspeed_accelerator()  # before transformers imports deepspeed
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     p = Path(path)
-    if not p.is_dir():
-        raise FileNotFoundError(f"model directory {str(p)!r} does not exist")
-    if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"{str(p)!r} is not a Hugging Face model directory (no config.json)")
+    check_model_dir(p, "model directory")
     if isinstance(dtype, str) and dtype != "auto":
         try:
             dtype = getattr(torch, dtype)
@@ -63,9 +115,17 @@ def load_model_and_tokenizer(
     if gen_cfg is not None and gen_cfg.pad_token_id is None:
         gen_cfg.pad_token_id = tokenizer.pad_token_id
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
+        enable_activation_checkpointing(model)
     return model, tokenizer
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    """Gradient (activation) checkpointing on, by the name the installed transformers has
+    (5.x renamed it; the old name warns), and the KV cache off."""
+    enable = getattr(model, "activation_checkpointing_enable", None) \
+        or model.gradient_checkpointing_enable
+    enable()
+    model.config.use_cache = False
 
 
 def count_parameters(model: Any) -> int:
@@ -87,22 +147,53 @@ def disable_dropout(model: Any) -> None:
 def add_lora(model: Any, lora: Any, *, seed: int, gradient_checkpointing: bool,
              task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None) -> Any:
     """`model` wrapped with LoRA adapters (peft) as the ``lora`` config section says; the
-    adapters' initialisation is seeded with `seed` without touching the global RNG. `task_type`:
-    peft's (SEQ_CLS for a reward model: its score head is trained in full). `modules_to_save`:
-    modules trained (and saved with the adapters) in full, e.g. a value head."""
+    adapters' initialisation is seeded with `seed` without touching the global RNG.
+    ``lora.target_modules`` is peft's: module names, or a string (``all-linear``, or a regex).
+    `task_type`: peft's (SEQ_CLS for a reward model: its score head is trained in full).
+    `modules_to_save`: modules trained (and saved with the adapters) in full, e.g. a value
+    head."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
         raise ImportError("lora.enabled needs peft: pip install 'reasoner-grpo[lora]'") from None
+    targets = lora.target_modules
+    targets = targets if isinstance(targets, str) else list(targets)
+    if isinstance(targets, list):
+        have = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        if not have & set(targets):
+            raise ConfigError(
+                f"lora.target_modules {targets} match no module of {type(model).__name__}; its "
+                f"linear layers are {', '.join(linear_module_names(model))}: set "
+                f"lora.target_modules to some of them, or to all-linear")
     if gradient_checkpointing:  # checkpointed blocks need a grad-carrying input
         model.enable_input_require_grads()
-    with torch.random.fork_rng(devices=[]):
+    # GPT-2's Conv1D layers store their weight transposed (peft would fix it, with a warning)
+    conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # peft reads transformers' deprecated is_gradient_checkpointing: its noise, not ours
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated",
+                                category=FutureWarning)
         torch.manual_seed(seed)
         return get_peft_model(model, LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules), task_type=task_type,
+            target_modules=targets, task_type=task_type, fan_in_fan_out=conv1d,
             modules_to_save=modules_to_save,
         ))
+
+
+def linear_module_names(model: Any) -> list[str]:
+    """The distinct names of `model`'s linear layers below the LM head (nn.Linear, and the
+    Conv1D of GPT-2), e.g. ['q_proj', 'k_proj', ...]: what LoRA may target."""
+    out: list[str] = []
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    for name, mod in model.named_modules():
+        if mod is head or not name:
+            continue
+        if isinstance(mod, torch.nn.Linear) or type(mod).__name__ == "Conv1D":
+            short = name.rsplit(".", 1)[-1]
+            if short not in out:
+                out.append(short)
+    return out
 
 
 def hidden_size_of(model_cfg: Any) -> int | None:

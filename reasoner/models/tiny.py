@@ -1,6 +1,7 @@
 """The tiny model used by the demo and the tests, built by our own code.
 
-The tiny model is a randomly initialised Qwen2 (or Llama) with a character-level tokenizer:
+The tiny model is a randomly initialised Qwen2 (or Llama, Mistral, Qwen3, GPT-2: the tests build
+each architecture this way) with a character-level tokenizer:
 every ASCII character is one token, and the R1 tags ``<think>``, ``</think>``, ``<answer>``,
 ``</answer>`` are one added token each, so a worked solution like
 ``12+34=46</think><answer>46</answer>`` is 8 + 1 + 1 + 2 + 1 = 13 tokens. Nothing is downloaded.
@@ -16,7 +17,9 @@ import torch
 
 from reasoner.data.templates import TAG_TOKENS
 
-ARCHS = ("qwen2", "llama")
+ARCHS = ("qwen2", "llama", "mistral", "qwen3", "gpt2")
+# the Llama-style decoders: arch -> transformers class prefix
+_DECODERS = {"qwen2": "Qwen2", "llama": "Llama", "mistral": "Mistral", "qwen3": "Qwen3"}
 PAD_TOKEN = "<|pad|>"
 EOS_TOKEN = "<|endoftext|>"
 # A plain chat template for the tiny tokenizer: "User: ...\nAssistant:" with an optional system line.
@@ -74,8 +77,13 @@ def build_tiny_model(
     seed: int = 0,
 ) -> Path:
     """Build a randomly initialised (seeded) tiny causal LM + char tokenizer and save both to
-    `out_dir` in Hugging Face format (safetensors). Returns the directory."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    `out_dir` in Hugging Face format (safetensors). Returns the directory. `arch`: one of
+    `ARCHS` (gpt2 has no grouped-query attention: `num_kv_heads` is not used; mistral gets no
+    sliding window)."""
+    from reasoner.distributed import quiet_deepspeed_accelerator
+
+    quiet_deepspeed_accelerator()  # before transformers imports deepspeed (to save)
+    import transformers
 
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}")
@@ -83,23 +91,26 @@ def build_tiny_model(
         raise ValueError(f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}")
     out = Path(out_dir)
     tokenizer = build_char_tokenizer()
-    common = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads,
-        intermediate_size=intermediate_size or 4 * hidden_size,
-        max_position_embeddings=max_position_embeddings,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    if arch == "qwen2":
-        config, cls = Qwen2Config(**common), Qwen2ForCausalLM
-    elif arch == "llama":
-        config, cls = LlamaConfig(**common), LlamaForCausalLM
+    ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    inner = intermediate_size or 4 * hidden_size
+    if arch == "gpt2":
+        config = transformers.GPT2Config(
+            vocab_size=len(tokenizer), n_embd=hidden_size, n_layer=num_layers, n_head=num_heads,
+            n_inner=inner, n_positions=max_position_embeddings, **ids)
+        cls = transformers.GPT2LMHeadModel
+    elif arch in _DECODERS:
+        extra: dict[str, Any] = {}
+        if arch in ("mistral", "qwen3"):  # their default head_dim is 128, not hidden / heads
+            extra["head_dim"] = hidden_size // num_heads
+        if arch == "mistral":
+            extra["sliding_window"] = None
+        cls = getattr(transformers, _DECODERS[arch] + "ForCausalLM")
+        config = getattr(transformers, _DECODERS[arch] + "Config")(
+            vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+            num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+            intermediate_size=inner, max_position_embeddings=max_position_embeddings,
+            **ids, **extra)
     else:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
     with torch.random.fork_rng(devices=[]):

@@ -28,7 +28,7 @@ import torch
 
 from reasoner.engine.base import Engine
 from reasoner.models.forward import forward_logits
-from reasoner.models.loading import disable_dropout
+from reasoner.models.loading import disable_dropout, enable_activation_checkpointing
 from reasoner.scoring import ScoringSettings, Sequences
 
 VALUE_HEAD = "score"  # the head's attribute name in *ForSequenceClassification
@@ -85,8 +85,7 @@ def load_value_model(path: str | Path, *, dtype: str | torch.dtype | None, devic
         model.config.pad_token_id = pad_token_id
     disable_dropout(model)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
+        enable_activation_checkpointing(model)
     return model
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from reasoner.models.forward import lm_head_logits, supports_logits_to_keep
+from reasoner.models.forward import cache_kwargs, lm_head_logits, supports_logits_to_keep
 from reasoner.models.lean import lean_decoder, lean_forward, lean_step
 from reasoner.rollout.sampling import sample_tokens
 
@@ -33,9 +33,9 @@ def decode_loop(
     position ids = cumsum(mask) - 1), then one forward per new token. Rows stop at their first
     EOS (later tokens are `pad_id`); with `compact`, finished rows are dropped from the batch and
     the cache, so the remaining forwards only compute the rows still running. With `allow_lean`
-    (``model.lean_forward: auto``) and a plain Qwen2/Llama model (see `lean_decoder`), the
-    prefill runs `lean_forward` and the decode steps `lean_step` on preallocated KV buffers
-    instead of the HF forward (same ops).
+    (``model.lean_forward: auto``) and a plain Qwen2/Llama/Mistral/Qwen3 model
+    (`lean_decoder`), the prefill runs `lean_forward` and the decode steps `lean_step` on
+    preallocated KV buffers instead of the HF forward (same ops).
 
     Returns (tokens [N, T] with T <= max_new_tokens, raw logits [N, T, V] or None; logits of
     the steps after a row finished are zeros)."""
@@ -51,7 +51,7 @@ def decode_loop(
     u_ids, u_mask = uniq[:, :p], uniq[:, p:]
     u_pos = (u_mask.cumsum(dim=1) - 1).clamp(min=0)
     next_pos = pos[:, -1:] + 1
-    base = lean_decoder(model) if allow_lean else None
+    base = lean_decoder(model, length + max_new_tokens) if allow_lean else None
     kv: list[tuple[torch.Tensor, torch.Tensor]] = []
     cache = None
     if base is not None:  # lean prefill; its K/V go to buffers with room for the new tokens
@@ -67,7 +67,7 @@ def decode_loop(
         cache = DynamicCache(config=model.config)
         kw: dict[str, Any] = {"logits_to_keep": 1} if supports_logits_to_keep(model) else {}
         out = model(input_ids=u_ids, attention_mask=u_mask, position_ids=u_pos,
-                    past_key_values=cache, use_cache=True, **kw)
+                    **cache_kwargs(model, cache), **kw)
         cache.batch_select_indices(inverse)
         logits = out.logits[:, -1, :][inverse]
     tokens = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
@@ -103,7 +103,7 @@ def decode_loop(
             finished = finished[keep]
         if base is None:
             out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
-                        past_key_values=cache, use_cache=True)
+                        **cache_kwargs(model, cache))
             logits = out.logits[:, -1, :]
         else:
             logits = lean_step(base, model.lm_head, tok, next_pos, kv, length, mask.bool())

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from reasoner.models.lean import forward_path
 from reasoner.rollout.decode import decode_loop
 
 ENGINES = ("auto", "loop", "hf")
@@ -32,6 +33,8 @@ class Rollout:
                                 non-special tokens such as the <think>/<answer> tags kept).
     truncated:                  [N] bool, no EOS within max_completion_length.
     group_ids:                  [N] long, the prompt index of each row.
+    forward:                    what decoded: "lean", or "transformers (why)" (see
+                                `reasoner.models.lean.forward_path`).
     """
 
     prompt_ids: torch.Tensor
@@ -42,6 +45,7 @@ class Rollout:
     truncated: torch.Tensor
     group_ids: torch.Tensor
     num_generations: int
+    forward: str = "transformers"
 
     @property
     def completion_lengths(self) -> torch.Tensor:
@@ -114,7 +118,8 @@ def generate_rollouts(
     given (they go to ``model.generate`` as they are, e.g. a ``logits_processor``), else "loop".
     Both engines sample from the same distribution but draw different random numbers.
 
-    `allow_lean`: the loop engine may run the lean Qwen2/Llama decoder (``model.lean_forward``).
+    `allow_lean`: the loop engine may run the lean decoder of Qwen2 / Llama / Mistral / Qwen3
+    (``model.lean_forward``).
     temperature == 0 (or do_sample=False) is greedy decoding. With `return_logits`, the
     generate-time logits [N, C, V] are attached as ``rollout.generation_logits`` (for tests).
     """
@@ -147,8 +152,11 @@ def generate_rollouts(
     was_training = model.training
     model.eval()
     gen_logits: torch.Tensor | None = None
+    path = "transformers (engine=hf)"
     try:
         if engine == "loop":
+            # the predicate decode_loop applies, on the same model state and width
+            path = forward_path(model, allow_lean, prompt_ids.shape[1] + max_completion_length)
             gen = None
             if sample and generator_seed is not None:
                 gen = torch.Generator(device=device)
@@ -201,6 +209,7 @@ def generate_rollouts(
         truncated=truncated.to(device),
         group_ids=torch.arange(n, device=device).repeat_interleave(num_generations),
         num_generations=num_generations,
+        forward=path,
     )
     if gen_logits is not None:
         rollout.generation_logits = gen_logits[:, :keep]  # type: ignore[attr-defined]

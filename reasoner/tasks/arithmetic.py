@@ -63,6 +63,20 @@ def integer_exact_reward(prompts: list[Any], completions: list[Any], **columns: 
 
 
 
+def integer_exact_reasons(prompts: list[Any], completions: list[Any], **columns: Any) -> list[str]:
+    """Why `integer_exact_reward` gives what it gives, per completion (the verifiers' words)."""
+    answers = columns.get("answer") or [None] * len(completions)
+    out = []
+    for c, a in zip(completions, answers):
+        gold, got = _parse_int(a), _parse_int(extract_answer(completion_text(c)))
+        out.append("unparseable gold" if gold is None else "no answer" if got is None
+                   else "ok" if got == gold else "wrong")
+    return out
+
+
+integer_exact_reward.reasons = integer_exact_reasons  # type: ignore[attr-defined]
+
+
 def _digit_range(digits: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(digits, int):
         lo = hi = digits

@@ -4,8 +4,8 @@ policy update they share (`update`), supervised fine-tuning (`sft`).
 
 An algorithm's trainer is found by ``algo.name`` in `ALGORITHMS` (the one registry helper):
 the built-ins below, other packages' through the entry-point group ``reasoner.algorithms``, or
-a ``module:Class`` path. A trainer class takes ``(cfg, resume=, deepspeed_config=, progress=)``
-and has ``train()``.
+a ``module:Class`` path. A trainer class takes ``(cfg, resume=, deepspeed_config=, progress=,
+overwrite=)`` (`BaseTrainer`'s) and has ``train()``.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ CRITIC_ALGORITHMS = ("ppo", "a2c")
 
 
 def train(cfg: Any, *, resume: bool = False, deepspeed_config: str | None = None,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Run the configured algorithm; returns a summary (steps, wall time, last metrics, final
-    path)."""
+    path). `overwrite`: replace an earlier run in the output directory (see `BaseTrainer`)."""
     from reasoner import distributed
 
     trainer = ALGORITHMS.get(cfg.algo.name)(cfg, resume=resume, deepspeed_config=deepspeed_config,
-                                            progress=progress)
+                                            progress=progress, overwrite=overwrite)
     try:
         return trainer.train()
     finally:

@@ -29,20 +29,30 @@ import torch
 
 from reasoner import distributed
 from reasoner.checkpoint import (
+    CONFIG_FILE,
+    FINAL_DIR,
     begin_checkpoint,
     capture_rng_state,
+    check_output_dir,
     commit_checkpoint,
     debug_kill,
     latest_checkpoint,
     load_checkpoint,
+    remove_earlier_run,
     remove_partial_checkpoints,
     restore_rng_state,
     rng_file,
+    run_outputs,
 )
-from reasoner.config import Config, save_config
+from reasoner.config import Config, ConfigError, save_config
 from reasoner.engine import Engine, build_engine
-from reasoner.metrics import MetricsLogger, Progress, plot_metrics
-from reasoner.models.loading import StartingModels, hidden_size_of, load_starting_models
+from reasoner.metrics import METRICS_FILE, MetricsLogger, Progress, plot_metrics
+from reasoner.models.loading import (
+    StartingModels,
+    check_model_dir,
+    hidden_size_of,
+    load_starting_models,
+)
 
 
 def set_seed(seed: int) -> None:
@@ -130,15 +140,72 @@ class BaseTrainer(ABC):
     """Setup, the loop, checkpoints and logging; subclasses add the learning."""
 
     def __init__(self, cfg: Config, *, resume: bool = False, deepspeed_config: str | None = None,
-                 progress: bool = True, **data: Any) -> None:
+                 progress: bool = True, overwrite: bool = False, **data: Any) -> None:
         """`data`: keyword arguments for `setup_data` (e.g. rows / reward functions that replace
-        the config's)."""
+        the config's). An output directory holding an earlier run is refused unless `resume`
+        (continue it) or `overwrite` (delete it first). A run that fails while starting removes
+        what it wrote."""
         self.cfg = cfg
         t = cfg.train
         # several processes: a launcher (torchrun / deepspeed) started us, or --deepspeed given
         ds_config, implicit_zero2 = _deepspeed_setup(cfg, deepspeed_config,
                                                      distributed.launched_world_size())
+        self._preflight()
         self.out = Path(t.output_dir)
+        check_output_dir(self.out, resume=resume, overwrite=overwrite,
+                         outputs=self.run_outputs())
+        # what was there before (a failed start removes only what it added)
+        self._found = {p.name for p in self.out.iterdir()} if self.out.is_dir() else None
+        try:
+            self._setup(ds_config, implicit_zero2, resume=resume, overwrite=overwrite,
+                        progress=progress, data=data)
+        except BaseException:
+            self._remove_litter()
+            raise
+
+    # what this trainer writes besides the base trainer's outputs (run_outputs)
+    extra_outputs: tuple[str, ...] = ()
+
+    def run_outputs(self) -> set[str]:
+        """The names a run of this trainer writes into its output directory (checkpoints
+        aside): what --overwrite deletes and what marks the directory as holding a run."""
+        plots = () if self.plots is None else tuple(name for name, _, _ in self.plots)
+        return run_outputs((*plots, *self.extra_outputs))
+
+    def _preflight(self) -> None:
+        """The mistakes found without loading anything, before anything is written."""
+        t, m = self.cfg.train, self.cfg.model
+        if t.device == "cuda" and not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "no GPU visible"
+            raise ConfigError(f"train.device=cuda, but torch {torch.__version__} sees no CUDA "
+                              f"device ({build}); set train.device=cpu, or auto (a GPU when "
+                              "there is one)")
+        if m.path != "tiny":
+            check_model_dir(m.path, "model.path")
+
+    def _remove_litter(self) -> None:
+        """After a failed start: delete what this run added to the output directory (all of it
+        when the directory is new); rank 0 only."""
+        import shutil
+
+        if distributed.launched_rank() != 0 or not self.out.is_dir():
+            return
+        if self._found is None:
+            shutil.rmtree(self.out, ignore_errors=True)
+            return
+        for p in self.out.iterdir():
+            if p.name in self._found:
+                continue
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+    def _setup(self, ds_config: dict[str, Any] | None, implicit_zero2: bool, *, resume: bool,
+               overwrite: bool, progress: bool, data: dict[str, Any]) -> None:
+        t, cfg = self.cfg.train, self.cfg
+        if overwrite and not resume and distributed.launched_rank() == 0:
+            remove_earlier_run(self.out, self.run_outputs())
         self.out.mkdir(parents=True, exist_ok=True)
         self.runtime = self._start_processes(ds_config is not None)
         self.rank, self.world = self.runtime.rank, self.runtime.world
@@ -171,7 +238,7 @@ class BaseTrainer(ABC):
         if self.resume_from is not None:
             self._restore(self.resume_from)
         if self.is_main:
-            save_config(cfg, self.out / "config.yaml")
+            save_config(cfg, self.out / CONFIG_FILE)
 
     # ------------------------------------------------------------------ what a trainer adds
 
@@ -260,7 +327,8 @@ class BaseTrainer(ABC):
         if ds_config is None or zero_stage(ds_config) != 3:
             return None
         return resolve_deepspeed_config(ds_config, self.cfg.train, self.world,
-                                        hidden_size_of(self.cfg.model))
+                                        hidden_size_of(self.cfg.model),
+                                        bf16_weights=self.cfg.model.dtype == "bfloat16")
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -309,7 +377,7 @@ class BaseTrainer(ABC):
     def save_final(self) -> Path:
         """The policy in Hugging Face format in output_dir/final (under ZeRO-3 consolidated from
         the shards: every rank takes part in the gather, rank 0 writes)."""
-        path = self.out / "final"
+        path = self.out / FINAL_DIR
         with self.engine.full_weights() as model:
             if self.is_main:
                 if self.cfg.lora.enabled:
@@ -337,6 +405,7 @@ class BaseTrainer(ABC):
                        description=self.progress_description, info=self.progress_info)
         last: dict[str, Any] = {}
         t0 = time.perf_counter()
+        failed_at_start = False
         try:
             while self.step < t.max_steps:
                 out = self.train_step()
@@ -350,13 +419,18 @@ class BaseTrainer(ABC):
                     bar.print(self.progress_line(last))
                 if (t.save_steps and self.step % t.save_steps == 0) or self.step == t.max_steps:
                     self.save()
+        except ConfigError:  # a user's mistake seen in the first step (e.g. no sample judged)
+            failed_at_start = self.step == start and self.resume_from is None
+            raise
         finally:
             bar.close()
             if logger is not None:
                 logger.close()
+            if failed_at_start:
+                self._remove_litter()
         self.save_final()
         if self.is_main:
-            plot_metrics(self.out / "metrics.jsonl", self.out, plots=self.plots)
+            plot_metrics(self.out / METRICS_FILE, self.out, plots=self.plots)
         return {"steps": self.step, "resumed_from": start, "wall_seconds": time.perf_counter() - t0,
-                "last": last, "final": str(self.out / "final"), "rank": self.rank,
+                "last": last, "final": str(self.out / FINAL_DIR), "rank": self.rank,
                 "world_size": self.world}

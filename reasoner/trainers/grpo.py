@@ -17,6 +17,7 @@ One step (see docs/architecture.md):
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,11 +30,11 @@ from reasoner.algos import AdvantageInput, PolicyLossInput, get_adv_estimator, g
 from reasoner.algos.advantages import group_stats
 from reasoner.algos.losses import kl_coef_in_loss
 from reasoner.algos.shaping import missing_eos_penalty, overlong_penalty, token_kl
-from reasoner.config import Config
+from reasoner.config import Config, ConfigError
 from reasoner.data import DataOrder, load_training_data, render_prompt
 from reasoner.models.forward import forward_logits
-from reasoner.models.lean import lean_allowed
-from reasoner.models.loading import StartingModels
+from reasoner.models.lean import forward_path, lean_allowed
+from reasoner.models.loading import StartingModels, check_context
 from reasoner.rollout import generate_rollouts
 from reasoner.scoring import ScoringSettings, token_logprobs
 from reasoner.trainers.base import BaseTrainer, PhaseTimer, StepOutput, gathered, peak_memory_gb
@@ -44,10 +45,11 @@ from reasoner.verifiers.rewards import (
     RewardContext,
     WeightedReward,
     combine_rewards,
+    explain_unjudged,
     load_reward_states,
     prepare_rewards,
-    resolve_rewards,
     reward_states,
+    run_rewards,
     score_completions,
 )
 
@@ -101,28 +103,23 @@ class GRPOTrainer(BaseTrainer):
         kept = data.rows
         if not kept:
             raise ValueError("no training rows")
+        lengths = self._prompt_lengths(kept)
         if cfg.rollout.max_prompt_length is not None:
-            kept = self._drop_long_prompts(kept, cfg.rollout.max_prompt_length)
+            kept, lengths = self._drop_long_prompts(kept, lengths, cfg.rollout.max_prompt_length)
+        check_context(models.policy.config, max(lengths), cfg.rollout.max_completion_length)
         self.rows = kept
-        r = cfg.rewards
         if reward_funcs is not None:
+            if not reward_funcs:
+                raise ValueError("no reward functions")
             self.reward_funcs = list(reward_funcs)
-        elif r.names:  # a reward that holds a model loads it here (sharded under ZeRO-3)
-            self.reward_funcs = resolve_rewards(
-                r.names, r.reward_weights,
-                context=RewardContext(cfg, self.device, self.zero3_config))
-        elif self.task is not None:
-            self.reward_funcs = resolve_rewards([n for n, _ in self.task.reward_funcs],
-                                                [w for _, w in self.task.reward_funcs])
-        else:
-            raise ValueError("rewards.names must be set when the rows do not come from a task")
-        if not self.reward_funcs:
-            raise ValueError("no reward functions")
-        names = [f.name for f in self.reward_funcs]
-        task_rewards = self.task is not None and not r.names and reward_funcs is None
-        self.accuracy_reward = r.accuracy_reward or (
-            self.task.accuracy_reward if task_rewards else names[0])
+            self.accuracy_reward = cfg.rewards.accuracy_reward or reward_funcs[0].name
+        else:  # a reward that holds a model loads it here (sharded under ZeRO-3)
+            self.reward_funcs, self.accuracy_reward = run_rewards(
+                cfg.rewards, self.task, context=RewardContext(cfg, self.device, self.zero3_config))
         self.order = DataOrder(len(self.rows), cfg.train.seed)
+        # what ran the forward, in words (`forward_path`), for the log and the metrics
+        self.paths: dict[str, str] = {"decode": "", "update": ""}  # "": not run yet
+        self._paths_said = ""
 
     def after_engine(self) -> None:
         prepare_rewards(self.reward_funcs, self.engine)  # a reward model: like the reference
@@ -164,18 +161,28 @@ class GRPOTrainer(BaseTrainer):
         return render_prompt(str(row["question"]), template=self.template,
                              tokenizer=self.tokenizer, system_prompt=self.cfg.data.system_prompt)
 
-    def _drop_long_prompts(self, rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-        """Rows whose rendered prompt fits in `limit` tokens (checked once, before training, so
-        a long prompt never stops a run half-way); how many were left out is printed."""
-        ids = self.tokenizer([self.prompt(r) for r in rows], add_special_tokens=False)["input_ids"]
-        kept = [r for r, x in zip(rows, ids) if len(x) <= limit]
-        if not kept:
-            raise ValueError(f"every prompt is longer than rollout.max_prompt_length={limit} "
-                             f"tokens (shortest: {min(map(len, ids))})")
-        if len(kept) < len(rows) and self.is_main:
-            print(f"rollout.max_prompt_length={limit}: left out {len(rows) - len(kept)} of "
+    def _prompt_lengths(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Each row's prompt length in tokens (the template rendered once for every row, so a
+        template that can't be rendered fails here, naming data.template)."""
+        try:
+            prompts = [self.prompt(r) for r in rows]
+        except ValueError as e:
+            raise ConfigError(f"data.template={self.template}: {e}") from None
+        return [len(x) for x in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+
+    def _drop_long_prompts(self, rows: list[dict[str, Any]], lengths: list[int], limit: int
+                           ) -> tuple[list[dict[str, Any]], list[int]]:
+        """Rows whose rendered prompt fits in `limit` tokens, and their lengths (checked once,
+        before training, so a long prompt never stops a run half-way); how many were left out
+        is printed."""
+        keep = [i for i, n in enumerate(lengths) if n <= limit]
+        if not keep:
+            raise ConfigError(f"every prompt is longer than rollout.max_prompt_length={limit} "
+                              f"tokens (shortest: {min(lengths)})")
+        if len(keep) < len(rows) and self.is_main:
+            print(f"rollout.max_prompt_length={limit}: left out {len(rows) - len(keep)} of "
                   f"{len(rows)} rows whose prompt is longer")
-        return kept
+        return [rows[i] for i in keep], [lengths[i] for i in keep]
 
     def _take_prompts(self, n: int) -> list[dict[str, Any]]:
         """This rank's n prompts: every rank walks the same data order and takes its own slice
@@ -194,6 +201,7 @@ class GRPOTrainer(BaseTrainer):
                 top_p=ro.top_p, top_k=ro.top_k, do_sample=True,
                 generator_seed=self._sample_seed(attempt), allow_lean=self.allow_lean,
             )
+        self.paths["decode"] = out.forward
         g = ro.num_generations
         rep_rows = [r for r in rows for _ in range(g)]
         rep_prompts = [p for p in prompts for _ in range(g)]
@@ -247,6 +255,24 @@ class GRPOTrainer(BaseTrainer):
         stats["dynamic_sampling/filled_frac"] = n_good / b_prompts
         return cat_batches(kept, pad_id), stats
 
+    def check_judged(self, b: Batch, comb: CombinedRewards) -> None:
+        """A step in which most samples (all ranks) got no reward is a loud warning, and one in
+        which none did an error (ConfigError: the data or the reward functions need fixing),
+        each saying which function returned None, why, and an example gold answer: a run that
+        can't judge its samples must not go on as a string of no-op steps."""
+        bad, total = distributed.sum_all([float((~comb.valid).sum()), float(len(comb.valid))])
+        if bad <= total / 2:
+            return
+        why = explain_unjudged(self.reward_funcs, b.per_func, b.prompts, b.texts, b.rows)
+        msg = (f"step {self.step + 1}: {int(bad)} of {int(total)} samples could not be judged"
+               + (f": {why}" if why else " (non-finite rewards)"))
+        if bad == total:
+            raise ConfigError(f"{msg}; nothing to learn from: fix the data (data.column_map says "
+                              "which of your columns is our 'answer') or the reward functions "
+                              "(rewards.names)")
+        if self.is_main:
+            print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+
     # ------------------------------------------------------------------ advantages and loss
 
     def padded(self, x: torch.Tensor) -> torch.Tensor:
@@ -297,6 +323,8 @@ class GRPOTrainer(BaseTrainer):
         """The policy's forward over a micro-batch: the logits predicting each completion token,
         or with `hidden` the final hidden states the LM head turns into them."""
         rows = mb.rows
+        self.paths["update"] = forward_path(
+            self.model, self.allow_lean, rows.prompt_ids.shape[1] + rows.completion_ids.shape[1])
         return forward_logits(self.model, rows.prompt_ids, rows.prompt_mask, rows.completion_ids,
                               rows.completion_mask, return_hidden=hidden,
                               share_prompts=self.share_prompts, allow_lean=self.allow_lean)
@@ -340,6 +368,7 @@ class GRPOTrainer(BaseTrainer):
         b, ds_stats = self.collect(timer)
 
         comb = self.combined(b)
+        self.check_judged(b, comb)
         valid = comb.valid
         rewards = self.shaped_rewards(b, comb)
         lengths = b.completion_mask.sum(1).cpu()
@@ -382,6 +411,7 @@ class GRPOTrainer(BaseTrainer):
         m = self._metrics(b, comb, r_all, v_all, adv_all, lengths, seq_kl, timer, dt)
         m.update(upd)
         m.update(ds_stats)
+        m.update(self.forward_paths())
         return GRPOStep(metrics=m, samples=self._samples(b, rewards, adv), batch=b, rewards=comb,
                         shaped=rewards, advantages=adv)
 
@@ -451,6 +481,18 @@ class GRPOTrainer(BaseTrainer):
                 **{f"reward/{f.name}": vals[i] for f, vals in zip(self.reward_funcs, b.per_func)},
             })
         return recs
+
+    def forward_paths(self) -> dict[str, float]:
+        """Metrics ``forward/lean_decode`` and ``forward/lean_update`` (1.0: the lean forward
+        ran, 0.0: the model's own; absent until that phase first ran: a step whose rows have
+        no gradient runs no update forward); the first step, and any step where what ran
+        changes, also prints them in words with the reason."""
+        ran = {k: v for k, v in self.paths.items() if v}
+        said = "; ".join(f"{k}: {v}" for k, v in ran.items())
+        if said != self._paths_said and self.is_main:
+            print(f"forward paths: {said}", flush=True)
+        self._paths_said = said
+        return {f"forward/lean_{k}": float(v == "lean") for k, v in ran.items()}
 
     def progress_line(self, m: dict[str, Any]) -> str:
         return (f"step {self.step}: reward {m.get('reward/mean', float('nan')):.3f} "

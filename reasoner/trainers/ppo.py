@@ -91,6 +91,8 @@ class PPOTrainer(GRPOTrainer):
     """PPO with a critic (``algo.name: ppo``). `rows` and `reward_funcs` replace the config's
     (tests, notebooks), as for GRPO."""
 
+    extra_outputs = ("final_critic",)
+
     default_adv_estimator = None  # GAE over the critic's values
     default_policy_loss = "clipped"
     one_pass = False  # A2C: one optimizer step per batch, no clipping
@@ -312,6 +314,7 @@ class PPOTrainer(GRPOTrainer):
         timer = PhaseTimer(*PHASES)
         b, ds_stats = self.collect(timer)
         comb = self.combined(b)
+        self.check_judged(b, comb)
         valid = comb.valid
         scores = self.shaped_rewards(b, comb)
         lengths = b.completion_mask.sum(1).cpu()
@@ -361,6 +364,7 @@ class PPOTrainer(GRPOTrainer):
         m.update(upd)
         m.update(tg.stats)  # the rollout's KL (the update's own "kl" metric has no reference)
         m.update(ds_stats)
+        m.update(self.forward_paths())
         m["critic/warmup"] = 0.0 if train_policy else 1.0
         return PPOStep(metrics=m, samples=self._samples(b, scores, tg.advantages), batch=b,
                        rewards=comb, shaped=scores, advantages=tg.advantages, values=values,

@@ -132,6 +132,7 @@ class RewardTrainer(BaseTrainer):
 
     progress_description = "RM"
     plots = RM_PLOTS
+    extra_outputs = (EVAL_FILE, "calibration.png")
 
     def __init__(self, cfg: Config, *, records: list[PreferenceRecord] | None = None,
                  eval_records: list[PreferenceRecord] | None = None, **kw: Any) -> None:

@@ -141,17 +141,31 @@ def run_sft(
 def sft_main(
     *, model: str, task: str, output_dir: str, max_steps: int, task_options: dict[str, Any],
     n_train: int = 4000, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
-    template: str = "r1_short", progress: bool = True, label_smoothing: float = 0.0,
+    template: str | None = None, progress: bool = True, label_smoothing: float = 0.0,
 ) -> dict[str, Any]:
     """`reasoner sft`: fine-tune a local model (or "tiny": a freshly built tiny model) on a task's
-    worked solutions and save it, with its tokenizer, in Hugging Face format to `output_dir`."""
+    worked solutions and save it, with its tokenizer, in Hugging Face format to `output_dir`.
+    `template` None: the task's default, as in training. A bad --model / --task is a
+    ConfigError naming the option."""
     from pathlib import Path
 
+    from reasoner.config import ConfigError
+    from reasoner.data import default_template
     from reasoner.models import build_tiny_model, load_model_and_tokenizer
+    from reasoner.models.loading import check_model_dir
+    from reasoner.registry import UnknownNameError
     from reasoner.tasks import get_task
 
     out = Path(output_dir)
-    t = get_task(task, **task_options)
+    try:
+        t = get_task(task, **task_options)
+    except UnknownNameError as e:
+        raise ConfigError(f"--task: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"--task-option: {e}") from None
+    template = template or default_template(t)
+    if model != "tiny":
+        check_model_dir(model, "--model")
     src = build_tiny_model(out / "init", seed=seed) if model == "tiny" else Path(model)
     m, tok = load_model_and_tokenizer(src)
     rows = t.rows("train", n_train, seed)

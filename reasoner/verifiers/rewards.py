@@ -80,17 +80,20 @@ def _column(columns: dict[str, Any], name: str, n: int) -> list[Any]:
     return list(col)
 
 
-def math_accuracy_reward(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float | None]:
-    """1.0 if the final answer equals the `answer` column (sympy equivalence), else 0.0."""
+def _math_verdicts(completions: list[Any], columns: dict[str, Any]) -> list[Verdict]:
     answers = _column(columns, "answer", len(completions))
     records = [
         {"completion": completion_text(c), "answer": a} for c, a in zip(completions, answers)
     ]
-    return [_to_reward(v) for v in shared_verifier("math").score(records)]
+    return list(shared_verifier("math").score(records))
 
 
-def code_pass_rate_reward(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float | None]:
-    """Fraction of the `tests` (stdin/stdout pairs) or `test_list` (assert lines) passed, sandboxed."""
+def math_accuracy_reward(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float | None]:
+    """1.0 if the final answer equals the `answer` column (sympy equivalence), else 0.0."""
+    return [_to_reward(v) for v in _math_verdicts(completions, columns)]
+
+
+def _code_verdicts(completions: list[Any], columns: dict[str, Any]) -> list[Verdict]:
     n = len(completions)
     tests, test_list = _column(columns, "tests", n), _column(columns, "test_list", n)
     records = []
@@ -101,7 +104,31 @@ def code_pass_rate_reward(prompts: list[Any], completions: list[Any], **columns:
         if tl is not None:
             rec["test_list"] = tl
         records.append(rec)
-    return [_to_reward(v) for v in shared_verifier("code").score(records)]
+    return list(shared_verifier("code").score(records))
+
+
+def code_pass_rate_reward(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float | None]:
+    """Fraction of the `tests` (stdin/stdout pairs) or `test_list` (assert lines) passed, sandboxed."""
+    return [_to_reward(v) for v in _code_verdicts(completions, columns)]
+
+
+# A reward function may say why it returned None: a `reasons` attribute with its signature that
+# returns one reason per completion (the verifier's, e.g. "unparseable gold"); the trainer asks
+# it about a sample when a step has samples it could not judge (`explain_unjudged`).
+
+
+def math_accuracy_reasons(prompts: list[Any], completions: list[Any], **columns: Any) -> list[str]:
+    """The math verifier's reason for each of `math_accuracy_reward`'s values."""
+    return [str(v.reason) for v in _math_verdicts(completions, columns)]
+
+
+def code_pass_rate_reasons(prompts: list[Any], completions: list[Any], **columns: Any) -> list[str]:
+    """The code verifier's reason for each of `code_pass_rate_reward`'s values."""
+    return [str(v.reason) for v in _code_verdicts(completions, columns)]
+
+
+math_accuracy_reward.reasons = math_accuracy_reasons  # type: ignore[attr-defined]
+code_pass_rate_reward.reasons = code_pass_rate_reasons  # type: ignore[attr-defined]
 
 
 def format_reward_strict(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float | None]:
@@ -234,6 +261,26 @@ def load_reward_states(funcs: Sequence[WeightedReward], states: dict[str, Any]) 
             f.func.load_state_dict(states[f.name])
 
 
+def run_rewards(rewards_cfg: Any, task: Any, *, context: RewardContext | None = None
+                ) -> tuple[list[WeightedReward], str]:
+    """A run's reward functions and the name of the one logged as accuracy, from the
+    ``rewards`` config section (names, reward_weights, accuracy_reward) and the task (None for
+    a dataset): the configured functions, else the task's own with its weights. The same for
+    training and evaluation; `context` builds a reward that holds a model (`resolve_rewards`)."""
+    if rewards_cfg.names:
+        funcs = resolve_rewards(rewards_cfg.names, rewards_cfg.reward_weights, context=context)
+    elif task is not None:
+        funcs = resolve_rewards([n for n, _ in task.reward_funcs],
+                                [w for _, w in task.reward_funcs], context=context)
+    else:
+        raise ValueError("rewards.names must be set when the rows do not come from a task")
+    if not funcs:
+        raise ValueError("no reward functions")
+    accuracy = rewards_cfg.accuracy_reward or (
+        task.accuracy_reward if task is not None and not rewards_cfg.names else funcs[0].name)
+    return funcs, accuracy
+
+
 def score_completions(funcs: Sequence[WeightedReward], prompts: list[Any], completions: list[Any],
                       rows: list[dict[str, Any]]) -> list[list[float | None]]:
     """Call each function TRL's way (the rows' columns as keyword lists); one list of N values
@@ -254,6 +301,44 @@ def score_completions(funcs: Sequence[WeightedReward], prompts: list[Any], compl
             row.append(None if v is None else float(v))
         out.append(row)
     return out
+
+
+GOLD_COLUMNS = ("answer", "tests", "test_list")  # what an example of an unjudged sample shows
+
+
+def explain_unjudged(funcs: Sequence[WeightedReward], per_func: Sequence[Sequence[float | None]],
+                     prompts: list[Any], completions: list[Any], rows: list[dict[str, Any]]
+                     ) -> str:
+    """Why samples got no reward, one clause per function that returned None: how many, the
+    reason the function gives for the first of them (its `reasons` attribute, when it has one)
+    and that sample's gold columns, e.g. ``math_accuracy returned None for 32 of 32 (unparseable
+    gold; answer='Janet sells 16 - 3 - 4 = 9...')``."""
+    parts = []
+    for f, vals in zip(funcs, per_func):
+        nones = [i for i, v in enumerate(vals) if v is None]
+        if not nones:
+            continue
+        i = nones[0]
+        why = []
+        explain = getattr(f.func, "reasons", None)
+        if callable(explain):
+            cols = {k: [v] for k, v in rows[i].items()}
+            try:
+                why.append(str(explain([prompts[i]], [completions[i]], **cols)[0]))
+            except Exception as e:  # noqa: BLE001 - an explanation must not hide the error
+                why.append(f"its reasons() failed: {e!r}")
+        gold = [f"{k}={_short(rows[i][k])}" for k in GOLD_COLUMNS if k in rows[i]]
+        why.append(", ".join(gold) if gold else
+                   f"the row has none of the columns {', '.join(GOLD_COLUMNS)} (columns: "
+                   f"{', '.join(sorted(rows[i]))}; see data.column_map)")
+        parts.append(f"{f.name} returned None for {len(nones)} of {len(vals)} ("
+                     + "; ".join(why) + ")")
+    return "; ".join(parts)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass

@@ -61,10 +61,15 @@ def test_bad_jsonl_line_is_named(tmp_path):
 
 def test_missing_mapped_column_is_named(tmp_path):
     p = _jsonl(tmp_path / "d.jsonl", [ROWS[0], {"problem": "x"}])
-    with pytest.raises(KeyError, match="row 1 has no column 'solution_text'"):
+    with pytest.raises(ValueError, match="row 1 has no column 'solution_text' \\(data.column_map "
+                       "maps our 'answer' to it: {our name: your column}\\)"):
         load_rows(p, columns=MAPPING)
-    with pytest.raises(ValueError, match="unknown target column 'prompt'"):
+    with pytest.raises(ValueError, match="data.column_map: unknown target column 'prompt'"):
         load_rows(p, columns={"prompt": "problem"})
+    # the map written the other way round: the message says which way it goes
+    with pytest.raises(ValueError, match="reversed\\? {question: problem} would map your "
+                       "'problem' to our 'question'"):
+        load_rows(p, columns={"problem": "question"})
 
 
 def test_missing_file_and_format(tmp_path):

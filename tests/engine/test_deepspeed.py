@@ -101,6 +101,19 @@ def test_resolve_deepspeed_config_fills_auto_and_rejects_contradictions():
     assert (z["reduce_bucket_size"], z["stage3_param_persistence_threshold"]) == (5 * 10**7, 10**5)
 
 
+def test_bf16_weights_route_to_deepspeeds_bf16_mode():
+    """model.dtype=bfloat16 under DeepSpeed: its bf16 mode (fp32 master weights and optimizer
+    state) whatever train.bf16 says; a config that turns it off is refused."""
+    g = TrainConfig(bf16=False)
+    for name in ("zero2.json", "zero3.json"):
+        ds = json.loads((ROOT / "configs" / name).read_text())
+        assert resolve_deepspeed_config(ds, g, 2)["bf16"]["enabled"] is False
+        assert resolve_deepspeed_config(ds, g, 2, bf16_weights=True)["bf16"]["enabled"] is True
+    assert resolve_deepspeed_config({}, g, 1, bf16_weights=True)["bf16"]["enabled"] is True
+    with pytest.raises(ValueError, match="bf16.enabled=false with model.dtype=bfloat16"):
+        resolve_deepspeed_config({"bf16": {"enabled": False}}, g, 1, bf16_weights=True)
+
+
 @pytest.mark.parametrize("stage,overrides", [
     (2, ["algo.loss_type=dapo", "algo.scale_rewards=batch"]),  # batch std over both ranks
     (3, ["algo.loss_type=grpo"]),

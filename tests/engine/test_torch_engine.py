@@ -57,3 +57,53 @@ def test_a_step_without_backward_is_a_zero_gradient_step():
     assert res.applied and res.grad_norm == 0.0 and res.lr == pytest.approx(0.1)
     assert not torch.equal(model.lin.weight, before)  # momentum keeps moving the weights
     assert eng.scheduler.last_epoch == 3
+
+
+def _lm_steps(model, steps, lr):
+    """`steps` optimizer steps of next-token cross-entropy on a fixed random batch; returns the
+    engine."""
+    cfg = TrainConfig(learning_rate=lr, lr_scheduler_type="constant", max_grad_norm=0.0)
+    eng = build_engine(model, cfg, steps, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (4, 16), generator=gen)
+    for _ in range(steps):
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 ids[:, 1:].reshape(-1))
+        eng.backward(loss)
+        assert eng.step().applied
+    return eng
+
+
+def test_bf16_weights_train_through_fp32_masters(tmp_path):
+    """model.dtype=bfloat16 at lr 1e-6: the weights the optimizer holds change as many entries
+    as in float32 (an update of 1e-6 is far below half a bf16 ulp of most weights, so without
+    fp32 masters almost none would move), the optimizer state is fp32, the model's weights are
+    the masters rounded to bf16, and a checkpoint restores the masters exactly."""
+    from reasoner.models import build_tiny_model, load_model_and_tokenizer
+
+    d = build_tiny_model(tmp_path / "m", hidden_size=64, num_layers=2, num_heads=4,
+                         num_kv_heads=2, seed=0)
+    changed = {}
+    for dtype in ("float32", "bfloat16"):
+        model, _ = load_model_and_tokenizer(d, dtype=dtype)
+        before = [p.detach().float().clone() for p in model.parameters()]
+        eng = _lm_steps(model, 3, 1e-6)
+        held = eng.optimizer.param_groups[0]["params"]  # what the optimizer updates
+        assert all(p.dtype == torch.float32 for p in held)
+        assert all(v.dtype == torch.float32 for st in eng.optimizer.state.values()
+                   for v in st.values() if v.dim() > 0)
+        changed[dtype] = sum(int((h.detach() != b).sum()) for h, b in zip(held, before))
+        for p, h in zip(model.parameters(), held):
+            assert p.dtype == getattr(torch, dtype)
+            assert torch.equal(p.detach(), h.detach().to(p.dtype))
+    total = sum(p.numel() for p in model.parameters())
+    assert changed["float32"] > 0.8 * total
+    assert abs(changed["bfloat16"] - changed["float32"]) < 0.05 * changed["float32"], changed
+    # save / load: the masters come back exactly (not the rounded weights)
+    eng.save(tmp_path / "ck")
+    model2, _ = load_model_and_tokenizer(d, dtype="bfloat16")
+    eng2 = build_engine(model2, TrainConfig(learning_rate=1e-6), 3, torch.device("cpu"))
+    eng2.load(tmp_path / "ck")
+    for a, b in zip(eng.master_params, eng2.master_params):
+        assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b)

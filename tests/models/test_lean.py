@@ -1,7 +1,9 @@
-"""The lean Qwen2/Llama forward (`reasoner.models.lean`) against the models' own
-Hugging Face forward: same logits / hidden states and same gradients, in float64, with left-padded
-prompts, GQA, Qwen2's q/k/v biases, Llama with attention and MLP biases, shared prompts and
-length buckets; and the cases where it must not run (peft, ZeRO-3, hooks, checkpointing, ...)."""
+"""The lean forward (`reasoner.models.lean`) against the models' own Hugging Face forward, for
+each architecture it covers (Qwen2, Llama, Mistral, Qwen3): same logits / hidden states and same
+gradients, in float64, with left-padded prompts, GQA, Qwen2's q/k/v biases, Llama with attention
+and MLP biases, Mistral's sliding window (while the sequence fits in it), Qwen3's q/k norms,
+shared prompts and length buckets; and the cases where it must not run (peft, ZeRO-3, hooks,
+checkpointing, a window the sequence passes, other architectures, ...)."""
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 import reasoner.models.forward as forward
 from reasoner.models import build_tiny_model, load_model_and_tokenizer
 from reasoner.models.forward import forward_logits
-from reasoner.models.lean import _norm, lean_allowed, lean_decoder
+from reasoner.models.lean import LEAN_ARCHS, _norm, forward_path, lean_allowed, lean_decoder
 from reasoner.rollout import generate_rollouts
 
 PROMPTS = ["1+2\n<think>", "123+456 is a longer prompt\n<think>", "7\n<think>"]
@@ -39,8 +41,28 @@ def models(tmp_path_factory):
                                             "mlp_bias": True})
     torch.manual_seed(3)
     llama_bias = LlamaForCausalLM(cfg)
+    mistral, _ = load_model_and_tokenizer(build_tiny_model(
+        tmp_path_factory.mktemp("m"), arch="mistral", hidden_size=64, num_layers=2, num_heads=4,
+        num_kv_heads=2, seed=4))
+    # Mistral 7B v0.1's kind of config: a sliding window, here wider than the test sequences
+    mistral.config.sliding_window = 64
+    qwen3, _ = load_model_and_tokenizer(build_tiny_model(
+        tmp_path_factory.mktemp("q3"), arch="qwen3", hidden_size=64, num_layers=2, num_heads=4,
+        num_kv_heads=2, seed=5))
+    torch.manual_seed(6)
+    with torch.no_grad():  # q/k norm weights away from 1, so a skipped norm shows
+        for layer in qwen3.model.layers:
+            layer.self_attn.q_norm.weight.uniform_(0.5, 1.5)
+            layer.self_attn.k_norm.weight.uniform_(0.5, 1.5)
     return {"qwen2": _double(qwen), "llama": _double(llama),
-            "llama_bias": _double(llama_bias)}, tok
+            "llama_bias": _double(llama_bias), "mistral": _double(mistral),
+            "qwen3": _double(qwen3)}, tok
+
+
+def _norm_classes():
+    import importlib
+
+    return [getattr(importlib.import_module(mod), norm) for mod, norm in LEAN_ARCHS.values()]
 
 
 def _batch(model, tok, varied):
@@ -64,9 +86,6 @@ def _hf_norm_in_input_precision(self, x):
 
 
 def _run(model, args, *, fast, **kw):
-    from transformers.models.llama.modeling_llama import LlamaRMSNorm
-    from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
-
     calls = []
     real = forward.lean_forward
 
@@ -77,7 +96,7 @@ def _run(model, args, *, fast, **kw):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(forward, "lean_forward", spy)
         if not fast:  # model.lean_forward=off
-            for cls in (LlamaRMSNorm, Qwen2RMSNorm):
+            for cls in _norm_classes():
                 mp.setattr(cls, "forward", _hf_norm_in_input_precision)
         model.train()
         model.zero_grad(set_to_none=True)
@@ -90,7 +109,7 @@ def _run(model, args, *, fast, **kw):
     return y.detach()[m], grads, calls
 
 
-@pytest.mark.parametrize("which", ["qwen2", "llama", "llama_bias"])
+@pytest.mark.parametrize("which", ["qwen2", "llama", "llama_bias", "mistral", "qwen3"])
 @pytest.mark.parametrize("share", [False, True])
 @pytest.mark.parametrize("hidden", [False, True])
 @pytest.mark.parametrize("varied", [False, True])
@@ -127,6 +146,38 @@ def test_lean_forward_is_used_for_the_decode_prefill_and_matches_float32(models)
         torch.testing.assert_close(lean[m], ref[m], rtol=1e-4, atol=1e-4)
     finally:
         model.double()
+
+
+def test_mistral_window_the_sequence_passes_runs_the_plain_forward(models):
+    """HF's sliding window counts key slots (padding included); the lean path does not model
+    it, so it runs only while the window cannot bite: prompt + completion <= the window."""
+    ms, tok = models
+    model = ms["mistral"]
+    args = _batch(model, tok, varied=False)
+    width = args[0].shape[1] + args[2].shape[1]
+    assert width <= 64 and lean_decoder(model, width) is model.model
+    assert lean_decoder(model, 65) is None and lean_decoder(model) is None
+    assert "sliding window of 64" in forward_path(model, True, 65)
+    y_hf = _run(model, args, fast=False)[0]
+    model.config.sliding_window = width - 4  # now the window bites: the model's own forward
+    try:
+        y, _, calls = _run(model, args, fast=True)
+        assert not calls
+        assert not torch.allclose(y, y_hf)  # (and it is a different function: HF's window)
+    finally:
+        model.config.sliding_window = 64
+
+
+def test_forward_path_says_what_runs(models, tmp_path):
+    ms, _ = models
+    for name in ("qwen2", "llama", "mistral", "qwen3"):
+        assert forward_path(ms[name], True, 32) == "lean"
+    assert forward_path(ms["qwen2"], False) == "transformers (model.lean_forward=off)"
+    gpt2, _ = load_model_and_tokenizer(build_tiny_model(tmp_path / "g", arch="gpt2",
+                                                        hidden_size=32, num_layers=1,
+                                                        num_heads=2))
+    assert forward_path(gpt2, True) == ("transformers (GPT2LMHeadModel has no lean forward (it "
+                                        "has: Qwen2, Llama, Mistral, Qwen3))")
 
 
 def test_lean_forward_switch():

@@ -65,9 +65,12 @@ def test_chat_template_ends_in_think(tiny_dir):
 
 
 def test_missing_dir_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    from reasoner.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model directory '.*nope' does not exist; give a "
+                       "local Hugging Face model directory"):
         load_model_and_tokenizer(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(ConfigError, match="no config.json"):
         load_model_and_tokenizer(tmp_path)
 
 

@@ -90,11 +90,26 @@ def test_seeding_and_train_mode_restored(model_tok):
 # ---------------------------------------------------------------- our decode loop (engine="loop")
 
 
-@pytest.mark.parametrize("which", ["qwen2", "llama"])
+@pytest.fixture(scope="module")
+def more_archs(tmp_path_factory):
+    """Tiny random Mistral (with a sliding window wider than the test) and Qwen3."""
+    from reasoner.models import build_tiny_model, load_model_and_tokenizer
+
+    out = {}
+    for arch, seed in (("mistral", 4), ("qwen3", 5)):
+        out[arch] = load_model_and_tokenizer(build_tiny_model(
+            tmp_path_factory.mktemp(arch), arch=arch, hidden_size=64, num_layers=2,
+            num_heads=4, num_kv_heads=2, seed=seed))
+    out["mistral"][0].config.sliding_window = 256
+    return out
+
+
+@pytest.mark.parametrize("which", ["qwen2", "llama", "mistral", "qwen3"])
 @pytest.mark.parametrize("lean", [True, False])
-def test_greedy_loop_equals_hf_generate_token_for_token(model_tok, llama_tok, which, lean):
-    model, tok = model_tok if which == "qwen2" else llama_tok
-    assert lean_decoder(model) is not None  # both archs take the lean decode step
+def test_greedy_loop_equals_hf_generate_token_for_token(model_tok, llama_tok, more_archs, which,
+                                                       lean):
+    model, tok = {"qwen2": model_tok, "llama": llama_tok, **more_archs}[which]
+    assert lean_decoder(model, 64) is not None  # every arch takes the lean decode step
     # model.lean_forward=off: the loop runs the model's own forward
     kw = dict(num_generations=2, max_completion_length=12, temperature=0.0, return_logits=True,
               allow_lean=lean)
@@ -108,6 +123,22 @@ def test_greedy_loop_equals_hf_generate_token_for_token(model_tok, llama_tok, wh
     assert hf.completion_texts == loop.completion_texts
     m = loop.completion_mask.bool()
     assert torch.allclose(hf.generation_logits[m], loop.generation_logits[m], atol=1e-4)
+
+
+def test_plain_path_uses_the_current_cache_argument(model_tok):
+    """The model's own forward (model.lean_forward=off) gets its KV cache by the current
+    keyword: no deprecation warning from transformers (``past_key_values`` goes in 5.40)."""
+    import warnings
+
+    from reasoner.models.forward import forward_logits
+
+    model, tok = model_tok
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ro = generate_rollouts(model, tok, PROMPTS, num_generations=2, max_completion_length=4,
+                               generator_seed=0, allow_lean=False)
+        forward_logits(model, ro.prompt_ids, ro.prompt_mask, ro.completion_ids,
+                       ro.completion_mask, share_prompts=True, allow_lean=False)
 
 
 def test_fast_decode_step_keeps_llama_biases(llama_tok):

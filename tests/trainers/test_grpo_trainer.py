@@ -365,9 +365,10 @@ def test_a_non_finite_reward_drops_that_sample_not_the_step(tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in t.model.state_dict().items())
 
 
-def test_lean_forward_off_runs_the_models_own_forward_everywhere(tmp_path, monkeypatch):
-    """model.lean_forward: auto takes the lean Qwen2/Llama path for decoding, scoring and the
-    update; off never does, and the step's numbers are the same up to rounding."""
+def test_lean_forward_off_runs_the_models_own_forward_everywhere(tmp_path, monkeypatch, capsys):
+    """model.lean_forward: auto takes the lean path for decoding, scoring and the
+    update; off never does, and the step's numbers are the same up to rounding. The metrics
+    and the log say which path ran."""
     import reasoner.models.forward as forward
     import reasoner.rollout.decode as decode
 
@@ -388,5 +389,11 @@ def test_lean_forward_off_runs_the_models_own_forward_everywhere(tmp_path, monke
                    "train.report_to_tensorboard=false")
         metrics[mode] = GRPOTrainer(cfg, progress=False).train_step().metrics
         assert (calls["lean"] > 0) == (mode == "auto"), mode
+        lean = float(mode == "auto")
+        assert metrics[mode]["forward/lean_decode"] == metrics[mode]["forward/lean_update"] == lean
+        said = "decode: lean; update: lean" if mode == "auto" else \
+            "decode: transformers (model.lean_forward=off); update: transformers " \
+            "(model.lean_forward=off)"
+        assert f"forward paths: {said}\n" in capsys.readouterr().out
     for key in ("reward/mean", "completion_length/mean", "loss", "kl", "entropy", "grad_norm"):
         assert metrics["off"][key] == pytest.approx(metrics["auto"][key], rel=1e-3, abs=1e-6), key

@@ -34,6 +34,8 @@ class MathVerifier:
 
     workers:   worker processes (default os.cpu_count()); started on the first `score`.
     timeout:   seconds per record, enforced by killing the worker (None: 5 s).
+    all_or_nothing: accepted for the options every verifier takes (`reasoner verify
+               --all-or-nothing`); a math verdict is all or nothing already (one answer).
     memory_mb: address space (RLIMIT_AS) a worker may add to what it maps at start, MiB.
     rel_tol:   relative tolerance for a decimal approximation of a non-terminating value.
     """
@@ -44,6 +46,7 @@ class MathVerifier:
         self,
         workers: int | None = None,
         timeout: float | None = None,
+        all_or_nothing: bool = True,
         memory_mb: int | None = DEFAULT_MEMORY_MB,
         rel_tol: float = DEFAULT_REL_TOL,
         max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS,

@@ -1,0 +1,212 @@
+"""Ordinary mistakes are one line naming the field and the fix (exit status 2, no traceback), and
+a run that fails while starting leaves nothing behind; an output directory holding an earlier run
+is refused unless --resume or --overwrite; the prompt + completion budget is checked against the
+model's positions; a step whose samples can't be judged warns, or stops the run, saying why."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from reasoner.cli import app
+from reasoner.models import build_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.yaml")
+QUICK = ["train.max_steps=1", "train.save_steps=0", "train.report_to_tensorboard=false"]
+
+
+def _train(out, *overrides, flags=()):
+    return CliRunner().invoke(app, ["train", "--config", TINY, "--output-dir", str(out),
+                                    "--no-progress", *flags, *QUICK, *overrides])
+
+
+def _one_line_error(res, *parts):
+    assert res.exit_code == 2, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    lines = [x for x in res.output.splitlines() if x.startswith("error: ")]
+    assert len(lines) == 1, res.output
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+    assert "Traceback" not in res.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("gpt2"), arch="gpt2", hidden_size=32,
+                            num_layers=1, num_heads=2, max_position_embeddings=64)
+
+
+@pytest.fixture(scope="module")
+def no_chat_dir(tmp_path_factory):
+    """A tiny model whose tokenizer has no chat template."""
+    from transformers import AutoTokenizer
+
+    d = build_tiny_model(tmp_path_factory.mktemp("nochat"), hidden_size=32, num_layers=1,
+                         num_heads=2, num_kv_heads=1)
+    tok = AutoTokenizer.from_pretrained(d)
+    tok.chat_template = None
+    for f in d.glob("*chat_template*"):
+        f.unlink()
+    tok.save_pretrained(d)
+    assert not AutoTokenizer.from_pretrained(d).chat_template
+    return d
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_train_mistakes_are_one_line_and_leave_no_litter(tmp_path, no_chat_dir):
+    out = tmp_path / "run"
+    data = _jsonl(tmp_path / "mathy.jsonl", [{"problem": "1+1", "solution": "2"}] * 4)
+    dataset = ["data.task=null", "data.task_options={}", f"data.dataset_path={data}",
+               "rewards.names=[format_soft]"]
+    cases = [
+        (["model.path=/no/such/model"], ["model.path '/no/such/model' does not exist",
+                                         "local Hugging Face model directory"]),
+        (["data.task=null", "data.dataset_path=/no/such.jsonl", "rewards.names=[format_soft]"],
+         ["data.task_options needs data.task (a dataset takes none): set data.task_options={}"]),
+        (["data.task=null", "data.task_options={}", "data.dataset_path=/no/such.jsonl",
+          "rewards.names=[format_soft]"], ["data.dataset_path '/no/such.jsonl' does not exist"]),
+        (dataset, ["row 0 has no 'question' column", "['problem', 'solution']",
+                   "data.column_map, ours on the left"]),
+        (dataset + ["data.column_map={problem: question}"],
+         ["data.column_map: unknown target column 'problem'",
+          "reversed? {question: problem} would map your 'problem' to our 'question'"]),
+        (dataset + ["data.column_map={question: problem, answer: answer}"],
+         ["row 0 has no column 'answer' (data.column_map maps our 'answer' to it"]),
+        ([f"model.path={no_chat_dir}", "data.template=chat"],
+         ["data.template=chat: template 'chat' needs a tokenizer with a chat_template",
+          "use the r1_zero or plain template"]),
+        (["data.task=chess"], ["data.task: unknown task 'chess'; available: arithmetic"]),
+        (["data.num_train_rows=1000"],  # 1-digit addition has 100 problems
+         ["data.num_train_rows=1000: task 'arithmetic' could only make"]),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["train.device=cuda"], ["train.device=cuda, but torch",
+                                              "set train.device=cpu, or auto"]))
+    for overrides, parts in cases:
+        _one_line_error(_train(out, *overrides), *parts)
+        assert not out.exists(), overrides  # nothing left behind
+    # a directory that existed keeps what it had, and only that
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    _one_line_error(_train(out, *dataset), "row 0 has no 'question' column")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_lora_target_modules_on_gpt2(tmp_path, gpt2_dir):
+    pytest.importorskip("peft")
+    base = [f"model.path={gpt2_dir}", "lora.enabled=true", "rollout.max_completion_length=8"]
+    _one_line_error(_train(tmp_path / "a", *base),
+                    "lora.target_modules ['q_proj', 'k_proj', 'v_proj', 'o_proj'] match no "
+                    "module of GPT2LMHeadModel; its linear layers are c_attn, c_proj, c_fc",
+                    "all-linear")
+    assert not (tmp_path / "a").exists()
+    res = _train(tmp_path / "b", *base, "lora.target_modules=all-linear")
+    assert res.exit_code == 0, res.output
+    assert "forward paths: decode: transformers (PeftModelForCausalLM has no lean forward" \
+        in res.output
+    res = _train(tmp_path / "c", *base, "lora.target_modules=[c_attn]")
+    assert res.exit_code == 0, res.output
+
+
+def test_context_length_is_checked_before_the_first_step(tmp_path, gpt2_dir):
+    # GPT-2's learned positions: 64 here; the longest 1-digit prompt is 5 tokens ("9+9\n<think>")
+    line = _one_line_error(_train(tmp_path / "g", f"model.path={gpt2_dir}",
+                                  "rollout.max_completion_length=60"),
+                           "the longest prompt (5 tokens) + rollout.max_completion_length (60) = "
+                           "65 tokens do not fit in the model's 64 positions (n_positions)",
+                           "lower rollout.max_completion_length, or leave long prompts out with "
+                           "rollout.max_prompt_length")
+    assert line
+    assert not (tmp_path / "g").exists()
+    # a RoPE model (tiny.yaml: 128 positions) would run on silently past them
+    _one_line_error(_train(tmp_path / "q", "rollout.max_completion_length=125"),
+                    "do not fit in the model's 128 positions (max_position_embeddings)")
+    res = _train(tmp_path / "ok", f"model.path={gpt2_dir}", "rollout.max_completion_length=59")
+    assert res.exit_code == 0, res.output
+
+
+def test_output_dir_holding_a_run_needs_resume_or_overwrite(tmp_path):
+    out = tmp_path / "run"
+    assert _train(out).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    before = (out / "final" / "model.safetensors").stat().st_mtime_ns
+    _one_line_error(_train(out), f"train.output_dir '{out}' holds an earlier run (",
+                    "checkpoint-1", "--resume continues it, --overwrite replaces it")
+    assert (out / "final" / "model.safetensors").stat().st_mtime_ns == before  # untouched
+    res = _train(out, flags=["--resume"])  # finished: nothing left to do, final/ rewritten
+    assert res.exit_code == 0 and "done: 1 steps" in res.output, res.output
+    res = _train(out, "train.max_steps=2", flags=["--overwrite"])
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2]  # a new run, not the old one's log continued
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert (out / "notes.txt").read_text() == "mine"  # --overwrite deletes only a run's files
+
+
+def test_a_step_whose_samples_cannot_be_judged(tmp_path):
+    """Data whose gold can't be parsed (a worked solution cut before its final answer): a step
+    with no judged sample is an error naming the reward function, its reason and an example
+    gold, and the run leaves nothing behind; most of a step unjudged is a loud warning."""
+    bad = "Natalia sold 48/2 = 24 clips in May. ####"
+    rows = [{"question": f"{i}+1", "answer": bad} for i in range(8)]
+    data = _jsonl(tmp_path / "gsm.jsonl", rows)
+    common = ["data.task=null", "data.task_options={}", f"data.dataset_path={data}",
+              "rewards.names=[integer_exact,format_soft]", "rewards.reward_weights=[1.0,0.0]",
+              "data.template=r1_short"]
+    # format_soft judges every sample: only integer_exact's None count
+    res = _train(tmp_path / "ok", *common)
+    assert res.exit_code == 0 and "WARNING" not in res.output, res.output
+    common[3] = "rewards.names=[integer_exact]"
+    del common[4]
+    _one_line_error(_train(tmp_path / "all", *common),
+                    "step 1: 8 of 8 samples could not be judged: integer_exact returned None "
+                    "for 8 of 8 (unparseable gold; answer='Natalia sold 48/2 = 24 clips in May. "
+                    "####')", "nothing to learn from", "data.column_map")
+    assert not (tmp_path / "all").exists()
+    # 4 rows, 3 unparseable: step 1 takes all 4 prompts x G=2, 6 of its 8 samples unjudged
+    rows = rows[:3] + [{"question": "2+2", "answer": "4"}]
+    common[2] = f"data.dataset_path={_jsonl(tmp_path / 'gsm2.jsonl', rows)}"
+    res = _train(tmp_path / "most", *common, "rollout.num_generations=2")
+    assert res.exit_code == 0, res.output
+    assert "WARNING: step 1: 6 of 8 samples could not be judged: integer_exact returned None " \
+        "for 6 of 8 (unparseable gold; answer='Natalia" in res.output
+
+
+def test_unjudged_samples_are_explained_with_the_verifiers_reason():
+    """math_accuracy's reason comes from the math verifier (GSM8K-like gold with its final
+    answer cut off); a function without `reasons` still shows its example gold."""
+    from reasoner.verifiers.rewards import WeightedReward, explain_unjudged, get_reward
+
+    rows = [{"question": "q", "answer": "Natalia sold 48/2 = 24 clips in May. ####"},
+            {"question": "q", "answer": "72"}]
+    completions = ["<answer>72</answer>", "<answer>72</answer>"]
+    funcs = [WeightedReward("math_accuracy", get_reward("math_accuracy")),
+             WeightedReward("plain", lambda p, c, **k: [None, None])]
+    per_func = [f.func(["q", "q"], completions, **{"answer": [r["answer"] for r in rows]})
+                for f in funcs]
+    assert per_func[0] == [None, 1.0]
+    why = explain_unjudged(funcs, per_func, ["q", "q"], completions, rows)
+    assert why == ("math_accuracy returned None for 1 of 2 (unparseable gold; answer='Natalia "
+                   "sold 48/2 = 24 clips in May. ####'); plain returned None for 2 of 2 "
+                   "(answer='Natalia sold 48/2 = 24 clips in May. ####')")
+
+
+def test_eval_and_sft_mistakes_are_one_line(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", "--model", str(tmp_path / "nope"), "--task", "arithmetic"])
+    _one_line_error(res, "--model '", "nope' does not exist")
+    res = runner.invoke(app, ["eval", "--model", str(tmp_path), "--task", "chess"])
+    _one_line_error(res, "data.task: unknown task 'chess'; available: arithmetic, countdown")
+    res = runner.invoke(app, ["sft", "--model", "tiny", "--task", "chess", "--output-dir",
+                              str(tmp_path / "s"), "--max-steps", "1"])
+    _one_line_error(res, "--task: unknown task 'chess'; available: arithmetic, countdown")
+    res = runner.invoke(app, ["eval", "--model", str(tmp_path), "--dataset", "x.jsonl"])
+    _one_line_error(res, "rewards.names must be set when data.task is null")
