@@ -4,7 +4,8 @@
       -> reward model (Bradley–Terry on the rankings) -> PPO against it, KL penalty to the warm
          start -> evaluate                                                        (round 0)
       -> rounds 1..R: sample the current policy -> the annotator ranks the samples -> update the
-         reward model on every ranking so far -> continue PPO against it -> evaluate
+         reward model on them (the last round's model, trained on) -> continue PPO against it
+         -> evaluate
     beside it: the same PPO without the KL penalty against round 0's reward model
 
 Every stage is a public API that is also a command (`run_sft` = ``reasoner sft``,
@@ -53,7 +54,7 @@ RLHF_RECIPE: dict[str, Any] = {
         "seed": 0,
         # warm start: SFT on worked solutions (label smoothing keeps its samples varied)
         "sft_rows": 4000,
-        "sft_steps": 400,
+        "sft_steps": 800,
         "sft_batch_size": 32,
         "sft_lr": 3.0e-3,
         "sft_label_smoothing": 0.1,
@@ -61,11 +62,11 @@ RLHF_RECIPE: dict[str, Any] = {
         "k": 4,
         "noise_temperature": 0.05,
         "rm_prompts": 1000,  # round 0's rankings (of the warm start's samples)
-        "round_prompts": 300,  # each online round's new rankings (of the current policy's)
+        "round_prompts": 1000,  # each online round's new rankings (of the current policy's)
         "eval_prompts": 200,  # held-out prompts of every evaluation
         "rounds": 2,  # online rounds after round 0
-        "round_rm_steps": 40,  # reward-model update steps per online round
-        "round_ppo_steps": 30,  # PPO steps per online round (round 0: ppo.train.max_steps)
+        "round_rm_steps": 60,  # reward-model update steps per online round
+        "round_ppo_steps": 25,  # PPO steps per online round (round 0: ppo.train.max_steps)
         "no_kl": True,  # also run PPO without the KL penalty against round 0's reward model
         "parallel": True,  # ... in a second process, beside the rounds
         "torch_threads": 1,
@@ -89,7 +90,7 @@ RLHF_RECIPE: dict[str, Any] = {
     "reward_model": {
         "rm": {"max_length": 128},
         "train": {
-            "max_steps": 150,
+            "max_steps": 120,
             "device": "cpu",
             "per_device_train_batch_size": 32,
             "learning_rate": 1.0e-3,
@@ -119,7 +120,7 @@ RLHF_RECIPE: dict[str, Any] = {
         },
         "critic": {"learning_rate": 1.0e-4},
         "train": {
-            "max_steps": 60,
+            "max_steps": 50,
             "device": "cpu",
             "per_device_train_batch_size": 64,
             "gradient_accumulation_steps": 2,
@@ -460,10 +461,12 @@ def step_plan(recipe: Recipe) -> list[int]:
 
 def _quiet_setup(threads: int) -> None:
     """The torch thread count (tiny matmuls: thread overhead beats parallelism) and no
-    third-party progress bars (loading and saving a model at every stage)."""
+    third-party progress bars or load reports (a model is loaded and saved at every stage; the
+    reward models' new head, reported missing, is expected)."""
     from transformers.utils import logging
 
     logging.disable_progress_bar()
+    logging.set_verbosity_error()
     if threads:
         import torch
 
@@ -493,13 +496,6 @@ def no_kl_run(recipe_data: dict[str, Any], seed: int, out: str, progress: bool
         _log(progress, f"no KL, {steps} PPO steps: true score {s.true_score:.3f}, round 0's "
                        f"RM score {s.rm_scores[FIRST_RM]:.3f}, KL {s.kl_mean:.3f}")
     return {"evals": evals, "seconds": time.perf_counter() - t0}
-
-
-def _concat(files: list[Path], out: Path) -> Path:
-    with out.open("w", encoding="utf-8") as f:
-        for p in files:
-            f.write(p.read_text(encoding="utf-8"))
-    return out
 
 
 def _cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
@@ -574,13 +570,14 @@ def run_rlhf_demo(output_dir: str | Path, *, config_path: str | Path | None = No
         prefs, _ = j.sample(policy, split="train", n=n, seed=1000 * s + r,
                             output=train_files[-1])
         timed("preferences", t)
-        # the reward model: round 0's from the warm start, then updated on every ranking so far
+        # the reward model: round 0's from the warm start, then the last round's model trained
+        # on the new rankings alone (samples of the policy it will now judge; training on every
+        # ranking so far, mostly the warm start's, judged the current policy's samples worse)
         t = time.perf_counter()
         rm_name, rm_dir = f"rm-{r}", out / f"rm-{r}"
         rm_sum = train_reward_model(
             recipe, rm_dir, start=paths["sft"] if r == 0 else out / f"rm-{r - 1}" / "final",
-            train_file=train_files[0] if r == 0 else _concat(
-                train_files, paths["prefs"] / f"train-upto-{r}.jsonl"),
+            train_file=train_files[r],
             eval_file=evals[-1].rankings,
             max_steps=recipe.rm.train.max_steps if r == 0 else int(d["round_rm_steps"]),
             progress=progress)

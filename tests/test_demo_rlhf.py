@@ -131,6 +131,12 @@ def test_the_no_kl_run_has_no_penalty_and_the_main_run_keeps_its_reference(demo_
     assert main_cfg["rewards"]["reward_model_path"] == str(out / "rm-1" / "final")
     assert main_cfg["critic"]["model_path"] == nk_cfg["critic"]["model_path"] == str(
         out / "rm-0" / "final")
+    # round 1's reward model: round 0's, trained on round 1's new rankings (the current
+    # policy's samples) alone
+    rm1 = yaml.safe_load((out / "rm-1" / "config.yaml").read_text())
+    assert rm1["model"]["path"] == str(out / "rm-0" / "final")
+    assert rm1["rm"]["dataset_path"] == str(out / "prefs" / "train-1.jsonl")
+    assert rm1["train"]["max_steps"] == TINY["demo"]["round_rm_steps"]
     nk = read_metrics(out / "no_kl" / "metrics.jsonl")
     assert [r["step"] for r in nk] == [1, 2, 3, 4]
     assert all(r["kl_coef"] == 0.0 and r["kl"] == 0.0 for r in nk)
