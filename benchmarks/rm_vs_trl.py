@@ -64,15 +64,12 @@ def make_data(args: argparse.Namespace, work: Path) -> tuple[str, str, str]:
 
 def held_out(model_dir: Path, test: str) -> dict[str, Any]:
     """Held-out metrics of a saved reward model (ours or TRL's), by our evaluation code."""
-    from reasoner.models.reward import encode_sequence, load_reward_model, score_sequences
-    from reasoner.preferences.evaluation import pairwise_metrics
+    from reasoner.models.reward import load_reward_model
+    from reasoner.preferences.evaluation import evaluate_reward_model
     from reasoner.preferences.formats import read_preferences
 
     model, tok = load_reward_model(model_dir)
-    recs = read_preferences(test)
-    scores = [score_sequences(model, [encode_sequence(tok, r.prompt, c) for c in r.completions],
-                              tok.pad_token_id, batch_size=64, device="cpu") for r in recs]
-    m = pairwise_metrics(recs, scores)
+    m = evaluate_reward_model(model, tok, read_preferences(test), batch_size=64)
     return {k: m[k] for k in ("accuracy", "ece", "mean_margin", "num_pairs", "bayes_accuracy")
             if k in m}
 

@@ -219,15 +219,15 @@ def elo(
 
 @app.command()
 def demo(
-    which: str = typer.Argument("grpo", help="Which demo: grpo (an SFT warm start, then GRPO with a verifier reward; the default)."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Where the demo writes its outputs (default: runs/demo)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Demo recipe YAML (default: the embedded recipe, configs/demo.yaml)."),
+    which: str = typer.Argument("grpo", help="grpo: an SFT warm start, then GRPO with a verifier reward (the default) | rlhf: the RLHF pipeline (reward model from the synthetic annotator's rankings, PPO with a KL penalty, online rounds)."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Where the demo writes its outputs (default runs/demo, runs/rlhf)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Demo recipe YAML (default: the embedded recipe, configs/demo.yaml or configs/rlhf_demo.yaml)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the tiny model's initialisation, the SFT order and GRPO (default: the recipe's train.seed and model.tiny_seed)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="grpo: the seed of the tiny model's initialisation, the SFT order and GRPO (default: the recipe's train.seed and model.tiny_seed); rlhf: the seed of everything (default: the recipe's demo.seed)."),
 ) -> None:
-    """End to end on a CPU: tiny model, SFT warm start, held-out accuracy before, GRPO, after."""
+    """End to end on a CPU. grpo (default): tiny model, SFT warm start, held-out accuracy before, GRPO, after. rlhf: SFT, rankings, reward model, PPO against it with and without the KL penalty, online rounds."""
     # each demo: (output dir or None for its own default, recipe, progress, seed) -> its line
-    demos = {"grpo": _demo_grpo}
+    demos = {"grpo": _demo_grpo, "rlhf": _demo_rlhf}
     if which not in demos:
         _fail(f"unknown demo {which!r}; choose one of {sorted(demos)}")
     typer.echo(_user_errors(lambda: demos[which](output_dir, config, not no_progress, seed)))
@@ -245,6 +245,25 @@ def _demo_grpo(output_dir: Optional[Path], config: Optional[Path], progress: boo
             f"{s['accuracy_after']:.3f}, pass@{s['pass_k']} {s['pass_at_k_before']:.3f} -> "
             f"{s['pass_at_k_after']:.3f}; {s['wall_seconds']:.0f} s; summary and plots in "
             f"{output_dir}")
+
+
+def _demo_rlhf(output_dir: Optional[Path], config: Optional[Path], progress: bool,
+               seed: Optional[int]) -> str:
+    """`reasoner demo rlhf`: run it; the line that says what it found."""
+    from reasoner.demo_rlhf import run_rlhf_demo
+
+    out = output_dir or Path("runs/rlhf")
+    s = run_rlhf_demo(out, config_path=config, progress=progress, seed=seed)
+    line = (f"true score {s['true_score_before']:.3f} -> {s['true_score_after']:.3f} "
+            f"(KL {s['kl_after']:.2f}); round 0's reward-model score "
+            f"{s['rm_score_before']:.2f} -> {s['rm_score_after']:.2f}; final reward model "
+            f"{s['rm_accuracy']:.3f} held-out accuracy (annotator "
+            f"{s['annotator_accuracy']:.3f})")
+    if s["no_kl"]:
+        n = s["no_kl"]
+        line += (f"; without the KL penalty: true score {n['true_score_after']:.3f}, reward-"
+                 f"model score {n['rm_score_after']:.2f} (KL {n['kl_after']:.2f})")
+    return f"{line}; {s['wall_seconds']:.0f} s; summary and plots in {out}"
 
 
 @app.command()

@@ -141,7 +141,7 @@ def test_cli_seed_and_a_quiet_log(tmp_path):
 
 def test_unknown_demo_and_rejected_recipes(tmp_path):
     res = CliRunner().invoke(app, ["demo", "nosuch", "--output-dir", str(tmp_path / "x")])
-    assert res.exit_code == 2 and "unknown demo 'nosuch'; choose one of ['grpo']" in res.output
+    assert res.exit_code == 2 and "unknown demo 'nosuch'; choose one of ['grpo', 'rlhf']" in res.output
     assert not (tmp_path / "x").exists()
     # the warm start of the recipe is correct solutions and plain cross-entropy: the old
     # recipe's label smoothing and injected wrong answers are unknown keys

@@ -86,6 +86,24 @@ def pairwise_metrics(records: Sequence[PreferenceRecord], scores: Sequence[Seque
     return out
 
 
+def evaluate_reward_model(model: Any, tokenizer: Any, records: Sequence[PreferenceRecord], *,
+                          batch_size: int = 64, device: Any = "cpu", bins: int = 10
+                          ) -> dict[str, Any]:
+    """`pairwise_metrics` of a loaded reward model (`reasoner.models.reward.load_reward_model`)
+    on preference records: every completion encoded as the reward model was trained
+    (`encode_sequence`) and scored in batches of `batch_size`."""
+    from reasoner.models.reward import encode_sequence, score_sequences
+
+    seqs = [encode_sequence(tokenizer, r.prompt, c) for r in records for c in r.completions]
+    flat = score_sequences(model, seqs, tokenizer.pad_token_id, batch_size=batch_size,
+                           device=device) if seqs else []
+    scores, k = [], 0
+    for r in records:
+        scores.append(flat[k:k + len(r.completions)])
+        k += len(r.completions)
+    return pairwise_metrics(records, scores, bins=bins)
+
+
 def plot_calibration(metrics: dict[str, Any], path: str | Path) -> Path:
     """A reliability diagram: observed vs predicted win rate per bin, the diagonal, and the
     pairs per bin."""

@@ -9,6 +9,10 @@ completions is sampled again (up to `max_resamples` times), then left out and co
 records are rankings (``prompt``, ``completions`` best first, plus ``utilities`` and
 ``noise_temperature`` for the Bayes-optimal accuracy), or the same judgements written as TRL
 pairs or a/b/winner comparisons (`--format`).
+
+`on_samples` sees every first draw (a `SampleChunk`: the rollout, its rows and the utilities)
+before any row is sampled again, so a caller can measure the policy on exactly the samples that
+were ranked (the RLHF demo's reward-model score and KL to the warm start).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,17 @@ class SampledPreferences:
     bayes_accuracy: float  # closed form, over the pairs written
     true_score: float  # mean utility of every sample drawn (duplicates included)
     seconds: float
+
+
+@dataclass
+class SampleChunk:
+    """One batch of first draws: K completions for each of its rows (row g's are rollout rows
+    g*K .. g*K+K-1), with the prompt of each completion and the annotator's utility of each."""
+
+    rows: list[dict[str, Any]]  # one per completion
+    prompts: list[str]  # one per completion
+    rollout: Any  # reasoner.rollout.Rollout
+    utilities: list[float]
 
 
 def _ranking_lines(prompt: str, row: dict[str, Any], texts: list[str], u: list[float],
@@ -66,8 +82,10 @@ def sample_preferences(
     annotator: SyntheticAnnotator | None = None, temperature: float = 1.0,
     max_new_tokens: int = 32, template: str | None = None, batch_size: int = 64, seed: int = 0,
     max_resamples: int = 3, progress: bool = True,
+    on_samples: Callable[[SampleChunk], None] | None = None,
 ) -> SampledPreferences:
-    """Sample, judge and write preference records; see the module docstring."""
+    """Sample, judge and write preference records; see the module docstring. `on_samples` is
+    called with each batch of first draws (`SampleChunk`)."""
     import torch
 
     from reasoner.data import render_prompt
@@ -112,6 +130,8 @@ def sample_preferences(
                 rep_prompts = [p for p in prompts for _ in range(k)]
                 u = ann.utilities(task, rep_prompts, texts, rep_rows)
                 all_u.extend(u)
+                if on_samples is not None and attempt == 0:
+                    on_samples(SampleChunk(rep_rows, rep_prompts, ro, u))
                 for g, i in enumerate(chunk):
                     seen: dict[str, float] = {}
                     for t, ut in zip(texts[g * k:(g + 1) * k], u[g * k:(g + 1) * k]):

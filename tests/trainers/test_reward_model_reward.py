@@ -110,3 +110,28 @@ def test_reasoner_preferences_ranks_distinct_samples_with_utilities(tmp_path, mo
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert all(x.format == "pairs" for x in read_preferences(pairs))
+
+
+def test_on_samples_sees_every_first_draw_with_its_utility(tmp_path, model_tok):
+    """The RLHF demo measures a policy on exactly the samples that were ranked: `on_samples`
+    gets each batch of first draws, K per row in row order, with the annotator's utilities."""
+    from reasoner.preferences.annotator import SyntheticAnnotator
+    from reasoner.preferences.sample import sample_preferences
+    from reasoner.tasks import get_task
+
+    model, tok = model_tok
+    policy = tmp_path / "policy"
+    model.save_pretrained(policy)
+    tok.save_pretrained(policy)
+    chunks = []
+    r = sample_preferences(policy, "arithmetic", k=3, n=5, output=tmp_path / "p.jsonl",
+                           max_new_tokens=8, batch_size=2, progress=False,
+                           on_samples=chunks.append)
+    assert r.records + r.left_out == 5
+    assert [len(c.rows) for c in chunks] == [6, 6, 3]  # batches of 2 rows x K = 3
+    task, ann = get_task("arithmetic"), SyntheticAnnotator()
+    for c in chunks:
+        texts = c.rollout.completion_texts
+        assert len(c.prompts) == len(c.utilities) == len(texts) == len(c.rows)
+        assert all(c.rows[g] is c.rows[g - g % 3] for g in range(len(c.rows)))  # K per row
+        assert c.utilities == ann.utilities(task, c.prompts, texts, c.rows)
