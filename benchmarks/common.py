@@ -19,14 +19,28 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+
+
+def run_timed(cmd: list[str]) -> tuple[float, float]:
+    """Run `cmd` in a fresh process (unbuffered output, failing on a non-zero exit); its wall
+    seconds and its CPU seconds (user + sys of the process and its children)."""
+    def children_cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    cpu0, t0 = children_cpu(), time.perf_counter()
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return time.perf_counter() - t0, children_cpu() - cpu0
 
 
 def _git(*args: str) -> str:

@@ -15,25 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python benchmarks/demo_seeds.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import run_timed, write_results  # noqa: E402
 
 GOAL_GREEDY_POINTS = 15.0
 GOAL_SAMPLED_POINTS = 20.0
-
-
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def run_seed(seed: int, out: Path, config: str | None) -> dict:
@@ -42,9 +33,7 @@ def run_seed(seed: int, out: Path, config: str | None) -> dict:
            "--output-dir", str(out)]
     if config:
         cmd += ["--config", config]
-    cpu0, t0 = _children_cpu(), time.perf_counter()
-    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+    wall, cpu = run_timed(cmd)
     summary = json.loads((out / "summary.json").read_text())
     return {"summary": summary, "wall_s": wall, "cpu_s": cpu}
 

@@ -18,26 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python benchmarks/rlhf_seeds.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import run_timed, write_results  # noqa: E402
 
 GOAL_TRUE_GAIN = 0.2
 GOAL_RM_GAP_POINTS = 5.0
 GOAL_WALL_S = 600.0
-
-
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def run_seed(seed: int, out: Path, config: str | None) -> dict:
@@ -47,9 +38,7 @@ def run_seed(seed: int, out: Path, config: str | None) -> dict:
            "--no-progress", "--output-dir", str(out)]
     if config:
         cmd += ["--config", config]
-    cpu0, t0 = _children_cpu(), time.perf_counter()
-    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+    wall, cpu = run_timed(cmd)
     return {"summary": json.loads((out / "summary.json").read_text()),
             "details": json.loads((out / "details.json").read_text()), "wall_s": wall,
             "cpu_s": cpu}
