@@ -65,7 +65,10 @@ def forward_logits(
     checkpointing, ...) run their own forward."""
     c = completion_ids.shape[1]
     width = prompt_ids.shape[1] + c
-    lean = lean_decoder(model, width) if allow_lean else None
+    # a value / reward model (a ``score`` head, no LM head) takes the lean path for its hidden
+    # states only
+    lean = lean_decoder(model, width) if allow_lean and (
+        return_hidden or hasattr(model, "lm_head")) else None
     if share_prompts and c > 0:
         shared = _forward_shared_prompts(model, lean, prompt_ids, prompt_mask, completion_ids,
                                          completion_mask, return_hidden)

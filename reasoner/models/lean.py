@@ -35,6 +35,11 @@ LEAN_ARCHS: dict[str, tuple[str, str]] = {
     "MistralForCausalLM": ("transformers.models.mistral.modeling_mistral", "MistralRMSNorm"),
     "Qwen3ForCausalLM": ("transformers.models.qwen3.modeling_qwen3", "Qwen3RMSNorm"),
 }
+# the same decoders under a scalar ``score`` head (value models, reward models): the lean
+# forward gives their final hidden states (`forward_logits(..., return_hidden=True)`)
+LEAN_HIDDEN_ARCHS: dict[str, tuple[str, str]] = {
+    name.replace("ForCausalLM", "ForSequenceClassification"): where
+    for name, where in LEAN_ARCHS.items()}
 
 
 def lean_allowed(mode: str) -> bool:
@@ -48,9 +53,10 @@ def lean_allowed(mode: str) -> bool:
 def _arch_classes(model: Any) -> tuple[type, type] | None:
     """(the causal LM class, its RMSNorm class) when `model` is exactly one of `LEAN_ARCHS`."""
     name = type(model).__name__
-    if name not in LEAN_ARCHS:
+    where = LEAN_ARCHS.get(name) or LEAN_HIDDEN_ARCHS.get(name)
+    if where is None:
         return None
-    module_name, norm_name = LEAN_ARCHS[name]
+    module_name, norm_name = where
     module = importlib.import_module(module_name)
     if getattr(module, name) is not type(model):  # a subclass or a look-alike of the same name
         return None
@@ -59,8 +65,9 @@ def _arch_classes(model: Any) -> tuple[type, type] | None:
 
 def lean_refusal(model: Any, width: int | None = None) -> str | None:
     """Why the lean forward (`lean_forward`, `lean_step`) may NOT stand in for `model`'s own
-    forward, or None when it may: exactly a Hugging Face causal LM of `LEAN_ARCHS` whose
-    weights are plain tensors. Refused:
+    forward, or None when it may: exactly a Hugging Face causal LM of `LEAN_ARCHS` (or the same
+    decoder under a ``score`` head, `LEAN_HIDDEN_ARCHS`: its hidden states) whose weights are
+    plain tensors. Refused:
 
     - any other class, including a peft wrapper; a projection that is not a plain Linear
       (adapter layers) or a norm that is not the model's own RMSNorm;
@@ -85,7 +92,7 @@ def lean_refusal(model: Any, width: int | None = None) -> str | None:
     if getattr(cfg, "pretraining_tp", 1) != 1:
         return "pretraining_tp != 1"
     window = getattr(cfg, "sliding_window", None) \
-        if type(model).__name__ == "MistralForCausalLM" else None
+        if type(model).__name__.startswith("Mistral") else None
     if window is not None and (width is None or width > window):
         return (f"sequences of up to {width} tokens may pass the sliding window of {window}"
                 if width is not None else f"a sliding window of {window} tokens")
@@ -98,7 +105,7 @@ def lean_refusal(model: Any, width: int | None = None) -> str | None:
         if getattr(cfg, "attention_dropout", 0.0):
             return "attention dropout"
     base = model.model
-    head = model.lm_head
+    head = model.lm_head if type(model).__name__ in LEAN_ARCHS else model.score
     if type(head) is not torch.nn.Linear or not hasattr(base, "rotary_emb"):
         return "a replaced LM head or rotary embedding"
     if type(base.norm) is not norm_type:

@@ -129,6 +129,59 @@ def test_lean_forward_equals_hf_forward_and_gradients(models, which, share, hidd
         torch.testing.assert_close(g[name], g_hf[name], rtol=1e-9, atol=1e-10, msg=name)
 
 
+@pytest.mark.parametrize("which", ["qwen2", "llama", "mistral", "qwen3"])
+@pytest.mark.parametrize("share", [False, True])
+def test_value_models_hidden_states_take_the_lean_forward(models, which, share):
+    """A value / reward model (the same decoder under a ``score`` head, as PPO's critic and
+    `reasoner rm` build it) takes the lean path for its hidden states: the same values and
+    gradients as its own forward in float64, and the path says so."""
+    from transformers import AutoModelForSequenceClassification
+
+    from reasoner.models.value import forward_values
+
+    ms, tok = models
+    policy = ms[which]
+    cfg = policy.config.__class__.from_dict({**policy.config.to_dict(), "num_labels": 1})
+    cfg.pad_token_id = tok.pad_token_id
+    value = AutoModelForSequenceClassification.from_config(cfg).double()
+    missing = value.load_state_dict(policy.state_dict(), strict=False).missing_keys
+    assert missing == ["score.weight"]
+    torch.nn.init.normal_(value.score.weight, std=0.5)
+    args = _batch(policy, tok, varied=True)
+    width = args[0].shape[1] + args[2].shape[1]  # Mistral's window holds the sequences
+    assert forward_path(value, True, width) == "lean"
+    assert lean_decoder(value, width) is value.model
+    outs = {}
+    for fast in (False, True):
+        calls = []
+        real = forward.lean_forward
+
+        def spy(base, blocks, real=real, calls=calls):
+            calls.append(len(blocks))
+            return real(base, blocks)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(forward, "lean_forward", spy)
+            if not fast:
+                for cls in _norm_classes():
+                    mp.setattr(cls, "forward", _hf_norm_in_input_precision)
+            value.train()
+            value.zero_grad(set_to_none=True)
+            v = forward_values(value, *args, share_prompts=share, allow_lean=fast)
+            m = args[3].bool()
+            (v[m] ** 2).sum().backward()
+            grads = {n: p.grad.clone() for n, p in value.named_parameters()
+                     if p.grad is not None}
+            value.eval()
+        assert bool(calls) == fast
+        outs[fast] = v.detach()[m], grads
+    (v_hf, g_hf), (v, g) = outs[False], outs[True]
+    torch.testing.assert_close(v, v_hf, rtol=1e-9, atol=1e-10)
+    assert g.keys() == g_hf.keys() and "score.weight" in g
+    for name in g:
+        torch.testing.assert_close(g[name], g_hf[name], rtol=1e-8, atol=1e-10, msg=name)
+
+
 def test_lean_forward_is_used_for_the_decode_prefill_and_matches_float32(models):
     """fp32 too: the generation-time logits of the lean decode match HF's forward logits."""
     ms, tok = models
