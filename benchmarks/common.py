@@ -15,6 +15,7 @@ repository root on ``sys.path`` just before it imports this module:
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import json
 import os
@@ -29,6 +30,19 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+
+
+def seeds_arguments(doc: str, recipe: str, out: str) -> argparse.Namespace:
+    """The command line of a script that runs a demo on several seeds: --seeds, --config (the
+    recipe, default `recipe`), --out (OUT/seed-S per seed), --results-dir."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--config", default=None,
+                    help=f"recipe YAML (default: the embedded recipe = {recipe})")
+    ap.add_argument("--out", type=Path, default=Path(out),
+                    help="each seed's demo output goes to OUT/seed-S")
+    ap.add_argument("--results-dir", default=None, help="default: benchmarks/results")
+    return ap.parse_args()
 
 
 def run_timed(cmd: list[str]) -> tuple[float, float]:

@@ -13,7 +13,6 @@ Timings on a shared CPU are noisy: the CPU time is the steadier figure.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python benchmarks/demo_seeds.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import run_timed, write_results  # noqa: E402
+from benchmarks.common import run_timed, seeds_arguments, write_results  # noqa: E402
 
 GOAL_GREEDY_POINTS = 15.0
 GOAL_SAMPLED_POINTS = 20.0
@@ -64,14 +63,7 @@ def row(seed: int, r: dict) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--config", default=None,
-                    help="demo recipe YAML (default: the embedded recipe = configs/demo.yaml)")
-    ap.add_argument("--out", type=Path, default=Path("runs/demo_seeds"),
-                    help="each seed's demo output goes to OUT/seed-S")
-    ap.add_argument("--results-dir", default=None, help="default: benchmarks/results")
-    args = ap.parse_args()
+    args = seeds_arguments(__doc__, "configs/demo.yaml", "runs/demo_seeds")
     rows = []
     for seed in args.seeds:
         rows.append(row(seed, run_seed(seed, args.out / f"seed-{seed}", args.config)))

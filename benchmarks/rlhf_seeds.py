@@ -16,7 +16,6 @@ machine (the no-KL run is a second process beside the main one).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python benchmarks/rlhf_seeds.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import run_timed, write_results  # noqa: E402
+from benchmarks.common import run_timed, seeds_arguments, write_results  # noqa: E402
 
 GOAL_TRUE_GAIN = 0.2
 GOAL_RM_GAP_POINTS = 5.0
@@ -74,14 +73,7 @@ def row(seed: int, r: dict) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--config", default=None,
-                    help="recipe YAML (default: the embedded recipe = configs/rlhf_demo.yaml)")
-    ap.add_argument("--out", type=Path, default=Path("runs/rlhf_seeds"),
-                    help="each seed's demo output goes to OUT/seed-S")
-    ap.add_argument("--results-dir", default=None, help="default: benchmarks/results")
-    args = ap.parse_args()
+    args = seeds_arguments(__doc__, "configs/rlhf_demo.yaml", "runs/rlhf_seeds")
     rows, recipe = [], None
     for seed in args.seeds:
         r = run_seed(seed, args.out / f"seed-{seed}", args.config)
