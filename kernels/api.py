@@ -153,10 +153,16 @@ def _unflatten(loss, logp, kl, flags, entropy, token_shape, has_ref: bool, with_
     )
 
 
-def _logits_rows(logits: torch.Tensor) -> torch.Tensor:
+def _logits_and_ids(logits: torch.Tensor, ids: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Size, torch.Tensor]:
+    """The logits-input kernels' checks: logits [N, V] or [B, T, V] with a unit-stride
+    vocabulary, ids of the token shape inside the vocabulary; (logits, token shape, flat ids)."""
     if logits.dim() not in (2, 3):
         raise ValueError(f"logits must be [N, V] or [B, T, V], got shape {tuple(logits.shape)}")
-    return logits if logits.stride(-1) == 1 else logits.contiguous()
+    logits = logits if logits.stride(-1) == 1 else logits.contiguous()
+    token_shape = logits.shape[:-1]
+    return logits, token_shape, _check_ids(ids, token_shape, logits.shape[-1],
+                                           "logits.shape[:-1]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,9 +205,7 @@ def grpo_loss(
         )
     from .triton_logits import GRPOLogitsFunction, LossConfig
 
-    logits = _logits_rows(logits)
-    token_shape = logits.shape[:-1]
-    flat_ids = _check_ids(ids, token_shape, logits.shape[-1], "logits.shape[:-1]")
+    logits, token_shape, flat_ids = _logits_and_ids(logits, ids)
     old, ref, adv, msk = _flat_tokens(token_shape, old_logp, ref_logp, advantages, mask)
     cfg = LossConfig(compute_entropy=compute_entropy, **kw)
     loss, logp, kl, flags, entropy = GRPOLogitsFunction.apply(
@@ -265,9 +269,7 @@ def weighted_grpo_loss(
         return WeightedGRPOOutput(total, _detached(out))
     from .triton_logits import LossConfig, WeightedGRPOLogitsFunction
 
-    logits = _logits_rows(logits)
-    token_shape = logits.shape[:-1]
-    flat_ids = _check_ids(ids, token_shape, logits.shape[-1], "logits.shape[:-1]")
+    logits, token_shape, flat_ids = _logits_and_ids(logits, ids)
     old, ref, adv, msk = _flat_tokens(token_shape, old_logp, ref_logp, advantages, mask)
     wts = _broadcast_tokens("weights", weights, token_shape).reshape(-1).float().contiguous()
     cfg = LossConfig(compute_entropy=compute_entropy, **kw)
@@ -317,9 +319,7 @@ def logprobs(
         )
     from .triton_logits import LossConfig, logits_forward
 
-    logits = _logits_rows(logits)
-    token_shape = logits.shape[:-1]
-    flat_ids = _check_ids(ids, token_shape, logits.shape[-1], "logits.shape[:-1]")
+    logits, token_shape, flat_ids = _logits_and_ids(logits, ids)
     cfg = LossConfig(temperature=float(temperature), compute_entropy=compute_entropy)
     out = logits_forward(
         logits, flat_ids, None, None, None, None, cfg, with_loss=False, block_v=block_v
