@@ -272,6 +272,28 @@ def _block_mask(key_mask: torch.Tensor, t: int) -> torch.Tensor:
     return mask[:, None]
 
 
+# Pack the real tokens (drop padding from every projection, norm and MLP) when at least this
+# fraction of a forward's tokens is padding; below it the scatter / gather around attention
+# costs about what it saves.
+PACK_MIN_PADDING = 0.05
+
+
+def _packing(blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]
+             ) -> torch.Tensor | None:
+    """The flat indices of the blocks' real tokens (a block's own columns of its key mask)
+    when packing them pays (`PACK_MIN_PADDING`), else None."""
+    real = torch.cat([b[2][:, b[2].shape[1] - b[0].shape[1]:].reshape(-1) for b in blocks])
+    n_pad = real.numel() - int(real.sum())
+    if n_pad == 0 or n_pad < PACK_MIN_PADDING * real.numel():
+        return None
+    return real.nonzero().squeeze(1)
+
+
+def _unpack(z: torch.Tensor, keep: torch.Tensor, total: int) -> torch.Tensor:
+    """Packed rows z [T', ...] back to their places among `total` rows, zeros at padding."""
+    return z.new_zeros((total, *z.shape[1:])).index_copy(0, keep, z)
+
+
 def lean_forward(
     base: Any,
     blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]],
@@ -280,15 +302,23 @@ def lean_forward(
     """The decoder stack's forward without the HF module machinery (`_layer_qkv`, `_attend`,
     `_layer_out`, as `lean_step`; autograd flows through them) over several blocks of tokens
     at once: the blocks' tokens are packed into one matrix, so every projection, norm and MLP
-    runs once per layer for all of them; only attention runs per block.
+    runs once per layer for all of them; only attention runs per block. Padding tokens (False
+    in a block's own columns of its key mask) are left out of that matrix when they are at least
+    `PACK_MIN_PADDING` of the tokens: only attention sees them, as zero queries, keys and
+    values that no real token attends to.
 
     blocks[b] = (ids [n, t], pos [n, t], key_mask [n, p + t] bool, rows [n] or None). With rows,
     the block's keys are prefixed by block 0's keys and values of rows `rows` (block 0 is then
     a prompt block of width p, e.g. each distinct prompt once, and this block continues it);
-    without, p = 0. Returns the final-normed hidden states [n, t, H] of each block; `kv_out`,
-    if given, receives each layer's (k, v) [n, kv_heads, t, d] of block 0 (a prefill's cache)."""
+    without, p = 0. Returns the final-normed hidden states [n, t, H] of each block (zeros at
+    padding when packed: nothing reads them); `kv_out`, if given, receives each layer's (k, v)
+    [n, kv_heads, t, d] of block 0 (a prefill's cache)."""
     ids = torch.cat([b[0].reshape(-1) for b in blocks])
     pos = torch.cat([b[1].reshape(-1) for b in blocks])
+    total = ids.numel()
+    keep = _packing(blocks)
+    if keep is not None:
+        ids, pos = ids[keep], pos[keep]
     x = base.embed_tokens(ids)
     cos, sin = _rope(base, x, pos)
     shapes = [tuple(b[0].shape) for b in blocks]
@@ -296,6 +326,8 @@ def lean_forward(
     masks = [_block_mask(b[2], b[0].shape[1]) for b in blocks]
     for layer in base.layers:
         q, k, v = _layer_qkv(layer, x, cos, sin)
+        if keep is not None:
+            q, k, v = (_unpack(z, keep, total) for z in (q, k, v))
         outs, first = [], None
         # split (not slices): its backward is one cat, where each slice's would be a zero fill
         for (n, t), mask, (_, _, _, rows), qb, kb, vb in zip(
@@ -309,8 +341,11 @@ def lean_forward(
                 kb = torch.cat([first[0][rows], kb], dim=2)
                 vb = torch.cat([first[1][rows], vb], dim=2)
             outs.append(_attend(qb, kb, vb, mask, layer.self_attn.scaling))
-        x = _layer_out(layer, x, torch.cat(outs) if len(outs) > 1 else outs[0])
+        o = torch.cat(outs) if len(outs) > 1 else outs[0]
+        x = _layer_out(layer, x, o if keep is None else o.index_select(0, keep))
     x = _norm(base.norm, x)
+    if keep is not None:
+        x = _unpack(x, keep, total)
     return [z.view(n, t, -1) for z, (n, t) in zip(x.split(sizes), shapes)]
 
 
