@@ -5,6 +5,7 @@ and, with --vs-trl, PPO's step time against TRL's PPO trainer on the same model.
     python benchmarks/algos.py                       # the comparison (minutes on a CPU)
     python benchmarks/algos.py --steps 3 --sft-steps 20 --eval-rows 16   # a quick smoke run
     python benchmarks/algos.py --vs-trl --algos      # only PPO vs TRL (needs trl <= 1.12)
+    python benchmarks/algos.py --vs-trl --algos --profile   # ... and both steps by phase
 
 The warm start (the demo's before issue #11): the tiny Qwen2 (--hidden x --layers) SFT-trained
 on worked solutions of 1-2 digit additions with label smoothing 0.1, so samples at temperature
@@ -194,10 +195,106 @@ def compare(args: argparse.Namespace, work: Path, model: str) -> None:
 # --------------------------------------------------------------------------- PPO vs TRL's PPO
 
 
+class PhaseClock:
+    """CPU and wall seconds spent inside wrapped callables, by phase name (`--profile`): CPU
+    seconds (this process's user + sys) are what a loaded machine does not inflate."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self.wall: dict[str, float] = {}
+        self.on = True
+
+    def wrap(self, name: str, fn: Any) -> Any:
+        import functools
+
+        @functools.wraps(fn)
+        def timed(*a: Any, **kw: Any) -> Any:
+            if not self.on:
+                return fn(*a, **kw)
+            c0, t0 = time.process_time(), time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c0
+                self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - t0
+        return timed
+
+    def patch(self, owner: Any, attr: str, name: str) -> None:
+        setattr(owner, attr, self.wrap(name, getattr(owner, attr)))
+
+    def reset(self) -> None:
+        self.cpu.clear()
+        self.wall.clear()
+
+
+def profile_ours(clock: PhaseClock, trainer: Any) -> None:
+    """Our PPO step's phases (forward, backward, optimizer per model)."""
+    import reasoner.trainers.grpo as grpo
+    import reasoner.trainers.ppo as ppo
+
+    clock.patch(grpo, "generate_rollouts", "generation")
+    clock.patch(grpo, "score_completions", "reward model")
+    clock.patch(ppo, "token_logprobs", "no-grad passes: old / ref log-probs")
+    clock.patch(ppo, "token_values", "no-grad passes: values")
+    clock.patch(grpo.GRPOTrainer, "policy_forward", "update: policy forward")
+    clock.patch(ppo, "forward_values", "update: critic forward")
+    clock.patch(grpo.GRPOTrainer, "policy_loss_of", "update: losses")
+    clock.patch(ppo, "clipped_value_loss", "update: losses")
+    for engine, who in ((trainer.engine, "policy"), (trainer.critic_engine, "critic")):
+        clock.patch(engine, "backward", f"update: {who} backward")
+        clock.patch(engine, "step", f"update: {who} optimizer step")
+
+
+def profile_trl(clock: PhaseClock, trainer: Any, ref: Any, reward: Any) -> None:
+    """TRL's PPO step's phases (trl 1.12's module functions)."""
+    import trl.experimental.ppo.ppo_trainer as tp
+
+    clock.patch(tp, "batch_generation", "generation")
+    fwd, get_reward = tp.forward, tp.get_reward
+
+    def forward(model: Any, *a: Any, **kw: Any) -> Any:
+        name = ("no-grad passes: old / ref log-probs" if model is ref
+                else "update: policy + critic forward")
+        return clock.wrap(name, fwd)(model, *a, **kw)
+
+    def reward_or_value(model: Any, *a: Any, **kw: Any) -> Any:
+        name = "reward model" if model is reward else "no-grad passes: values"
+        return clock.wrap(name, get_reward)(model, *a, **kw)
+
+    tp.forward, tp.get_reward = forward, reward_or_value
+    clock.patch(tp.gc, "collect", "gc.collect")
+    clock.patch(trainer.accelerator, "backward", "update: policy + critic backward")
+    clock.patch(trainer.optimizer, "step", "update: optimizer step")
+
+
+def matmul_rate(tokens: int, hidden: int, inner: int) -> float:
+    """FLOP/s of this CPU's matmul at the model's MLP shape ([tokens, hidden] x [hidden, inner]),
+    at the current thread count."""
+    import torch
+
+    x, w = torch.randn(tokens, hidden), torch.randn(inner, hidden)
+    for _ in range(5):
+        torch.nn.functional.linear(x, w)
+    reps, c0 = 50, time.process_time()
+    for _ in range(reps):
+        torch.nn.functional.linear(x, w)
+    return 2 * tokens * hidden * inner * reps / (time.process_time() - c0)
+
+
+def step_flops(fn: Any) -> int:
+    """Matmul / attention FLOPs (forward and backward) that `fn()` runs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
 def vs_trl(args: argparse.Namespace, work: Path, model: str) -> None:
     """PPO step time: ours vs TRL's PPOTrainer, same model, batch, completion length, epochs,
     mini-batches and a reward model of the same size on both sides (ours through a reward
-    function of TRL's signature: the reward-function path GRPO uses)."""
+    function of TRL's signature: the reward-function path GRPO uses). Wall and CPU seconds per
+    step; with --profile, both steps by phase and their FLOPs against this CPU's matmul rate."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -218,6 +315,8 @@ def vs_trl(args: argparse.Namespace, work: Path, model: str) -> None:
     rm.config.pad_token_id = tok.pad_token_id
     rm.save_pretrained(rm_dir)
     tok.save_pretrained(rm_dir)
+    clocks = {"reasoner": PhaseClock(), "trl": PhaseClock()}
+    flops: dict[str, float] = {}
 
     # ours: the same reward model, scored through a reward function
     from reasoner.config import config_from_dict
@@ -235,18 +334,27 @@ def vs_trl(args: argparse.Namespace, work: Path, model: str) -> None:
 
     cfg = config_dict("ppo", model, str(work / "ours"), args)
     cfg["rollout"]["num_generations"] = 1
-    cfg["train"].update(max_steps=steps, per_device_train_batch_size=n,
+    cfg["train"].update(max_steps=steps + args.profile, per_device_train_batch_size=n,
                         lr_scheduler_type="constant", warmup_steps=0)
     cfg["algo"].update(num_ppo_epochs=4, num_mini_batches=1, kl_coef=0.05)
     cfg["critic"] = {"learning_rate": args.lr}
     ours = Ours(config_from_dict(cfg), reward_funcs=[WeightedReward("rm", rm_reward)],
                 progress=False)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
+    if args.profile:
+        profile_ours(clocks["reasoner"], ours)
+    times, cpus = [], []
+    for i in range(steps):
+        if i == args.trl_warmup:
+            clocks["reasoner"].reset()
+        t0, c0 = time.perf_counter(), time.process_time()
         ours.train_step()
         times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
     ours_s = sum(times[args.trl_warmup:]) / args.trl_steps
+    ours_cpu = sum(cpus[args.trl_warmup:]) / args.trl_steps
+    if args.profile:
+        clocks["reasoner"].on = False
+        flops["reasoner"] = step_flops(ours.train_step)
 
     # TRL
     from datasets import Dataset
@@ -264,10 +372,12 @@ def vs_trl(args: argparse.Namespace, work: Path, model: str) -> None:
 
     class Timer(TrainerCallback):
         def __init__(self) -> None:
-            self.stamps = [time.perf_counter()]
+            self.stamps = [(time.perf_counter(), time.process_time())]
 
         def on_step_end(self, a: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.stamps.append(time.perf_counter())
+            self.stamps.append((time.perf_counter(), time.process_time()))
+            if len(self.stamps) == args.trl_warmup:  # the timed steps start
+                clocks["trl"].reset()
 
     timer = Timer()
     conf = PPOConfig(output_dir=str(work / "trl"), per_device_train_batch_size=n,
@@ -281,25 +391,92 @@ def vs_trl(args: argparse.Namespace, work: Path, model: str) -> None:
     trl = PPOTrainer(args=conf, processing_class=tok, model=policy, ref_model=ref,
                      reward_model=reward, train_dataset=ds, value_model=value, eval_dataset=ds,
                      callbacks=[timer])
+    if args.profile:
+        profile_trl(clocks["trl"], trl, ref, reward)
     timer.stamps = []
     trl.train()
-    gaps = [b - a for a, b in zip(timer.stamps, timer.stamps[1:])]
-    trl_s = sum(gaps[-args.trl_steps:]) / len(gaps[-args.trl_steps:])
+    gaps = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(timer.stamps, timer.stamps[1:])]
+    timed = gaps[-args.trl_steps:]
+    trl_s = sum(g[0] for g in timed) / len(timed)
+    trl_cpu = sum(g[1] for g in timed) / len(timed)
+    if args.profile:
+        clocks["trl"].on = False
+        trl.args.num_total_batches = 1  # one more step, counted
+        flops["trl"] = step_flops(trl.train)
     import trl as trl_pkg
 
     row = {"batch": n, "max_completion_length": length, "num_ppo_epochs": 4,
            "reasoner_s_per_step": round(ours_s, 3), "trl_s_per_step": round(trl_s, 3),
-           "speedup": round(trl_s / ours_s, 2)}
-    write_results("algos_vs_trl", [row], packages=("torch", "transformers"),
-                  extra={"trl": trl_pkg.__version__, "model": model, "threads": args.threads,
-                         "steps_timed": args.trl_steps, "warmup_steps": args.trl_warmup},
-                  title="PPO step: reasoner vs TRL",
-                  notes="Both sides: one completion per prompt, the same reward model (ours "
-                        "through a reward function), a value model from the policy's weights, "
-                        "4 PPO epochs of one mini-batch, KL coefficient 0.05 (k1). TRL's first "
-                        "timed gap starts at its first step's end (the timer is reset before "
-                        "train()).")
-    print(f"PPO step: reasoner {ours_s:.3f} s, TRL {trl_s:.3f} s -> {trl_s / ours_s:.2f}x")
+           "speedup": round(trl_s / ours_s, 2),
+           "reasoner_cpu_s_per_step": round(ours_cpu, 3), "trl_cpu_s_per_step": round(trl_cpu, 3),
+           "cpu_speedup": round(trl_cpu / ours_cpu, 2)}
+    extra = {"trl": trl_pkg.__version__, "model": model, "threads": args.threads,
+             "steps_timed": args.trl_steps, "warmup_steps": args.trl_warmup}
+    notes = ("Both sides: one completion per prompt, the same reward model (ours through a "
+             "reward function), a value model from the policy's weights, 4 PPO epochs of one "
+             "mini-batch, KL coefficient 0.05 (k1). TRL's first timed gap starts at its first "
+             "step's end (the timer is reset before train()). CPU seconds: this process's "
+             "user + sys per step (what a loaded machine does not inflate); the goal is on wall "
+             "seconds on a quiet machine.")
+    if args.profile:
+        extra["profile"] = profile_rows(clocks, flops, args.trl_steps,
+                                        {"reasoner": ours_cpu, "trl": trl_cpu}, model)
+        notes += "\n\n" + profile_markdown(extra["profile"])
+    write_results("algos_vs_trl", [row], packages=("torch", "transformers"), extra=extra,
+                  title="PPO step: reasoner vs TRL", notes=notes)
+    print(f"PPO step: reasoner {ours_s:.3f} s ({ours_cpu:.3f} CPU s), TRL {trl_s:.3f} s "
+          f"({trl_cpu:.3f} CPU s) -> {trl_s / ours_s:.2f}x wall, {trl_cpu / ours_cpu:.2f}x CPU")
+
+
+PROFILE_PHASES = ("generation", "reward model", "no-grad passes: old / ref log-probs",
+                  "no-grad passes: values", "update: policy forward", "update: critic forward",
+                  "update: policy + critic forward", "update: losses",
+                  "update: policy backward", "update: critic backward",
+                  "update: policy + critic backward", "update: policy optimizer step",
+                  "update: critic optimizer step", "update: optimizer step", "gc.collect")
+
+
+def profile_rows(clocks: dict[str, PhaseClock], flops: dict[str, float], steps: int,
+                 step_cpu: dict[str, float], model: str) -> dict[str, Any]:
+    """Per phase, CPU seconds per step of each side; the rest of the step; FLOPs per step and
+    the floor they set at this CPU's matmul rate."""
+    import json as _json
+
+    conf = _json.loads((Path(model) / "config.json").read_text())
+    rate = matmul_rate(1024, conf["hidden_size"], conf["intermediate_size"])
+    phases = []
+    for name in PROFILE_PHASES:
+        row = {"phase": name}
+        for side, clock in clocks.items():
+            v = clock.cpu.get(name)
+            row[side] = None if v is None else round(v / steps, 4)
+        if any(row[s] is not None for s in clocks):
+            phases.append(row)
+    rest = {"phase": "rest of the step"}
+    for side, clock in clocks.items():
+        rest[side] = round(step_cpu[side] - sum(clock.cpu.values()) / steps, 4)
+    phases.append(rest)
+    return {"phases": phases, "matmul_gflops": round(rate / 1e9, 1),
+            "gflop_per_step": {s: round(f / 1e9, 2) for s, f in flops.items()},
+            "floor_s": {s: round(f / rate, 3) for s, f in flops.items()},
+            "cpu_s_per_step": {s: round(v, 3) for s, v in step_cpu.items()}}
+
+
+def profile_markdown(p: dict[str, Any]) -> str:
+    lines = ["CPU seconds per step by phase (`--profile`):", "",
+             "| phase | reasoner | TRL |", "|---|---:|---:|"]
+    for r in p["phases"]:
+        cells = ["" if r[s] is None else f"{r[s]:.3f}" for s in ("reasoner", "trl")]
+        lines.append(f"| {r['phase']} | {cells[0]} | {cells[1]} |")
+    c = p["cpu_s_per_step"]
+    lines.append(f"| **step** | **{c['reasoner']:.3f}** | **{c['trl']:.3f}** |")
+    g, f = p["gflop_per_step"], p["floor_s"]
+    lines += ["", f"Matmul FLOPs per step (torch's FlopCounterMode, forward and backward, "
+                  f"generation and the reward model included): reasoner {g.get('reasoner')} GFLOP, TRL {g.get('trl')} GFLOP; "
+                  f"at this CPU's measured matmul rate ({p['matmul_gflops']} GFLOP/s, the "
+                  f"model's MLP shape, same threads) that is a floor of {f.get('reasoner')} s "
+                  f"and {f.get('trl')} s per step."]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -320,6 +497,8 @@ def main() -> None:
     ap.add_argument("--trl-batch", type=int, default=64)
     ap.add_argument("--trl-steps", type=int, default=5)
     ap.add_argument("--trl-warmup", type=int, default=1, help="untimed steps first (>= 1)")
+    ap.add_argument("--profile", action="store_true",
+                    help="with --vs-trl: both steps by phase (CPU seconds) and their FLOPs")
     ap.add_argument("--run", choices=ALGOS, help=argparse.SUPPRESS)  # one algorithm (internal)
     ap.add_argument("--run-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
