@@ -7,14 +7,15 @@ and, with --vs-trl, PPO's step time against TRL's PPO trainer on the same model.
     python benchmarks/algos.py --vs-trl --algos      # only PPO vs TRL (needs trl <= 1.12)
     python benchmarks/algos.py --vs-trl --algos --profile   # ... and both steps by phase
 
-The warm start (the demo's before issue #11): the tiny Qwen2 (--hidden x --layers) SFT-trained
-on worked solutions of 1-2 digit additions with label smoothing 0.1, so samples at temperature
-1 are right a fraction of the time and every algorithm has room to learn. Each algorithm then starts
-from that same directory and trains --steps steps of --prompts prompts x --generations
-completions (the same completions for all), in its own process (so its peak resident memory is
-its own); held-out accuracy is measured on --eval-rows test problems, 4 samples each at
-temperature 1 (the headline) and greedy. Writes benchmarks/results/algos.{json,md} (or
-algos_vs_trl.* with --vs-trl).
+The warm start is the GRPO demo's (`reasoner demo`, reasoner/demo.py's DEMO_RECIPE): the tiny
+128x4 Qwen2 SFT-trained on correct worked solutions of 1-3 digit additions (plain cross-entropy,
+constant learning rate, stopped early), and the algorithms train on the demo's 3-digit problems,
+so samples at temperature 1 are right a fraction of the time, greedy a bit more often, and every
+algorithm has room to learn. Each algorithm then starts from that same directory and trains
+--steps steps of --prompts prompts x --generations completions (the same completions for all),
+in its own process (so its peak resident memory is its own); held-out accuracy is measured on
+--eval-rows test problems, 4 samples each at temperature 1 (the headline) and greedy. Writes
+benchmarks/results/algos.{json,md} (or algos_vs_trl.* with --vs-trl).
 """
 
 from __future__ import annotations
@@ -35,7 +36,20 @@ from benchmarks.common import write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = ("grpo", "rloo", "reinforce_plus_plus", "a2c", "ppo")
-TASK_OPTIONS = {"ops": ["+"], "digits": [1, 2]}
+
+
+def demo_recipe() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The GRPO demo's recipe (its config sections) and its ``demo`` section (the warm start
+    and the held-out evaluation)."""
+    from reasoner.demo import demo_section, load_recipe
+
+    recipe = load_recipe(None)
+    return recipe, demo_section(recipe)
+
+
+RECIPE, DEMO = demo_recipe()
+TASK_OPTIONS = RECIPE["data"]["task_options"]  # the demo's RL problems
+COMPLETION_TOKENS = RECIPE["rollout"]["max_completion_length"]
 
 # Each algorithm's settings beside the shared ones (TRL's defaults where it has the algorithm;
 # the KL penalties small: the warm start is the reference).
@@ -62,7 +76,8 @@ def config_dict(algo: str, model: str, out: str, args: argparse.Namespace) -> di
         "model": {"path": model},
         "data": {"task": "arithmetic", "task_options": TASK_OPTIONS, "num_train_rows": 4000,
                  "template": "r1_short"},
-        "rollout": {"num_generations": args.generations, "max_completion_length": 20,
+        "rollout": {"num_generations": args.generations,
+                    "max_completion_length": COMPLETION_TOKENS,
                     "temperature": 1.0},
         "train": {"output_dir": out, "max_steps": args.steps, "seed": args.seed,
                   "device": "cpu", "per_device_train_batch_size": args.prompts * args.generations,
@@ -83,7 +98,8 @@ def held_out(model: Any, tok: Any, rows: list[dict[str, Any]], seed: int) -> dic
     from reasoner.tasks import get_task
 
     task = get_task("arithmetic", **TASK_OPTIONS)
-    kw = dict(task=task, template="r1_short", max_new_tokens=20, batch_size=256, seed=seed)
+    kw = dict(task=task, template="r1_short", max_new_tokens=DEMO["eval_max_new_tokens"],
+              batch_size=256, seed=seed)
     sampled = evaluate(model, tok, rows, temperature=1.0, num_samples=4, **kw)
     greedy = evaluate(model, tok, rows, temperature=0.0, **kw)
     return {"accuracy_T1": sampled["accuracy"], "accuracy_greedy": greedy["accuracy"]}
@@ -127,26 +143,36 @@ def run_one(algo: str, model: str, out: str, args: argparse.Namespace) -> dict[s
 
 
 def warm_start(args: argparse.Namespace, work: Path) -> str:
-    """A short SFT warm start (or --model as given): the directory every algorithm starts from."""
+    """The GRPO demo's warm start (or --model as given): the demo recipe's tiny model
+    (seeded by --seed), SFT-trained as the demo does (`demo_recipe`: its problems, steps,
+    batch, learning rate and schedule; --sft-steps overrides the steps); the directory every
+    algorithm starts from."""
     if args.model is not None:
         return args.model
     import torch
 
-    from reasoner.models import build_tiny_model, load_model_and_tokenizer
+    from reasoner.config import config_from_dict
+    from reasoner.models import build_tiny_from_config, load_model_and_tokenizer
     from reasoner.tasks import get_task
     from reasoner.trainers.sft import run_sft
 
     torch.set_num_threads(args.threads)
-    path = build_tiny_model(work / "sft", hidden_size=args.hidden, num_layers=args.layers,
-                            num_heads=4, num_kv_heads=2, max_position_embeddings=128,
-                            seed=args.seed)
+    cfg = config_from_dict(RECIPE)
+    cfg.model.tiny_seed = args.seed
+    path = build_tiny_from_config(cfg.model, work / "sft")
     model, tok = load_model_and_tokenizer(path)
-    rows = get_task("arithmetic", **TASK_OPTIONS).rows("train", 4000, 1)
-    run_sft(model, tok, rows, template="r1_short", max_steps=args.sft_steps, batch_size=32,
-            lr=3e-3, seed=args.seed, progress=False, label_smoothing=0.1)
+    rows = get_task("arithmetic", **DEMO["sft_task_options"]).rows(
+        "train", DEMO["sft_rows"], cfg.data.data_seed + 1)
+    run_sft(model, tok, rows, template=cfg.data.template, max_steps=sft_steps(args),
+            batch_size=DEMO["sft_batch_size"], lr=DEMO["sft_lr"], seed=args.seed,
+            progress=False, lr_scheduler_type=DEMO["sft_lr_scheduler_type"])
     model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
     return str(path)
+
+
+def sft_steps(args: argparse.Namespace) -> int:
+    return DEMO["sft_steps"] if args.sft_steps is None else args.sft_steps
 
 
 def compare(args: argparse.Namespace, work: Path, model: str) -> None:
@@ -175,12 +201,14 @@ def compare(args: argparse.Namespace, work: Path, model: str) -> None:
             "accuracy_greedy_after", "train_accuracy_last10"]
     write_results("algos", [{c: r[c] for c in cols} for r in rows],
                   packages=("torch", "transformers", "deepspeed"),
-                  extra={"task": "arithmetic ops=+ digits=(1,2), template r1_short",
-                         "model": args.model or f"tiny qwen2 {args.hidden}x{args.layers}, "
-                                                f"SFT {args.sft_steps} steps (label smoothing "
-                                                f"0.1)",
+                  extra={"task": f"arithmetic {TASK_OPTIONS}, template r1_short",
+                         "model": args.model or f"the GRPO demo's warm start: tiny qwen2 "
+                                                f"{RECIPE['model']['tiny_hidden_size']}x"
+                                                f"{RECIPE['model']['tiny_num_layers']}, SFT "
+                                                f"{sft_steps(args)} steps on "
+                                                f"{DEMO['sft_task_options']} additions",
                          "per_step": f"{args.prompts} prompts x {args.generations} completions, "
-                                     f"<= 20 tokens, temperature 1",
+                                     f"<= {COMPLETION_TOKENS} tokens, temperature 1",
                          "learning_rate": args.lr, "threads": args.threads,
                          "eval": f"{args.eval_rows} test problems: 4 samples at T=1, and greedy",
                          "settings": {a: ALGO_SETTINGS[a] for a in args.algos}},
@@ -485,12 +513,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--prompts", type=int, default=16, help="prompts per step")
     ap.add_argument("--generations", type=int, default=8, help="completions per prompt")
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--lr", type=float, default=RECIPE["train"]["learning_rate"],
+                    help="the policy's learning rate (default: the demo's GRPO one)")
     ap.add_argument("--eval-rows", type=int, default=200)
     ap.add_argument("--model", default=None, help="start from this directory (no warm start)")
-    ap.add_argument("--sft-steps", type=int, default=800)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--sft-steps", type=int, default=None,
+                    help="warm-start SFT steps (default: the demo recipe's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vs-trl", action="store_true", help="also time PPO against TRL's PPO")
