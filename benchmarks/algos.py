@@ -321,8 +321,8 @@ def step_flops(fn: Any) -> int:
 def vs_trl(args: argparse.Namespace, work: Path, model: str) -> None:
     """PPO step time: ours vs TRL's PPOTrainer, same model, batch, completion length, epochs,
     mini-batches and a reward model of the same size on both sides (ours through a reward
-    function of TRL's signature: the reward-function path GRPO uses). Wall and CPU seconds per
-    step; with --profile, both steps by phase and their FLOPs against this CPU's matmul rate."""
+    function of TRL's signature: the reward-function path GRPO uses), the two stepping in
+    turns. Wall and CPU seconds per step; with --profile, both steps by phase and their FLOPs against this CPU's matmul rate."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -334,7 +334,7 @@ def vs_trl(args: argparse.Namespace, work: Path, model: str) -> None:
         raise SystemExit("--vs-trl needs TRL's PPO trainer (trl.experimental.ppo, trl <= 1.12: "
                          "pip install trl==1.12.0)") from None
     torch.set_num_threads(args.threads)
-    n, length = args.trl_batch, 20
+    n, length = args.trl_batch, COMPLETION_TOKENS  # both sides: the recipe's budget
     args.trl_warmup = max(args.trl_warmup, 1)  # TRL's step times are gaps between step ends
     steps = args.trl_warmup + args.trl_steps
     _, tok = load_model_and_tokenizer(model)
@@ -362,7 +362,7 @@ def vs_trl(args: argparse.Namespace, work: Path, model: str) -> None:
 
     cfg = config_dict("ppo", model, str(work / "ours"), args)
     cfg["rollout"]["num_generations"] = 1
-    cfg["train"].update(max_steps=steps + args.profile, per_device_train_batch_size=n,
+    cfg["train"].update(max_steps=steps + 1, per_device_train_batch_size=n,
                         lr_scheduler_type="constant", warmup_steps=0)
     cfg["algo"].update(num_ppo_epochs=4, num_mini_batches=1, kl_coef=0.05)
     cfg["critic"] = {"learning_rate": args.lr}
@@ -370,19 +370,6 @@ def vs_trl(args: argparse.Namespace, work: Path, model: str) -> None:
                 progress=False)
     if args.profile:
         profile_ours(clocks["reasoner"], ours)
-    times, cpus = [], []
-    for i in range(steps):
-        if i == args.trl_warmup:
-            clocks["reasoner"].reset()
-        t0, c0 = time.perf_counter(), time.process_time()
-        ours.train_step()
-        times.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    ours_s = sum(times[args.trl_warmup:]) / args.trl_steps
-    ours_cpu = sum(cpus[args.trl_warmup:]) / args.trl_steps
-    if args.profile:
-        clocks["reasoner"].on = False
-        flops["reasoner"] = step_flops(ours.train_step)
 
     # TRL
     from datasets import Dataset
@@ -398,16 +385,25 @@ def vs_trl(args: argparse.Namespace, work: Path, model: str) -> None:
     ds = Dataset.from_list([{"input_ids": x} for x in ids])
     tok.padding_side = "left"
 
-    class Timer(TrainerCallback):
+    class Alternate(TrainerCallback):
+        """At each TRL step's end, one of our steps: the two sides alternate step by step in
+        one process, so a change in the machine's load falls on both. stamps[i]: (wall, CPU)
+        at TRL step i's end, then after our step i."""
+
         def __init__(self) -> None:
-            self.stamps = [(time.perf_counter(), time.process_time())]
+            self.stamps: list[tuple[tuple[float, float], tuple[float, float]]] = []
 
         def on_step_end(self, a: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.stamps.append((time.perf_counter(), time.process_time()))
-            if len(self.stamps) == args.trl_warmup:  # the timed steps start
+            j = len(self.stamps)  # the TRL step that just ended (0-based)
+            end = (time.perf_counter(), time.process_time())
+            if j == args.trl_warmup:  # our timed steps start
+                clocks["reasoner"].reset()
+            ours.train_step()
+            self.stamps.append((end, (time.perf_counter(), time.process_time())))
+            if j == args.trl_warmup - 1:  # TRL's timed steps start
                 clocks["trl"].reset()
 
-    timer = Timer()
+    timer = Alternate()
     conf = PPOConfig(output_dir=str(work / "trl"), per_device_train_batch_size=n,
                      gradient_accumulation_steps=1, num_mini_batches=1, num_ppo_epochs=4,
                      total_episodes=n * steps, response_length=length, stop_token="eos",
@@ -421,15 +417,18 @@ def vs_trl(args: argparse.Namespace, work: Path, model: str) -> None:
                      callbacks=[timer])
     if args.profile:
         profile_trl(clocks["trl"], trl, ref, reward)
-    timer.stamps = []
     trl.train()
-    gaps = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(timer.stamps, timer.stamps[1:])]
-    timed = gaps[-args.trl_steps:]
-    trl_s = sum(g[0] for g in timed) / len(timed)
-    trl_cpu = sum(g[1] for g in timed) / len(timed)
+    st, timed = timer.stamps, range(args.trl_warmup, steps)
+    ours_s, ours_cpu = (sum(st[i][1][k] - st[i][0][k] for i in timed) / args.trl_steps
+                        for k in (0, 1))
+    trl_s, trl_cpu = (sum(st[i][0][k] - st[i - 1][1][k] for i in timed) / args.trl_steps
+                      for k in (0, 1))
     if args.profile:
-        clocks["trl"].on = False
-        trl.args.num_total_batches = 1  # one more step, counted
+        for c in clocks.values():
+            c.on = False
+        flops["reasoner"] = step_flops(ours.train_step)
+        trl.args.num_total_batches = 1  # one more step, counted (without ours)
+        timer.on_step_end = lambda *a, **kw: None  # type: ignore[method-assign]
         flops["trl"] = step_flops(trl.train)
     import trl as trl_pkg
 
@@ -442,9 +441,11 @@ def vs_trl(args: argparse.Namespace, work: Path, model: str) -> None:
              "steps_timed": args.trl_steps, "warmup_steps": args.trl_warmup}
     notes = ("Both sides: one completion per prompt, the same reward model (ours through a "
              "reward function), a value model from the policy's weights, 4 PPO epochs of one "
-             "mini-batch, KL coefficient 0.05 (k1). TRL's first timed gap starts at its first "
-             "step's end (the timer is reset before train()). CPU seconds: this process's "
-             "user + sys per step (what a loaded machine does not inflate); the goal is on wall "
+             "mini-batch, KL coefficient 0.05 (k1), the demo recipe's completion budget. The "
+             "two sides alternate step by step in one process (after each TRL step, one of "
+             "ours), so a change in the machine's load falls on both; the first warmup_steps "
+             "of each are not timed. CPU seconds: this process's user + sys per step (less "
+             "inflated by a loaded machine than wall seconds, not immune); the goal is on wall "
              "seconds on a quiet machine.")
     if args.profile:
         extra["profile"] = profile_rows(clocks, flops, args.trl_steps,

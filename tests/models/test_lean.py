@@ -89,9 +89,9 @@ def _run(model, args, *, fast, **kw):
     calls = []
     real = forward.lean_forward
 
-    def spy(base, blocks):
+    def spy(base, blocks, **kw):
         calls.append(len(blocks))
-        return real(base, blocks)
+        return real(base, blocks, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(forward, "lean_forward", spy)
@@ -133,20 +133,22 @@ def test_lean_forward_equals_hf_forward_and_gradients(models, which, share, hidd
 @pytest.mark.parametrize("share", [False, True])
 def test_packed_lean_forward_skips_padding_with_the_same_numbers(models, which, share):
     """Padding (left in prompts, right in completions) is left out of the projections, norms
-    and MLPs: fewer rows go through them, and the hidden states at real tokens and every
-    gradient equal the unpacked forward's in float64; padded positions come back as zeros."""
+    and MLPs, and the last layer runs only the positions whose outputs are wanted: fewer rows
+    go through them, and the hidden states at real tokens and every gradient equal the unpacked
+    forward's in float64; padded positions come back as zeros."""
     import reasoner.models.lean as lean
 
     ms, tok = models
     model = ms[which]
     args = _batch(model, tok, varied=True)
-    rows_seen = []
+    rows_seen, last_seen = [], []
     hook = model.model.layers[0].mlp.up_proj.weight  # every token row meets this weight
+    last = model.model.layers[-1].mlp.up_proj.weight  # only the rows whose outputs are wanted
 
     def spy(real, record):
         def f(x, w, b=None):
-            if w is hook:
-                record.append(x.reshape(-1, x.shape[-1]).shape[0])
+            if w is hook or w is last:
+                record.append((w is last, x.reshape(-1, x.shape[-1]).shape[0]))
             return real(x, w, b)
         return f
 
@@ -159,12 +161,17 @@ def test_packed_lean_forward_skips_padding_with_the_same_numbers(models, which, 
                 mp.setattr(lean, "PACK_MIN_PADDING", 2.0)  # never pack
             y, g, calls = _run(model, args, fast=True, share_prompts=share, return_hidden=True)
         assert calls
-        rows_seen.append(sum(seen))
+        rows_seen.append(sum(r for is_last, r in seen if not is_last))
+        last_seen.append(sum(r for is_last, r in seen if is_last))
         outs[packed] = y, g
     (y0, g0), (y1, g1) = outs[False], outs[True]
     real = int(args[1].sum()) + int(args[3][:, :-1].sum())  # fed tokens: prompt + completion
+    n, c = args[2].shape
     if not share:  # one block: exactly the real tokens, instead of every padded slot
         assert rows_seen == [args[0].numel() + args[2][:, :-1].numel(), real]
+        # the last layer: only the positions predicting completion tokens (the last prompt
+        # token and the fed completion tokens), the real ones of them when packed
+        assert last_seen == [n * c, n + int(args[3][:, :-1].sum())]
     else:  # distinct prompts once, completions in length buckets: still fewer rows
         assert rows_seen[1] < rows_seen[0]
     torch.testing.assert_close(y1, y0, rtol=1e-12, atol=1e-12)
@@ -207,9 +214,9 @@ def test_value_models_hidden_states_take_the_lean_forward(models, which, share):
         calls = []
         real = forward.lean_forward
 
-        def spy(base, blocks, real=real, calls=calls):
+        def spy(base, blocks, real=real, calls=calls, **kw):
             calls.append(len(blocks))
-            return real(base, blocks)
+            return real(base, blocks, **kw)
 
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(forward, "lean_forward", spy)
