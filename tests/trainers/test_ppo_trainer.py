@@ -320,14 +320,16 @@ def test_critic_starts_from_a_reward_model_directory_with_its_head(tmp_path):
         PPOTrainer(bad, progress=False)
 
 
-@pytest.mark.parametrize("k,shared", [(1, False), (1, True), (2, False)])
+@pytest.mark.parametrize("k,shared,lora", [(1, False, False), (1, True, False), (2, False, False),
+                                           (1, False, True)])
 def test_first_micro_batch_forward_gives_the_old_logprobs_and_values(tmp_path, monkeypatch, k,
-                                                                     shared):
+                                                                     shared, lora):
     """The update's first micro-batch runs its forward before the step's targets and gives the
     old log-probs and the values of its rows (no optimizer step has run: they are the old
     policy's and the critic's), instead of no-grad passes: the same old log-probs, values,
     advantages, returns, first-epoch losses and gradient norms as with the passes, and the
-    passes run only over the rows it does not hold (none with one mini-batch)."""
+    passes run only over the rows it does not hold (none with one mini-batch). With LoRA the
+    reference pass (the same model, adapters off) runs between that forward and its backward."""
     import reasoner.trainers.ppo as ppo
 
     calls = []
@@ -345,12 +347,16 @@ def test_first_micro_batch_forward_gives_the_old_logprobs_and_values(tmp_path, m
         calls.clear()
         cfg = _cfg(tmp_path / f"f{fold}", "train.per_device_train_batch_size=8",
                    f"train.gradient_accumulation_steps={k}", f"algo.num_mini_batches={k}",
-                   f"critic.shared_trunk={str(shared).lower()}", "train.save_steps=0", *QUIET)
+                   f"critic.shared_trunk={str(shared).lower()}", "train.save_steps=0",
+                   f"lora.enabled={str(lora).lower()}", *QUIET)
         t = PPOTrainer(cfg, progress=False)
         t.fold_first_forward = fold
-        with torch.no_grad():  # a reference away from the policy: the old log-probs count
-            for p in t.ref_model.parameters():
-                p.mul_(1.1)
+        with torch.no_grad():  # the reference away from the policy: the old log-probs count
+            for name, p in t.model.named_parameters() if lora else t.ref_model.named_parameters():
+                if not lora:
+                    p.mul_(1.1)
+                elif "lora_B" in name:  # (LoRA's reference is the model without adapters)
+                    p.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
         s = t.train_step()
         n = len(s.batch)
         kept = int((s.advantages.abs().sum(1) > 0).sum())
