@@ -46,13 +46,34 @@ class ScoringSettings:
 
 
 @torch.no_grad()
+def logprobs_from_forward(model: Any, x: torch.Tensor, ids: torch.Tensor,
+                          settings: ScoringSettings, engine: Engine) -> torch.Tensor:
+    """log p(ids) [n, c] (fp32) from `forward_logits`' output `x` of `model`: the logits, or
+    with ``use_fused_linear`` the final hidden states (through the LM head tile by tile)."""
+    import reasoner_kernels as rk
+
+    x = x.detach()
+    if not settings.use_fused_linear:
+        return rk.logprobs(x, ids, settings.temperature, backend=settings.backend).logp.float()
+    head = model.get_output_embeddings()
+    # the head's weight is read outside its module's forward: under ZeRO-3 gather it here,
+    # after the decoder's forward (whose hooks release a tied embedding)
+    with engine.gathered(list(head.parameters())):
+        w = head.weight if head.weight.dtype == x.dtype else head.weight.to(x.dtype)
+        b = head.bias
+        if b is not None and b.dtype != x.dtype:
+            b = b.to(x.dtype)
+        lp = rk.fused_linear_logprobs(x, w, ids, settings.temperature, bias=b,
+                                      backend=settings.backend)
+    return lp.logp.float()
+
+
+@torch.no_grad()
 def token_logprobs(model: Any, seqs: Sequences, settings: ScoringSettings, engine: Engine, *,
                    disable_adapter: bool = False) -> torch.Tensor:
     """log p(completion token | prefix) [N, C] (fp32) under `model`, micro-batch by micro-batch,
     in the engine's precision. `disable_adapter`: score with a peft model's adapters off (the
     LoRA reference)."""
-    import reasoner_kernels as rk
-
     model.eval()
     out = []
     n = seqs.completion_ids.shape[0]
@@ -65,20 +86,7 @@ def token_logprobs(model: Any, seqs: Sequences, settings: ScoringSettings, engin
                                seqs.completion_mask[s], return_hidden=settings.use_fused_linear,
                                share_prompts=settings.share_prompts,
                                allow_lean=settings.allow_lean)
-            if settings.use_fused_linear:
-                head = model.get_output_embeddings()
-                # the head's weight is read outside its module's forward: under ZeRO-3 gather
-                # it here, after the decoder's forward (whose hooks release a tied embedding)
-                with engine.gathered(list(head.parameters())):
-                    w = head.weight if head.weight.dtype == x.dtype else head.weight.to(x.dtype)
-                    b = head.bias
-                    if b is not None and b.dtype != x.dtype:
-                        b = b.to(x.dtype)
-                    lp = rk.fused_linear_logprobs(x, w, ids, settings.temperature, bias=b,
-                                                  backend=settings.backend)
-            else:
-                lp = rk.logprobs(x, ids, settings.temperature, backend=settings.backend)
-            out.append(lp.logp.float())
+            out.append(logprobs_from_forward(model, x, ids, settings, engine))
     return torch.cat(out) if out else torch.zeros(seqs.completion_ids.shape)
 
 

@@ -79,7 +79,7 @@ def forward_logits(
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     if lean is not None and c > 0:
         blocks = [(input_ids, position_ids, attention_mask.bool(), None)]
-        hidden = lean_forward(lean, blocks)[0][:, -c:]
+        hidden = lean_forward(lean, blocks, keep=[c])[0]
         return hidden if return_hidden else lm_head_logits(model, hidden)
     if return_hidden:
         out = decoder_stack(model)(input_ids=input_ids, attention_mask=attention_mask,
@@ -148,8 +148,9 @@ def _forward_shared_prompts(
         blocks = [(u_ids, u_pos, u_mask.bool(), None)]
         blocks += [(completion_ids[idx, :w], pos, km.bool(), inverse[idx])
                    for idx, w, km, pos in buckets]
-        hidden = lean_forward(base, blocks)
-        first = hidden[0][:, -1:, :][inverse]
+        # the prompts' last position predicts token 0; the buckets' every position the rest
+        hidden = lean_forward(base, blocks, keep=[1] + [w for _, w, _, _ in buckets])
+        first = hidden[0][inverse]
         rest_parts = iter(hidden[1:])
     else:
         net = decoder_stack(model) if return_hidden else model

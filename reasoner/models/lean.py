@@ -198,22 +198,25 @@ def _norm(norm: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 def _layer_qkv(
-    layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+    q_rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A decoder layer's input norm, q/k/v projections and RoPE: x [T, H] -> q [T, heads, d],
     k and v [T, kv_heads, d]. cos, sin [T, 1, d] from `_rope` (its sin carries rotate_half's
-    sign, so rotate_half(q) * sin_hf == roll(q, d / 2) * sin)."""
+    sign, so rotate_half(q) * sin_hf == roll(q, d / 2) * sin). `q_rows`: queries only for
+    these rows (q [len(q_rows), heads, d]; keys and values for all)."""
     import torch.nn.functional as F
 
     a = layer.self_attn
     t, d = x.shape[0], a.head_dim
     h = _norm(layer.input_layernorm, x)
-    q = F.linear(h, a.q_proj.weight, a.q_proj.bias).view(t, -1, d)
+    hq, qcos, qsin = (h, cos, sin) if q_rows is None else (h[q_rows], cos[q_rows], sin[q_rows])
+    q = F.linear(hq, a.q_proj.weight, a.q_proj.bias).view(hq.shape[0], -1, d)
     k = F.linear(h, a.k_proj.weight, a.k_proj.bias).view(t, -1, d)
     v = F.linear(h, a.v_proj.weight, a.v_proj.bias).view(t, -1, d)
     if hasattr(a, "q_norm"):  # Qwen3: an RMSNorm over each head's q and k, before RoPE
         q, k = _norm(a.q_norm, q), _norm(a.k_norm, k)
-    q = q * cos + q.roll(d // 2, dims=-1) * sin
+    q = q * qcos + q.roll(d // 2, dims=-1) * qsin
     k = k * cos + k.roll(d // 2, dims=-1) * sin
     return q, k, v
 
@@ -272,35 +275,84 @@ def _block_mask(key_mask: torch.Tensor, t: int) -> torch.Tensor:
     return mask[:, None]
 
 
+# Pack the real tokens (drop padding from every projection, norm and MLP) when at least this
+# fraction of a forward's tokens is padding; below it the scatter / gather around attention
+# costs about what it saves.
+PACK_MIN_PADDING = 0.05
+
+
+def _packing(blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]
+             ) -> torch.Tensor | None:
+    """The flat indices of the blocks' real tokens (a block's own columns of its key mask)
+    when packing them pays (`PACK_MIN_PADDING`), else None."""
+    real = torch.cat([b[2][:, b[2].shape[1] - b[0].shape[1]:].reshape(-1) for b in blocks])
+    n_pad = real.numel() - int(real.sum())
+    if n_pad == 0 or n_pad < PACK_MIN_PADDING * real.numel():
+        return None
+    return real.nonzero().squeeze(1)
+
+
+def _unpack(z: torch.Tensor, keep: torch.Tensor, total: int) -> torch.Tensor:
+    """Packed rows z [T', ...] back to their places among `total` rows, zeros at padding."""
+    return z.new_zeros((total, *z.shape[1:])).index_copy(0, keep, z)
+
+
 def lean_forward(
     base: Any,
     blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]],
     kv_out: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    keep: list[int] | None = None,
 ) -> list[torch.Tensor]:
     """The decoder stack's forward without the HF module machinery (`_layer_qkv`, `_attend`,
     `_layer_out`, as `lean_step`; autograd flows through them) over several blocks of tokens
     at once: the blocks' tokens are packed into one matrix, so every projection, norm and MLP
-    runs once per layer for all of them; only attention runs per block.
+    runs once per layer for all of them; only attention runs per block. Padding tokens (False
+    in a block's own columns of its key mask) are left out of that matrix when they are at least
+    `PACK_MIN_PADDING` of the tokens: only attention sees them, as zero queries, keys and
+    values that no real token attends to.
 
     blocks[b] = (ids [n, t], pos [n, t], key_mask [n, p + t] bool, rows [n] or None). With rows,
     the block's keys are prefixed by block 0's keys and values of rows `rows` (block 0 is then
     a prompt block of width p, e.g. each distinct prompt once, and this block continues it);
-    without, p = 0. Returns the final-normed hidden states [n, t, H] of each block; `kv_out`,
-    if given, receives each layer's (k, v) [n, kv_heads, t, d] of block 0 (a prefill's cache)."""
+    without, p = 0. `keep[b]`: only block b's last keep[b] columns' hidden states are wanted
+    (the last layer then runs its queries, attention output and MLP for those tokens only;
+    None: every column). Returns the final-normed hidden states [n, keep[b], H] of each block
+    (zeros at padding when packed: nothing reads them); `kv_out`, if given, receives each
+    layer's (k, v) [n, kv_heads, t, d] of block 0 (a prefill's cache)."""
     ids = torch.cat([b[0].reshape(-1) for b in blocks])
     pos = torch.cat([b[1].reshape(-1) for b in blocks])
+    total = ids.numel()
+    packed = _packing(blocks)
+    if packed is not None:
+        ids, pos = ids[packed], pos[packed]
     x = base.embed_tokens(ids)
     cos, sin = _rope(base, x, pos)
     shapes = [tuple(b[0].shape) for b in blocks]
     sizes = [n * t for n, t in shapes]
+    outs_t = [t if keep is None else min(keep[i], t) for i, (_, t) in enumerate(shapes)]
     masks = [_block_mask(b[2], b[0].shape[1]) for b in blocks]
-    for layer in base.layers:
-        q, k, v = _layer_qkv(layer, x, cos, sin)
+    # the last layer's query rows (in x's rows) and their places among the wanted outputs
+    q_rows, out_rows, n_out = _wanted_rows(shapes, outs_t, packed, total, x.device)
+    last = len(base.layers) - 1
+    for li, layer in enumerate(base.layers):
+        sel = q_rows if li == last else None
+        q, k, v = _layer_qkv(layer, x, cos, sin, sel)
+        if packed is not None:
+            k, v = (_unpack(z, packed, total) for z in (k, v))
+        if sel is None:
+            q_sizes, q_t = sizes, [t for _, t in shapes]
+            if packed is not None:
+                q = _unpack(q, packed, total)
+        else:
+            q_sizes, q_t = [n * t for (n, _), t in zip(shapes, outs_t)], outs_t
+            if out_rows is not None:
+                q = _unpack(q, out_rows, n_out)
         outs, first = [], None
         # split (not slices): its backward is one cat, where each slice's would be a zero fill
-        for (n, t), mask, (_, _, _, rows), qb, kb, vb in zip(
-                shapes, masks, blocks, q.split(sizes), k.split(sizes), v.split(sizes)):
-            qb, kb, vb = (z.view(n, t, -1, z.shape[-1]).transpose(1, 2) for z in (qb, kb, vb))
+        for (n, t), tq, mask, (_, _, _, rows), qb, kb, vb in zip(
+                shapes, q_t, masks, blocks, q.split(q_sizes), k.split(sizes), v.split(sizes)):
+            qb = qb.view(n, tq, -1, qb.shape[-1]).transpose(1, 2)
+            kb, vb = (z.view(n, t, -1, z.shape[-1]).transpose(1, 2) for z in (kb, vb))
             if first is None:
                 first = (kb, vb)
                 if kv_out is not None:
@@ -308,10 +360,43 @@ def lean_forward(
             if rows is not None:
                 kb = torch.cat([first[0][rows], kb], dim=2)
                 vb = torch.cat([first[1][rows], vb], dim=2)
-            outs.append(_attend(qb, kb, vb, mask, layer.self_attn.scaling))
-        x = _layer_out(layer, x, torch.cat(outs) if len(outs) > 1 else outs[0])
+            m = mask if tq == t else mask[:, :, t - tq:]
+            outs.append(_attend(qb, kb, vb, m, layer.self_attn.scaling))
+        o = torch.cat(outs) if len(outs) > 1 else outs[0]
+        if sel is None:
+            x = _layer_out(layer, x, o if packed is None else o.index_select(0, packed))
+        else:
+            o = o if out_rows is None else o.index_select(0, out_rows)
+            x = _layer_out(layer, x[sel], o)
     x = _norm(base.norm, x)
-    return [z.view(n, t, -1) for z, (n, t) in zip(x.split(sizes), shapes)]
+    if out_rows is not None:
+        x = _unpack(x, out_rows, n_out)
+    return [z.view(n, t, -1) for z, (n, _), t in
+            zip(x.split([n * t for (n, _), t in zip(shapes, outs_t)]), shapes, outs_t)]
+
+
+def _wanted_rows(shapes: list[tuple[int, int]], outs_t: list[int], packed: torch.Tensor | None,
+                 total: int, device: torch.device
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+    """For the last layer: the rows of the (packed) token matrix whose outputs are wanted (each
+    block's last outs_t columns; None: all of them), where the last layer's rows go among the
+    wanted outputs (None: one for one) and how many wanted outputs there are."""
+    n_out = sum(n * t for (n, _), t in zip(shapes, outs_t))
+    if n_out == total:
+        return None, packed, n_out
+    flat, start = [], 0
+    for (n, t), tk in zip(shapes, outs_t):
+        cols = torch.arange(t - tk, t, device=device)
+        flat.append((start + torch.arange(n, device=device)[:, None] * t + cols).reshape(-1))
+        start += n * t
+    want = torch.cat(flat)  # wanted tokens, in the unpacked order
+    if packed is None:
+        return want, None, n_out
+    where = torch.full((total,), -1, dtype=torch.long, device=device)
+    where[packed] = torch.arange(packed.numel(), device=device)
+    in_packed = where[want]
+    real = in_packed >= 0
+    return in_packed[real], real.nonzero().squeeze(1), n_out
 
 
 def lean_step(

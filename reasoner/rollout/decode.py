@@ -56,7 +56,8 @@ def decode_loop(
     cache = None
     if base is not None:  # lean prefill; its K/V go to buffers with room for the new tokens
         prompt_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
-        hidden = lean_forward(base, [(u_ids, u_pos, u_mask.bool(), None)], kv_out=prompt_kv)
+        hidden = lean_forward(base, [(u_ids, u_pos, u_mask.bool(), None)], kv_out=prompt_kv,
+                              keep=[1])
         logits = lm_head_logits(model, hidden[0][:, -1, :])[inverse]
         for k, v in prompt_kv:
             shape = (n, k.shape[1], length + max_new_tokens, k.shape[3])

@@ -38,7 +38,7 @@ from reasoner.models.loading import StartingModels, check_context
 from reasoner.rollout import generate_rollouts
 from reasoner.scoring import ScoringSettings, token_logprobs
 from reasoner.trainers.base import BaseTrainer, PhaseTimer, StepOutput, gathered, peak_memory_gb
-from reasoner.trainers.batch import Batch, cat_batches, select_groups
+from reasoner.trainers.batch import Batch, RowTensors, cat_batches, select_groups
 from reasoner.trainers.update import MicroBatch, UpdateInputs, UpdateSettings, policy_update
 from reasoner.verifiers.rewards import (
     CombinedRewards,
@@ -319,10 +319,9 @@ class GRPOTrainer(BaseTrainer):
             rewards = rewards + missing_eos_penalty(b.truncated.cpu(), a.missing_eos_penalty)
         return rewards
 
-    def policy_forward(self, mb: MicroBatch, *, hidden: bool) -> torch.Tensor:
-        """The policy's forward over a micro-batch: the logits predicting each completion token,
-        or with `hidden` the final hidden states the LM head turns into them."""
-        rows = mb.rows
+    def policy_forward(self, rows: RowTensors, *, hidden: bool) -> torch.Tensor:
+        """The policy's forward over a micro-batch's rows: the logits predicting each completion
+        token, or with `hidden` the final hidden states the LM head turns into them."""
         self.paths["update"] = forward_path(
             self.model, self.allow_lean, rows.prompt_ids.shape[1] + rows.completion_ids.shape[1])
         return forward_logits(self.model, rows.prompt_ids, rows.prompt_mask, rows.completion_ids,
@@ -357,7 +356,7 @@ class GRPOTrainer(BaseTrainer):
         """The registered policy loss of one micro-batch, over the model's forward (from the
         logits, or with train.use_fused_linear from the hidden states and the LM head)."""
         fused = self.cfg.train.use_fused_linear
-        return self.policy_loss_of(mb, self.policy_forward(mb, hidden=fused), hidden=fused)
+        return self.policy_loss_of(mb, self.policy_forward(mb.rows, hidden=fused), hidden=fused)
 
     # ------------------------------------------------------------------ the step
 

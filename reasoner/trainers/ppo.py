@@ -54,8 +54,9 @@ from reasoner.models.value import (
     forward_values,
     token_values,
 )
-from reasoner.scoring import token_logprobs
+from reasoner.scoring import ScoringSettings, logprobs_from_forward, token_logprobs
 from reasoner.trainers.base import PhaseTimer, gathered
+from reasoner.trainers.batch import Batch, RowTensors, take_rows
 from reasoner.trainers.grpo import PHASES, GRPOStep, GRPOTrainer
 from reasoner.trainers.update import (
     MicroBatch,
@@ -79,11 +80,25 @@ class CriticTargets:
     stats: dict[str, float]  # KL, returns, values, explained variance over the global batch
 
 
+@dataclass
+class FirstForward:
+    """The update's first micro-batch forward (policy and critic, with their graphs), run
+    before the step's targets: the old policy's log-probs and the rollout-time values of its
+    rows are read from it (no optimizer step has run yet, so these ARE the old policy's and the
+    critic's), and the update's first micro-batch takes its loss from it instead of running the
+    forward again."""
+
+    idx: torch.Tensor  # [n] the rows of the batch (sorted)
+    rows: RowTensors  # what the update's first micro-batch is made of
+    x: torch.Tensor  # the policy's forward: logits, or hidden states (fused linear / shared)
+    values: torch.Tensor  # [n, w] with their graph
+
+
 @dataclass(kw_only=True)
 class PPOStep(GRPOStep):
     """A PPO step's metrics and what it trained on (`advantages` per token)."""
 
-    values: torch.Tensor  # [N, C] the critic's values at rollout time
+    values: torch.Tensor  # [N, C] the critic's values at rollout time (0: rows without loss tokens)
     returns: torch.Tensor  # [N, C]
 
 
@@ -96,12 +111,16 @@ class PPOTrainer(GRPOTrainer):
     default_adv_estimator = None  # GAE over the critic's values
     default_policy_loss = "clipped"
     one_pass = False  # A2C: one optimizer step per batch, no clipping
+    # read the old log-probs and the values of the update's first micro-batch from its own
+    # forward (`FirstForward`) instead of separate no-grad passes (False: always the passes)
+    fold_first_forward = True
 
     def __init__(self, cfg: Config, *, rows: list[dict[str, Any]] | None = None,
                  reward_funcs: list[WeightedReward] | None = None, **kw: Any) -> None:
         self.kl_ctl = kl_controller(cfg.algo)
         self.shared = cfg.critic.shared_trunk
         self.critic_engine: Engine | None = None
+        self._first: FirstForward | None = None
         super().__init__(cfg, rows=rows, reward_funcs=reward_funcs, **kw)
         a = cfg.algo
         # the registered policy loss reads GRPO's names: PPO's clip is cliprange, no KL term
@@ -270,22 +289,30 @@ class PPOTrainer(GRPOTrainer):
 
     def micro_batch_loss(self, mb: MicroBatch) -> MicroOutput:
         """The policy loss (the registered one, with cliprange) and the value loss of a
-        micro-batch; with a shared trunk both from one forward."""
-        rows = mb.rows
+        micro-batch; with a shared trunk both from one forward. The step's first micro-batch
+        takes its forward from `FirstForward` when the step ran it early."""
+        rows, first = mb.rows, self._first
+        self._first = None
+        if first is not None and not (torch.equal(first.rows.completion_ids, rows.completion_ids)
+                                      and torch.equal(first.rows.prompt_ids, rows.prompt_ids)):
+            raise RuntimeError("the update's first micro-batch is not the one run early")
         policy = None
+        fused = self.cfg.train.use_fused_linear
         if self.shared:
-            hidden = self.policy_forward(mb, hidden=True)
-            values = forward_values(self.model, rows.prompt_ids, rows.prompt_mask,
-                                    rows.completion_ids, rows.completion_mask,
-                                    share_prompts=self.share_prompts,
-                                    allow_lean=self.allow_lean, hidden=hidden)
+            hidden = first.x if first is not None else self.policy_forward(rows, hidden=True)
+            values = first.values if first is not None else forward_values(
+                self.model, rows.prompt_ids, rows.prompt_mask, rows.completion_ids,
+                rows.completion_mask, share_prompts=self.share_prompts,
+                allow_lean=self.allow_lean, hidden=hidden)
             policy = self.policy_loss_of(mb, hidden, hidden=True)
         else:
             if mb.train_policy:
-                policy = super().micro_batch_loss(mb)
-            values = forward_values(self.critic_model, rows.prompt_ids, rows.prompt_mask,
-                                    rows.completion_ids, rows.completion_mask,
-                                    share_prompts=self.share_prompts, allow_lean=self.allow_lean)
+                x = first.x if first is not None else self.policy_forward(rows, hidden=fused)
+                policy = self.policy_loss_of(mb, x, hidden=fused)
+            values = first.values if first is not None else forward_values(
+                self.critic_model, rows.prompt_ids, rows.prompt_mask, rows.completion_ids,
+                rows.completion_mask, share_prompts=self.share_prompts,
+                allow_lean=self.allow_lean)
         assert mb.returns is not None and mb.old_values is not None
         vl = clipped_value_loss(values, mb.old_values, mb.returns, mb.loss_mask,
                                 None if self.one_pass else self.cfg.algo.cliprange_value)
@@ -306,6 +333,67 @@ class PPOTrainer(GRPOTrainer):
         batch = {k: v.to(self.device) for k, v in batch.items()}
         return completion_loss(self.model, batch) * (a.ptx_coef / self.world)
 
+    # ------------------------------------------------------------------ old log-probs, values
+
+    def first_forward(self, b: Batch, loss_mask: torch.Tensor,
+                      plan: list[list[torch.Tensor]]) -> FirstForward | None:
+        """The update's first micro-batch forward, run now (see `FirstForward`), when the
+        first optimizer step's rows of this rank (those with loss tokens, as the update keeps
+        them) fit in one micro-batch and no engine partitions its weights (a ZeRO-3 forward is
+        collective: every rank must run the same ones); else None."""
+        if not self.fold_first_forward or self.engine.partitioned or (
+                self.critic_engine is not None and self.critic_engine.partitioned):
+            return None
+        mb = plan[0][0]
+        idx = mb[loss_mask[mb].sum(1) > 0]
+        if idx.numel() == 0 or idx.numel() > self.cfg.train.per_device_train_batch_size:
+            return None
+        rows = take_rows(b, idx)
+        engines = [self.engine] + ([self.critic_engine] if self.critic_engine else [])
+        for e in engines:  # as the update runs it
+            e.model.train()
+        with self.engine.autocast():
+            x = self.policy_forward(rows, hidden=self.shared or self.cfg.train.use_fused_linear)
+            model = self.model if self.shared else self.critic_model
+            values = forward_values(model, rows.prompt_ids, rows.prompt_mask, rows.completion_ids,
+                                    rows.completion_mask, share_prompts=self.share_prompts,
+                                    allow_lean=self.allow_lean,
+                                    hidden=x if self.shared else None)
+        return FirstForward(idx, rows, x, values)
+
+    def old_and_values(self, b: Batch, loss_mask: torch.Tensor, settings: ScoringSettings,
+                       first: FirstForward | None, need_old: bool
+                       ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The old policy's log-probs [N, C] (None when not needed) and the critic's values
+        [N, C] (0 on padding) at rollout time: without `first`, no-grad passes over the batch;
+        with it, `first`'s rows read from its forward and the other rows with loss tokens
+        through the passes (rows without loss tokens: 0, nothing reads them)."""
+        critic = self.critic_engine or self.engine
+        if first is None:
+            old = token_logprobs(self.model, b, settings, self.engine) if need_old else None
+            return old, token_values(self.critic_model, b, settings, critic)
+        shape = b.completion_ids.shape
+        old = torch.zeros(shape, device=b.completion_ids.device) if need_old else None
+        values = torch.zeros(shape, device=b.completion_ids.device)
+        w = first.rows.width
+        with torch.no_grad():
+            m = first.rows.completion_mask
+            values[first.idx, :w] = first.values.detach().float() * m.to(torch.float32)
+            if old is not None:
+                x_settings = dataclasses.replace(
+                    settings, use_fused_linear=self.shared or settings.use_fused_linear)
+                with self.engine.autocast():
+                    old[first.idx, :w] = logprobs_from_forward(
+                        self.model, first.x, first.rows.completion_ids, x_settings, self.engine)
+        rest = (loss_mask.sum(1) > 0).nonzero().squeeze(1)
+        rest = rest[~torch.isin(rest, first.idx)]
+        if rest.numel():
+            sub = take_rows(b, rest)
+            values[rest, :sub.width] = token_values(self.critic_model, sub, settings, critic)
+            if old is not None:
+                old[rest, :sub.width] = token_logprobs(self.model, sub, settings, self.engine)
+        return old, values
+
     # ------------------------------------------------------------------ the step
 
     def train_step(self) -> PPOStep:
@@ -323,39 +411,45 @@ class PPOTrainer(GRPOTrainer):
         if a.mask_truncated_completions:
             loss_mask[b.truncated] = 0
         epochs, k = self.epochs_and_mini_batches
+        train_policy = self.step >= c.critic_warmup_steps
+        plan = self.mini_batch_plan(len(b))
+        self._first = None
+        with timer("update"):  # the update's first forward, when it runs early
+            first = self.first_forward(b, loss_mask, plan) if train_policy else None
         with timer("logprobs"):
             settings = self.scoring_settings()
             need_ref = self.needs_reference()
-            old = (token_logprobs(self.model, b, settings, self.engine)
-                   if need_ref or epochs * k > 1 else None)
+            old, values = self.old_and_values(b, loss_mask, settings, first,
+                                              need_ref or epochs * k > 1)
             ref = None
             if need_ref:
                 ref = (token_logprobs(self.model, b, settings, self.engine, disable_adapter=True)
                        if self.cfg.lora.enabled
                        else token_logprobs(self.ref_model, b, settings, self.engine))
-            values = token_values(self.critic_model, b, settings,
-                                  self.critic_engine or self.engine)
         kl = (token_kl(old, ref, loss_mask, a.kl_estimator) if ref is not None
               else torch.zeros(loss_mask.shape, dtype=torch.float64))
         tg = self.critic_targets(scores, valid, loss_mask, kl, values)
-        train_policy = self.step >= c.critic_warmup_steps
-        with timer("update"):
-            self._ptx_calls = 0
-            upd = policy_update(
-                self.engine,
-                UpdateInputs(b, tg.advantages.float().to(self.device), loss_mask,
-                             valid.to(self.device), old, None,
-                             returns=tg.returns.float().to(self.device),
-                             old_values=values.float().to(self.device),
-                             mini_batches=self.mini_batch_plan(len(b))),
-                UpdateSettings(micro_batch_size=t.per_device_train_batch_size,
-                               num_iterations=1, loss_type=a.loss_type,
-                               max_completion_length=ro.max_completion_length,
-                               kl_estimator=a.kl_estimator, kl_in_loss=False,
-                               skip_zero_advantage=False, value_coef=a.vf_coef,
-                               train_policy=train_policy),
-                self.micro_batch_loss, critic=self.critic_engine,
-                step_loss=self.ptx_loss if a.ptx_coef > 0 and train_policy else None)
+        self._first = first
+        try:
+            with timer("update"):
+                self._ptx_calls = 0
+                upd = policy_update(
+                    self.engine,
+                    UpdateInputs(b, tg.advantages.float().to(self.device), loss_mask,
+                                 valid.to(self.device), old, None,
+                                 returns=tg.returns.float().to(self.device),
+                                 old_values=values.float().to(self.device),
+                                 mini_batches=plan),
+                    UpdateSettings(micro_batch_size=t.per_device_train_batch_size,
+                                   num_iterations=1, loss_type=a.loss_type,
+                                   max_completion_length=ro.max_completion_length,
+                                   kl_estimator=a.kl_estimator, kl_in_loss=False,
+                                   skip_zero_advantage=False, value_coef=a.vf_coef,
+                                   train_policy=train_policy),
+                    self.micro_batch_loss, critic=self.critic_engine,
+                    step_loss=self.ptx_loss if a.ptx_coef > 0 and train_policy else None)
+        finally:
+            self._first = None  # used by the first micro-batch, or dropped
         self.kl_ctl.update(tg.stats["kl"], int(tg.stats.pop("completions")))
         self.step += 1
         dt = time.perf_counter() - t_step

@@ -89,9 +89,9 @@ def _run(model, args, *, fast, **kw):
     calls = []
     real = forward.lean_forward
 
-    def spy(base, blocks):
+    def spy(base, blocks, **kw):
         calls.append(len(blocks))
-        return real(base, blocks)
+        return real(base, blocks, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(forward, "lean_forward", spy)
@@ -129,6 +129,64 @@ def test_lean_forward_equals_hf_forward_and_gradients(models, which, share, hidd
         torch.testing.assert_close(g[name], g_hf[name], rtol=1e-9, atol=1e-10, msg=name)
 
 
+@pytest.mark.parametrize("which", ["qwen2", "qwen3"])
+@pytest.mark.parametrize("share", [False, True])
+def test_packed_lean_forward_skips_padding_with_the_same_numbers(models, which, share):
+    """Padding (left in prompts, right in completions) is left out of the projections, norms
+    and MLPs, and the last layer runs only the positions whose outputs are wanted: fewer rows
+    go through them, and the hidden states at real tokens and every gradient equal the unpacked
+    forward's in float64; padded positions come back as zeros."""
+    import reasoner.models.lean as lean
+
+    ms, tok = models
+    model = ms[which]
+    args = _batch(model, tok, varied=True)
+    rows_seen, last_seen = [], []
+    hook = model.model.layers[0].mlp.up_proj.weight  # every token row meets this weight
+    last = model.model.layers[-1].mlp.up_proj.weight  # only the rows whose outputs are wanted
+
+    def spy(real, record):
+        def f(x, w, b=None):
+            if w is hook or w is last:
+                record.append((w is last, x.reshape(-1, x.shape[-1]).shape[0]))
+            return real(x, w, b)
+        return f
+
+    outs = {}
+    for packed in (False, True):
+        seen: list[int] = []
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch.nn.functional, "linear", spy(torch.nn.functional.linear, seen))
+            if not packed:
+                mp.setattr(lean, "PACK_MIN_PADDING", 2.0)  # never pack
+            y, g, calls = _run(model, args, fast=True, share_prompts=share, return_hidden=True)
+        assert calls
+        rows_seen.append(sum(r for is_last, r in seen if not is_last))
+        last_seen.append(sum(r for is_last, r in seen if is_last))
+        outs[packed] = y, g
+    (y0, g0), (y1, g1) = outs[False], outs[True]
+    real = int(args[1].sum()) + int(args[3][:, :-1].sum())  # fed tokens: prompt + completion
+    n, c = args[2].shape
+    if not share:  # one block: exactly the real tokens, instead of every padded slot
+        assert rows_seen == [args[0].numel() + args[2][:, :-1].numel(), real]
+        # the last layer: only the positions predicting completion tokens (the last prompt
+        # token and the fed completion tokens), the real ones of them when packed
+        assert last_seen == [n * c, n + int(args[3][:, :-1].sum())]
+    else:  # distinct prompts once, completions in length buckets: still fewer rows
+        assert rows_seen[1] < rows_seen[0]
+    torch.testing.assert_close(y1, y0, rtol=1e-12, atol=1e-12)
+    assert g1.keys() == g0.keys()
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-10, atol=1e-12, msg=name)
+    # padded positions are zeros in the packed forward
+    with torch.no_grad():
+        h = forward_logits(model, *args, return_hidden=True, share_prompts=share)
+    pad = ~args[3].bool()
+    pad[:, 0] = False  # completion token 0 is predicted by the (real) last prompt token
+    pad[torch.arange(len(pad)), args[3].sum(1).clamp(max=args[3].shape[1] - 1)] = False
+    assert pad.any() and h[pad].abs().max() == 0
+
+
 @pytest.mark.parametrize("which", ["qwen2", "llama", "mistral", "qwen3"])
 @pytest.mark.parametrize("share", [False, True])
 def test_value_models_hidden_states_take_the_lean_forward(models, which, share):
@@ -156,9 +214,9 @@ def test_value_models_hidden_states_take_the_lean_forward(models, which, share):
         calls = []
         real = forward.lean_forward
 
-        def spy(base, blocks, real=real, calls=calls):
+        def spy(base, blocks, real=real, calls=calls, **kw):
             calls.append(len(blocks))
-            return real(base, blocks)
+            return real(base, blocks, **kw)
 
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(forward, "lean_forward", spy)

@@ -318,3 +318,63 @@ def test_critic_starts_from_a_reward_model_directory_with_its_head(tmp_path):
     bad = _cfg(tmp_path / "bad", f"critic.model_path={tmp_path / 'nowhere'}", *QUIET)
     with pytest.raises(FileNotFoundError, match="critic.model_path .*nowhere"):
         PPOTrainer(bad, progress=False)
+
+
+@pytest.mark.parametrize("k,shared,lora", [(1, False, False), (1, True, False), (2, False, False),
+                                           (1, False, True)])
+def test_first_micro_batch_forward_gives_the_old_logprobs_and_values(tmp_path, monkeypatch, k,
+                                                                     shared, lora):
+    """The update's first micro-batch runs its forward before the step's targets and gives the
+    old log-probs and the values of its rows (no optimizer step has run: they are the old
+    policy's and the critic's), instead of no-grad passes: the same old log-probs, values,
+    advantages, returns, first-epoch losses and gradient norms as with the passes, and the
+    passes run only over the rows it does not hold (none with one mini-batch). With LoRA the
+    reference pass (the same model, adapters off) runs between that forward and its backward."""
+    import reasoner.trainers.ppo as ppo
+
+    calls = []
+
+    def spy(name, real):
+        def f(model, seqs, *a, **kw):
+            calls.append((name, seqs.completion_ids.shape[0]))
+            return real(model, seqs, *a, **kw)
+        return f
+
+    monkeypatch.setattr(ppo, "token_logprobs", spy("logprobs", ppo.token_logprobs))
+    monkeypatch.setattr(ppo, "token_values", spy("values", ppo.token_values))
+    out = {}
+    for fold in (False, True):
+        calls.clear()
+        cfg = _cfg(tmp_path / f"f{fold}", "train.per_device_train_batch_size=8",
+                   f"train.gradient_accumulation_steps={k}", f"algo.num_mini_batches={k}",
+                   f"critic.shared_trunk={str(shared).lower()}", "train.save_steps=0",
+                   f"lora.enabled={str(lora).lower()}", *QUIET)
+        t = PPOTrainer(cfg, progress=False)
+        t.fold_first_forward = fold
+        with torch.no_grad():  # the reference away from the policy: the old log-probs count
+            for name, p in t.model.named_parameters() if lora else t.ref_model.named_parameters():
+                if not lora:
+                    p.mul_(1.1)
+                elif "lora_B" in name:  # (LoRA's reference is the model without adapters)
+                    p.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
+        s = t.train_step()
+        n = len(s.batch)
+        kept = int((s.advantages.abs().sum(1) > 0).sum())
+        out[fold] = s, list(calls), kept
+    (s0, calls0, _), (s1, calls1, kept) = out[False], out[True]
+    assert n == 8 * k
+    assert calls0 == [("logprobs", n), ("values", n), ("logprobs", n)]  # old, values, ref
+    if k == 1:  # every row in the first micro-batch: only the reference's pass is left
+        assert calls1 == [("logprobs", n)]
+    else:  # the rows of the other mini-batch (with loss tokens) through the passes
+        assert [c for c, _ in calls1] == ["values", "logprobs", "logprobs"]
+        assert calls1[0][1] == calls1[1][1] == kept - 8 and calls1[2] == ("logprobs", n)
+    assert torch.equal(s0.batch.completion_ids, s1.batch.completion_ids)
+    m = s0.batch.completion_mask.bool()
+    torch.testing.assert_close(s1.values[m], s0.values[m], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(s1.advantages, s0.advantages, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s1.returns, s0.returns, rtol=1e-5, atol=1e-6)
+    for key in ("kl", "loss", "value_loss", "grad_norm") + (() if shared else
+                                                              ("critic/grad_norm",)):
+        assert s1.metrics[key] == pytest.approx(s0.metrics[key], rel=1e-4, abs=1e-7), key
+    assert abs(s0.metrics["kl"]) > 1e-3
