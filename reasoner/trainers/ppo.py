@@ -339,11 +339,14 @@ class PPOTrainer(GRPOTrainer):
                       plan: list[list[torch.Tensor]]) -> FirstForward | None:
         """The update's first micro-batch forward, run now (see `FirstForward`), when the
         first optimizer step's rows of this rank (those with loss tokens, as the update keeps
-        them) fit in one micro-batch and no engine partitions its weights (a ZeRO-3 forward is
-        collective: every rank must run the same ones); else None."""
+        them) fit in one micro-batch, no engine partitions its weights (a ZeRO-3 forward is
+        collective: every rank must run the same ones) and no LoRA dropout makes the training
+        forward differ from the old policy's; else None."""
         if not self.fold_first_forward or self.engine.partitioned or (
                 self.critic_engine is not None and self.critic_engine.partitioned):
             return None
+        if self.cfg.lora.enabled and self.cfg.lora.dropout > 0:
+            return None  # a training forward drops adapter units: not the old policy's log-probs
         mb = plan[0][0]
         idx = mb[loss_mask[mb].sum(1) > 0]
         if idx.numel() == 0 or idx.numel() > self.cfg.train.per_device_train_batch_size:

@@ -378,3 +378,30 @@ def test_first_micro_batch_forward_gives_the_old_logprobs_and_values(tmp_path, m
                                                               ("critic/grad_norm",)):
         assert s1.metrics[key] == pytest.approx(s0.metrics[key], rel=1e-4, abs=1e-7), key
     assert abs(s0.metrics["kl"]) > 1e-3
+
+
+
+def test_lora_dropout_keeps_the_no_grad_passes(tmp_path, monkeypatch):
+    """With LoRA dropout a training forward is not the old policy's, so the first micro-batch's
+    forward is not folded in: the old log-probs and the values come from the no-grad passes
+    (old, values, reference: three passes over the batch), as without the fold."""
+    import reasoner.trainers.ppo as ppo
+
+    calls = []
+
+    def spy(name, real):
+        def f(model, seqs, *a, **kw):
+            calls.append((name, seqs.completion_ids.shape[0]))
+            return real(model, seqs, *a, **kw)
+        return f
+
+    monkeypatch.setattr(ppo, "token_logprobs", spy("logprobs", ppo.token_logprobs))
+    monkeypatch.setattr(ppo, "token_values", spy("values", ppo.token_values))
+    for dropout, passes in ((0.1, ["logprobs", "values", "logprobs"]), (0.0, ["logprobs"])):
+        calls.clear()
+        cfg = _cfg(tmp_path / f"d{dropout}", "train.per_device_train_batch_size=8",
+                   "train.gradient_accumulation_steps=1", "algo.num_mini_batches=1",
+                   "lora.enabled=true", f"lora.dropout={dropout}", "train.save_steps=0", *QUIET)
+        t = PPOTrainer(cfg, progress=False)
+        t.train_step()
+        assert [c for c, _ in calls] == passes, dropout
