@@ -90,7 +90,7 @@ RLHF_RECIPE: dict[str, Any] = {
         "num_train_rows": 4000,
         "template": "r1_short",
     },
-    # `reasoner rm`'s sections for round 0's reward model (from the warm start's weights, a new
+    # `reasoner rm`'s sections for round 0's reward model (from rm_sft_steps of the warm start's
     # scalar head); an online round continues from the last one for round_rm_steps steps
     "reward_model": {
         "rm": {"max_length": 128},
