@@ -1,8 +1,9 @@
 """`reasoner demo rlhf`: the seeds' RLHF pipeline end to end on a CPU, then iterated online.
 
     warm start (SFT) -> K samples per prompt -> the synthetic annotator ranks them
-      -> reward model (Bradley–Terry on the rankings) -> PPO against it, KL penalty to the warm
-         start -> evaluate                                                        (round 0)
+      -> reward model (Bradley–Terry on the rankings; its backbone the same SFT run continued
+         to demo.rm_sft_steps) -> PPO against it, KL penalty to the warm start
+      -> evaluate                                                                 (round 0)
       -> rounds 1..R: sample the current policy -> the annotator ranks the samples -> update the
          reward model on them (the last round's model, trained on) -> continue PPO against it
          -> evaluate
