@@ -1,8 +1,9 @@
 """`reasoner demo rlhf`: the seeds' RLHF pipeline end to end on a CPU, then iterated online.
 
     warm start (SFT) -> K samples per prompt -> the synthetic annotator ranks them
-      -> reward model (Bradley–Terry on the rankings) -> PPO against it, KL penalty to the warm
-         start -> evaluate                                                        (round 0)
+      -> reward model (Bradley–Terry on the rankings; its backbone the same SFT run continued
+         to demo.rm_sft_steps) -> PPO against it, KL penalty to the warm start
+      -> evaluate                                                                 (round 0)
       -> rounds 1..R: sample the current policy -> the annotator ranks the samples -> update the
          reward model on them (the last round's model, trained on) -> continue PPO against it
          -> evaluate
@@ -52,11 +53,16 @@ from reasoner.config import Config, ConfigError, config_from_dict
 RLHF_RECIPE: dict[str, Any] = {
     "demo": {
         "seed": 0,
-        # warm start: SFT on worked solutions (label smoothing keeps its samples varied)
+        # warm start: SFT on worked solutions at a constant learning rate (label smoothing keeps
+        # its samples varied), stopped at sft_steps while the additions are partly learnt (the
+        # policy); the same run continues to rm_sft_steps for round 0's reward model's backbone
+        # (it checks additions better; the rankings are still of the policy's samples)
         "sft_rows": 4000,
-        "sft_steps": 800,
+        "sft_steps": 1000,
+        "rm_sft_steps": 1600,
         "sft_batch_size": 32,
-        "sft_lr": 3.0e-3,
+        "sft_lr": 1.0e-3,
+        "sft_lr_scheduler_type": "constant_with_warmup",
         "sft_label_smoothing": 0.1,
         # the synthetic annotator ranks k samples per prompt (Bradley-Terry noise temperature)
         "k": 4,
@@ -85,7 +91,7 @@ RLHF_RECIPE: dict[str, Any] = {
         "num_train_rows": 4000,
         "template": "r1_short",
     },
-    # `reasoner rm`'s sections for round 0's reward model (from the warm start's weights, a new
+    # `reasoner rm`'s sections for round 0's reward model (from rm_sft_steps of the warm start's
     # scalar head); an online round continues from the last one for round_rm_steps steps
     "reward_model": {
         "rm": {"max_length": 128},
@@ -192,7 +198,8 @@ def build_recipe(data: dict[str, Any], *, seed: int | None = None) -> Recipe:
         raise ConfigError(f"unknown demo keys {sorted(bad)}; known: {sorted(DEMO_KEYS)}")
     if seed is not None:
         demo["seed"] = seed
-    for key, low in (("seed", 0), ("sft_rows", 1), ("sft_steps", 1), ("sft_batch_size", 1),
+    for key, low in (("seed", 0), ("sft_rows", 1), ("sft_steps", 1), ("rm_sft_steps", 1),
+                     ("sft_batch_size", 1),
                      ("k", 2), ("rm_prompts", 1), ("round_prompts", 1), ("eval_prompts", 1),
                      ("rounds", 0), ("round_rm_steps", 1), ("round_ppo_steps", 1),
                      ("torch_threads", 0)):
@@ -200,6 +207,21 @@ def build_recipe(data: dict[str, Any], *, seed: int | None = None) -> Recipe:
     for key in ("no_kl", "parallel"):
         if not isinstance(demo[key], bool):
             raise ConfigError(f"demo.{key} must be true or false, got {demo[key]!r}")
+    if demo["rm_sft_steps"] < demo["sft_steps"]:
+        raise ConfigError(f"demo.rm_sft_steps must be >= demo.sft_steps ({demo['sft_steps']}): "
+                          f"the reward model's backbone is the warm start's SFT run continued, "
+                          f"got {demo['rm_sft_steps']}")
+    from reasoner.engine.optim import SCHEDULERS
+
+    if demo["sft_lr_scheduler_type"] not in SCHEDULERS:
+        raise ConfigError(f"demo.sft_lr_scheduler_type must be one of {list(SCHEDULERS)}, got "
+                          f"{demo['sft_lr_scheduler_type']!r}")
+    for key in ("sft_lr", "sft_label_smoothing"):
+        v = demo[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (
+                key == "sft_lr" and v == 0):
+            raise ConfigError(f"demo.{key} must be a number {'> 0' if key == 'sft_lr' else '>= 0'}"
+                              f", got {v!r}")
     if not (isinstance(demo["noise_temperature"], (int, float))
             and demo["noise_temperature"] > 0):
         raise ConfigError(f"demo.noise_temperature must be > 0, got {demo['noise_temperature']!r}")
@@ -448,8 +470,14 @@ def run_ppo(cfg: Config, *, resume: bool, progress: bool) -> dict[str, Any]:
 
 def recipe_paths(out: Path) -> dict[str, Path]:
     """Where the demo writes (D = out)."""
-    return {"init": out / "init_model", "sft": out / "sft", "prefs": out / "prefs",
-            "no_kl": out / NO_KL_DIR}
+    return {"init": out / "init_model", "sft": out / "sft", "rm_sft": out / "rm_sft",
+            "prefs": out / "prefs", "no_kl": out / NO_KL_DIR}
+
+
+def _mean_tail(losses: list[float], n: int = 10) -> float:
+    """The mean of the last `n` losses (as run_sft's loss_last)."""
+    tail = losses[-min(n, len(losses)):]
+    return sum(tail) / len(tail)
 
 
 def step_plan(recipe: Recipe) -> list[int]:
@@ -540,15 +568,23 @@ def run_rlhf_demo(output_dir: str | Path, *, config_path: str | Path | None = No
     init = (build_tiny_from_config(cfg.model, paths["init"]) if cfg.model.path == "tiny"
             else Path(cfg.model.path))
     model, tok = load_model_and_tokenizer(init, dtype=cfg.model.dtype)
+    policy_steps, rm_steps = int(d["sft_steps"]), int(d["rm_sft_steps"])
+
+    def save(step: int) -> None:  # the policy part-way, the reward model's backbone at the end
+        for where, at in (("sft", policy_steps), ("rm_sft", rm_steps)):
+            if step == at:
+                model.save_pretrained(paths[where], safe_serialization=True)
+                tok.save_pretrained(paths[where])
+
     sft = run_sft(model, tok, task.rows("train", int(d["sft_rows"]), cfg.data.data_seed + 1),
-                  template=template, max_steps=int(d["sft_steps"]),
-                  batch_size=int(d["sft_batch_size"]), lr=float(d["sft_lr"]), seed=s,
-                  progress=progress, label_smoothing=float(d["sft_label_smoothing"]))
-    model.save_pretrained(paths["sft"], safe_serialization=True)
-    tok.save_pretrained(paths["sft"])
-    del model
+                  template=template, max_steps=rm_steps, batch_size=int(d["sft_batch_size"]),
+                  lr=float(d["sft_lr"]), seed=s, progress=progress,
+                  label_smoothing=float(d["sft_label_smoothing"]),
+                  lr_scheduler_type=str(d["sft_lr_scheduler_type"]), on_step=save)
     timed("sft", t)
-    _log(progress, f"warm start: {d['sft_steps']} SFT steps, loss {sft['loss_last']:.3f}")
+    sft["loss_policy"] = _mean_tail(sft["losses"][:policy_steps])
+    _log(progress, f"warm start: {policy_steps} SFT steps, loss {sft['loss_policy']:.3f}; the "
+                   f"reward model's backbone: {rm_steps} steps, loss {sft['loss_last']:.3f}")
 
     j = Judges(recipe, out)
     t = time.perf_counter()
@@ -576,7 +612,7 @@ def run_rlhf_demo(output_dir: str | Path, *, config_path: str | Path | None = No
         t = time.perf_counter()
         rm_name, rm_dir = f"rm-{r}", out / f"rm-{r}"
         rm_sum = train_reward_model(
-            recipe, rm_dir, start=paths["sft"] if r == 0 else out / f"rm-{r - 1}" / "final",
+            recipe, rm_dir, start=paths["rm_sft"] if r == 0 else out / f"rm-{r - 1}" / "final",
             train_file=train_files[r],
             eval_file=evals[-1].rankings,
             max_steps=recipe.rm.train.max_steps if r == 0 else int(d["round_rm_steps"]),

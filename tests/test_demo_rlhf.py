@@ -28,7 +28,8 @@ ROUND_KEYS = {"round", "true_score_before", "true_score_after", "rm_score_before
               "rm_0_score_after", "reward_model", "ppo_steps"}
 
 TINY = {
-    "demo": {"seed": 0, "sft_rows": 64, "sft_steps": 60, "sft_batch_size": 16, "sft_lr": 1e-2,
+    "demo": {"seed": 0, "sft_rows": 64, "sft_steps": 40, "rm_sft_steps": 60, "sft_batch_size": 16,
+             "sft_lr": 1e-2, "sft_lr_scheduler_type": "constant_with_warmup",
              "sft_label_smoothing": 0.0, "k": 3, "noise_temperature": 0.05, "rm_prompts": 8,
              "round_prompts": 6, "eval_prompts": 6, "rounds": 1, "round_rm_steps": 2,
              "round_ppo_steps": 2, "no_kl": True, "parallel": True, "torch_threads": 1},
@@ -120,6 +121,26 @@ def test_evaluations_measure_what_they_say(demo_run):
     assert ranked and all(0.0 <= u <= 1.0 for r in ranked for u in r["utilities"])
 
 
+def test_the_reward_models_backbone_is_the_warm_starts_sft_run_continued(demo_run):
+    """The policy is the SFT run at sft_steps; round 0's reward model starts from the same run
+    at rm_sft_steps (its weights differ from the policy's); the KL reference stays the policy."""
+    import torch
+    from safetensors.torch import load_file
+
+    out, _ = demo_run
+    details = json.loads((out / "details.json").read_text())
+    assert details["sft"]["steps"] == TINY["demo"]["rm_sft_steps"]
+    assert details["sft"]["loss_policy"] > details["sft"]["loss_last"]
+    rm0 = yaml.safe_load((out / "rm-0" / "config.yaml").read_text())
+    assert rm0["model"]["path"] == str(out / "rm_sft")
+    policy = load_file(out / "sft" / "model.safetensors")
+    backbone = load_file(out / "rm_sft" / "model.safetensors")
+    assert policy.keys() == backbone.keys()
+    assert any(not torch.equal(policy[k], backbone[k]) for k in policy)
+    main_cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert main_cfg["model"]["path"] == str(out / "sft")
+
+
 def test_the_no_kl_run_has_no_penalty_and_the_main_run_keeps_its_reference(demo_run):
     out, s = demo_run
     main_cfg = yaml.safe_load((out / "config.yaml").read_text())
@@ -177,6 +198,13 @@ def test_rlhf_demo_yaml_is_the_embedded_recipe_and_valid():
     (lambda r: r.update(extra={}), "unknown recipe sections ['extra']"),
     (lambda r: r["demo"].update(rounds=-1), "demo.rounds must be an integer >= 0"),
     (lambda r: r["demo"].update(k=1), "demo.k must be an integer >= 2"),
+    (lambda r: r["demo"].update(rm_sft_steps=r["demo"]["sft_steps"] - 1),
+     "demo.rm_sft_steps must be >= demo.sft_steps"),
+    (lambda r: r["demo"].update(sft_lr_scheduler_type="step"),
+     "demo.sft_lr_scheduler_type must be one of"),
+    (lambda r: r["demo"].update(sft_lr=0), "demo.sft_lr must be a number > 0"),
+    (lambda r: r["demo"].update(sft_label_smoothing=-0.1),
+     "demo.sft_label_smoothing must be a number >= 0"),
     (lambda r: r["ppo"]["rewards"].update(names=["integer_exact"]),
      "ppo.rewards.names must include reward_model"),
     (lambda r: r["ppo"]["algo"].update(kl_coef=0.0), "ppo.algo.kl_coef must be > 0"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -85,6 +86,7 @@ def run_sft(
     system_prompt: str | None = None,
     label_smoothing: float = 0.0,
     lr_scheduler_type: str = "linear",
+    on_step: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune `model` in place on prompt + row["solution"] + EOS (loss on the solution tokens).
 
@@ -97,6 +99,10 @@ def run_sft(
 
     `label_smoothing` > 0 keeps the warm-started policy from becoming over-confident, so that
     sampling at temperature 1 stays exploratory for RL (it also raises the reported loss floor).
+
+    `on_step(n)` is called after the n-th optimizer step (1-based), the model in training mode:
+    a caller can save the model part-way through one run (the RLHF demo keeps its policy at one
+    step and trains on to a later one for its reward model's backbone).
 
     Returns {"loss_first", "loss_last" (mean of the last min(10, steps) steps), "lr_last" (the
     learning rate of the last step), "steps", "seconds", "losses"}.
@@ -131,6 +137,8 @@ def run_sft(
         engine.backward(loss)
         res = engine.step(loss_finite=bool(torch.isfinite(loss)))
         losses.append(loss.item())
+        if on_step is not None:
+            on_step(step + 1)
         if progress and (step % log_every == 0 or step == max_steps - 1):
             print(f"sft step {step + 1}/{max_steps} loss {losses[-1]:.4f} "
                   f"lr {res.lr:.2e} {time.perf_counter() - start:.1f}s",

@@ -61,3 +61,27 @@ def test_label_smoothing_loss(tiny_dir):
         got = completion_loss(model, batch, label_smoothing=eps)
     assert got.item() == pytest.approx(((1 - eps) * nll + eps * uniform).item(), rel=1e-5)
     assert completion_loss(model, batch).item() == pytest.approx(nll.item(), rel=1e-5)
+
+
+def test_on_step_sees_every_step_and_a_part_way_copy_is_that_steps_model(tiny_dir):
+    """on_step(n) runs after the n-th update: a copy taken there equals a run of n steps of the
+    same schedule (the RLHF demo keeps its policy part-way through its backbone's SFT run)."""
+    task = get_task("arithmetic", digits=1)
+    rows = task.rows("train", 40, 0)
+    kw = dict(max_steps=6, batch_size=8, lr=3e-3, progress=False,
+              lr_scheduler_type="constant_with_warmup", warmup_ratio=0.0)
+    model, tok = load_model_and_tokenizer(tiny_dir)
+    seen, copies = [], {}
+
+    def on_step(n: int) -> None:
+        seen.append(n)
+        if n == 4:
+            copies[n] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    run_sft(model, tok, rows, on_step=on_step, **kw)
+    assert seen == [1, 2, 3, 4, 5, 6]
+    short, _ = load_model_and_tokenizer(tiny_dir)
+    run_sft(short, tok, rows, **{**kw, "max_steps": 4})
+    state = short.state_dict()
+    assert all(torch.allclose(copies[4][k], state[k], atol=1e-6) for k in state)
+    assert any(not torch.equal(copies[4][k], v) for k, v in model.state_dict().items())
