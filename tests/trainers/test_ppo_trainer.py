@@ -320,6 +320,23 @@ def test_critic_starts_from_a_reward_model_directory_with_its_head(tmp_path):
         PPOTrainer(bad, progress=False)
 
 
+def _spy_on_passes(monkeypatch) -> list[tuple[str, int]]:
+    """Record PPO's no-grad passes as (name, rows): the old / reference log-probs and values."""
+    import reasoner.trainers.ppo as ppo
+
+    calls: list[tuple[str, int]] = []
+
+    def spy(name, real):
+        def f(model, seqs, *a, **kw):
+            calls.append((name, seqs.completion_ids.shape[0]))
+            return real(model, seqs, *a, **kw)
+        return f
+
+    monkeypatch.setattr(ppo, "token_logprobs", spy("logprobs", ppo.token_logprobs))
+    monkeypatch.setattr(ppo, "token_values", spy("values", ppo.token_values))
+    return calls
+
+
 @pytest.mark.parametrize("k,shared,lora", [(1, False, False), (1, True, False), (2, False, False),
                                            (1, False, True)])
 def test_first_micro_batch_forward_gives_the_old_logprobs_and_values(tmp_path, monkeypatch, k,
@@ -330,18 +347,7 @@ def test_first_micro_batch_forward_gives_the_old_logprobs_and_values(tmp_path, m
     advantages, returns, first-epoch losses and gradient norms as with the passes, and the
     passes run only over the rows it does not hold (none with one mini-batch). With LoRA the
     reference pass (the same model, adapters off) runs between that forward and its backward."""
-    import reasoner.trainers.ppo as ppo
-
-    calls = []
-
-    def spy(name, real):
-        def f(model, seqs, *a, **kw):
-            calls.append((name, seqs.completion_ids.shape[0]))
-            return real(model, seqs, *a, **kw)
-        return f
-
-    monkeypatch.setattr(ppo, "token_logprobs", spy("logprobs", ppo.token_logprobs))
-    monkeypatch.setattr(ppo, "token_values", spy("values", ppo.token_values))
+    calls = _spy_on_passes(monkeypatch)
     out = {}
     for fold in (False, True):
         calls.clear()
@@ -385,18 +391,7 @@ def test_lora_dropout_keeps_the_no_grad_passes(tmp_path, monkeypatch):
     """With LoRA dropout a training forward is not the old policy's, so the first micro-batch's
     forward is not folded in: the old log-probs and the values come from the no-grad passes
     (old, values, reference: three passes over the batch), as without the fold."""
-    import reasoner.trainers.ppo as ppo
-
-    calls = []
-
-    def spy(name, real):
-        def f(model, seqs, *a, **kw):
-            calls.append((name, seqs.completion_ids.shape[0]))
-            return real(model, seqs, *a, **kw)
-        return f
-
-    monkeypatch.setattr(ppo, "token_logprobs", spy("logprobs", ppo.token_logprobs))
-    monkeypatch.setattr(ppo, "token_values", spy("values", ppo.token_values))
+    calls = _spy_on_passes(monkeypatch)
     for dropout, passes in ((0.1, ["logprobs", "values", "logprobs"]), (0.0, ["logprobs"])):
         calls.clear()
         cfg = _cfg(tmp_path / f"d{dropout}", "train.per_device_train_batch_size=8",
