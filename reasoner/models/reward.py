@@ -92,11 +92,37 @@ def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device |
     return ids.to(device), mask.to(device)
 
 
-def sequence_scores(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
-                    ) -> torch.Tensor:
-    """The reward of each sequence [M] (float32): the model's own forward and head."""
-    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    return out.logits[:, 0].float()
+def sequence_scores(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+                    allow_lean: bool = True) -> torch.Tensor:
+    """The reward of each sequence [M] (float32): the model's head on the hidden state of the
+    token its own forward pools (the rightmost token that is not the pad id, as Hugging Face's
+    *ForSequenceClassification picks it). For a plain Qwen2/Llama/Mistral/Qwen3 model
+    (`lean_decoder`) with `allow_lean`, each row's tokens up to that one are right-aligned and go
+    through the lean forward, which skips the padding and runs the last layer for the pooled
+    position only: the same scores and gradients (tests/models/test_reward_scores.py). Other
+    models run their own forward."""
+    from reasoner.models.forward import forward_logits
+    from reasoner.models.lean import lean_decoder
+    from reasoner.models.value import VALUE_HEAD, unwrapped
+
+    base = unwrapped(model)
+    pad = getattr(base.config.get_text_config(), "pad_token_id", None)
+    lean = (lean_decoder(base, input_ids.shape[1])
+            if allow_lean and pad is not None and hasattr(base, VALUE_HEAD) else None)
+    if lean is None:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        return out.logits[:, 0].float()
+    cols = torch.arange(input_ids.shape[1], device=input_ids.device)
+    last = (cols * (input_ids != pad)).argmax(-1)  # the pooled position of each row
+    width = int(last.max()) + 1
+    src = torch.arange(width, device=input_ids.device)[None, :] - (width - 1 - last)[:, None]
+    real = src >= 0  # right-aligned: row r's tokens 0..last[r] end in the last column
+    src = src.clamp(min=0)
+    ids = torch.where(real, input_ids.gather(1, src), torch.zeros_like(src))
+    mask = attention_mask.gather(1, src) * real
+    one = torch.ones_like(ids[:, :1])  # forward_logits feeds the prompt and no completion token
+    hidden = forward_logits(base, ids, mask, one, one, return_hidden=True, allow_lean=True)
+    return getattr(base, VALUE_HEAD)(hidden[:, -1]).squeeze(-1).float()
 
 
 @torch.no_grad()

@@ -31,6 +31,7 @@ import torch
 from reasoner import distributed
 from reasoner.config import Config
 from reasoner.data import DataOrder
+from reasoner.models.lean import lean_allowed
 from reasoner.models.loading import StartingModels
 from reasoner.models.reward import (
     encode_sequence,
@@ -217,7 +218,8 @@ class RewardTrainer(BaseTrainer):
             tokens += int(mask.sum())
             self.engine.begin_micro_batch()
             with self.engine.autocast():
-                scores = sequence_scores(self.model, ids, mask)
+                scores = sequence_scores(self.model, ids, mask,
+                                         allow_lean=lean_allowed(self.cfg.model.lean_forward))
             dev = scores.device
             losses = pair_losses(scores, b.first.to(dev), b.second.to(dev), b.tie.to(dev),
                                  b.margin.to(dev),

@@ -240,6 +240,65 @@ def test_value_models_hidden_states_take_the_lean_forward(models, which, share):
         torch.testing.assert_close(g[name], g_hf[name], rtol=1e-8, atol=1e-10, msg=name)
 
 
+
+@pytest.mark.parametrize("which", ["qwen2", "llama", "qwen3"])
+def test_reward_model_scores_take_the_lean_forward(models, which):
+    """`sequence_scores` (what `reasoner rm` trains and every reward-model score uses) pools the
+    same token as the model's own forward (the rightmost one that is not the pad id, even when
+    a sequence ends in it) and gives the same scores and gradients in float64 through the lean
+    forward, over right-padded rows of different lengths."""
+    from transformers import AutoModelForSequenceClassification
+
+    from reasoner.models.reward import sequence_scores
+
+    ms, tok = models
+    policy = ms[which]
+    cfg = policy.config.__class__.from_dict({**policy.config.to_dict(), "num_labels": 1})
+    cfg.pad_token_id = tok.pad_token_id
+    rm = AutoModelForSequenceClassification.from_config(cfg).double()
+    rm.load_state_dict(policy.state_dict(), strict=False)
+    torch.nn.init.normal_(rm.score.weight, std=0.5)
+    g = torch.Generator().manual_seed(0)
+    pad = tok.pad_token_id
+    lengths = [3, 11, 7, 1, 11, 5]
+    ids = torch.full((len(lengths), 11), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, n in enumerate(lengths):
+        ids[r, :n] = torch.randint(3, 60, (n,), generator=g)
+        mask[r, :n] = 1
+    ids[2, 6] = pad  # a row that ends in the pad id (an EOS used as padding): pooled at 5
+    outs = {}
+    for fast in (False, True):
+        calls = []
+        real = forward.lean_forward
+
+        def spy(base, blocks, real=real, calls=calls, **kw):
+            calls.append(kw.get("keep"))
+            return real(base, blocks, **kw)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(forward, "lean_forward", spy)
+            if not fast:
+                for cls in _norm_classes():
+                    mp.setattr(cls, "forward", _hf_norm_in_input_precision)
+            rm.train()
+            rm.zero_grad(set_to_none=True)
+            s = sequence_scores(rm, ids, mask, allow_lean=fast)
+            (s * torch.arange(1.0, len(lengths) + 1, dtype=s.dtype)).sum().backward()
+            grads = {n: p.grad.clone() for n, p in rm.named_parameters() if p.grad is not None}
+            rm.eval()
+        assert calls == ([[1]] if fast else [])  # the last layer for the pooled position only
+        outs[fast] = s.detach(), grads
+    (s_hf, g_hf), (s, g) = outs[False], outs[True]
+    with torch.no_grad():
+        own = rm(input_ids=ids, attention_mask=mask).logits[:, 0].float()
+    torch.testing.assert_close(s_hf, own)
+    torch.testing.assert_close(s, s_hf, rtol=1e-6, atol=1e-7)
+    assert len(set(s.tolist())) == len(lengths)
+    assert g.keys() == g_hf.keys() and "score.weight" in g
+    for name in g:
+        torch.testing.assert_close(g[name], g_hf[name], rtol=1e-8, atol=1e-10, msg=name)
+
 def test_lean_forward_is_used_for_the_decode_prefill_and_matches_float32(models):
     """fp32 too: the generation-time logits of the lean decode match HF's forward logits."""
     ms, tok = models

@@ -123,8 +123,9 @@ def test_a_step_is_trls_loss_and_any_micro_batch_split_gives_the_same_update(tmp
         m = t.train_step().metrics
         assert m["loss"] == pytest.approx(float(want), rel=1e-5)
         finals.append({k: v.clone() for k, v in t.model.state_dict().items()})
-    for k in finals[0]:
-        torch.testing.assert_close(finals[0][k], finals[1][k], rtol=1e-5, atol=1e-6)
+    for k in finals[0]:  # float32 rounding: the lean forward packs each micro-batch's tokens,
+        # so different splits run GEMMs of different shapes (one element moves ~1e-6 after Adam)
+        torch.testing.assert_close(finals[0][k], finals[1][k], rtol=1e-5, atol=5e-6)
 
 
 def test_trl_reward_trainer_compute_loss_gives_our_loss(tmp_path):
