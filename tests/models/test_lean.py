@@ -5,6 +5,8 @@ and MLP biases, Mistral's sliding window (while the sequence fits in it), Qwen3'
 shared prompts and length buckets; and the cases where it must not run (peft, ZeRO-3, hooks,
 checkpointing, a window the sequence passes, other architectures, ...)."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -83,6 +85,24 @@ def _hf_norm_in_input_precision(self, x):
     xf = x.to(torch.promote_types(x.dtype, torch.float32))
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
     return self.weight * xf.to(x.dtype)
+
+
+@contextlib.contextmanager
+def _spied_lean_forward(calls, *, hf_reference):
+    """Inside, every `lean_forward` call appends its `keep` to `calls`; with `hf_reference`, HF's
+    norms run in the input's precision (the float64 reference of the value / reward tests)."""
+    real = forward.lean_forward
+
+    def spy(base, blocks, **kw):
+        calls.append(kw.get("keep"))
+        return real(base, blocks, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(forward, "lean_forward", spy)
+        if hf_reference:
+            for cls in _norm_classes():
+                mp.setattr(cls, "forward", _hf_norm_in_input_precision)
+        yield
 
 
 def _run(model, args, *, fast, **kw):
@@ -212,17 +232,7 @@ def test_value_models_hidden_states_take_the_lean_forward(models, which, share):
     outs = {}
     for fast in (False, True):
         calls = []
-        real = forward.lean_forward
-
-        def spy(base, blocks, real=real, calls=calls, **kw):
-            calls.append(len(blocks))
-            return real(base, blocks, **kw)
-
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(forward, "lean_forward", spy)
-            if not fast:
-                for cls in _norm_classes():
-                    mp.setattr(cls, "forward", _hf_norm_in_input_precision)
+        with _spied_lean_forward(calls, hf_reference=not fast):
             value.train()
             value.zero_grad(set_to_none=True)
             v = forward_values(value, *args, share_prompts=share, allow_lean=fast)
@@ -270,17 +280,7 @@ def test_reward_model_scores_take_the_lean_forward(models, which):
     outs = {}
     for fast in (False, True):
         calls = []
-        real = forward.lean_forward
-
-        def spy(base, blocks, real=real, calls=calls, **kw):
-            calls.append(kw.get("keep"))
-            return real(base, blocks, **kw)
-
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(forward, "lean_forward", spy)
-            if not fast:
-                for cls in _norm_classes():
-                    mp.setattr(cls, "forward", _hf_norm_in_input_precision)
+        with _spied_lean_forward(calls, hf_reference=not fast):
             rm.train()
             rm.zero_grad(set_to_none=True)
             s = sequence_scores(rm, ids, mask, allow_lean=fast)
