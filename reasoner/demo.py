@@ -127,7 +127,7 @@ def plot_demo(metrics_path: str | Path, before: dict[str, float], after: dict[st
               path: str | Path, *, heldout_title: str = "held-out problems") -> Path:
     """The demo in one picture: GRPO's training accuracy per step (raw and smoothed) beside the
     held-out measures before and after GRPO."""
-    from reasoner.metrics import draw_heldout, draw_series, pyplot, read_metrics
+    from reasoner.metrics import draw_heldout, draw_series, pyplot, read_metrics, save_figure
 
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -139,10 +139,7 @@ def plot_demo(metrics_path: str | Path, before: dict[str, float], after: dict[st
     left.legend(loc="lower right", fontsize=8)
     draw_heldout(right, before, after)
     right.set_title(heldout_title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def run_demo(output_dir: str | Path, *, config_path: str | Path | None = None,

@@ -737,11 +737,9 @@ def plot_rlhf(summary: dict[str, Any], out: str | Path) -> list[Path]:
     score, the round's own reward-model score before and after its PPO steps, and its held-out
     accuracy (and the last round's model's, before the update) beside the annotator's
     Bayes-optimal accuracy. Drawn from the summary alone."""
-    import matplotlib
+    from reasoner.metrics import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out = Path(out)
     runs = [("with the KL penalty, online rounds", summary, "tab:blue", "o")]
     if summary.get("no_kl"):
@@ -762,10 +760,7 @@ def plot_rlhf(summary: dict[str, Any], out: str | Path) -> list[Path]:
         ax.set_xlabel("KL(policy || warm start) per completion (numbers: rounds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths = [out / "scores_vs_kl.png"]
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths = [save_figure(fig, out / "scores_vs_kl.png")]
 
     rs = summary["rounds"]
     x = [r["round"] for r in rs]
@@ -794,8 +789,5 @@ def plot_rlhf(summary: dict[str, Any], out: str | Path) -> list[Path]:
         ax.set_xticks(x)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out / "rounds.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "rounds.png"))
     return paths

@@ -120,6 +120,14 @@ def pyplot() -> Any:
     return plt
 
 
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out `fig`, write it to `path` as a PNG (100 dpi) and close it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)
+    return Path(path)
+
+
 def draw_series(ax: Any, recs: list[dict[str, Any]], key: str, *, label: str | None = None,
                 color: str | None = None, smoothing: float = 0.9) -> bool:
     """Draw metric `key` of `recs` (metrics.jsonl records) on `ax`: the raw value of every step
@@ -152,10 +160,7 @@ def plot_metrics(metrics_path: str | Path, out_dir: str | Path,
         ax.set_xlabel("step")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        out.append(Path(out_dir) / fname)
-        fig.savefig(out[-1], dpi=100)
-        plt.close(fig)
+        out.append(save_figure(fig, Path(out_dir) / fname))
     return out
 
 
@@ -184,10 +189,7 @@ def plot_heldout(before: dict[str, float], after: dict[str, float], path: str | 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     draw_heldout(ax, before, after)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 class Progress:

@@ -107,11 +107,9 @@ def evaluate_reward_model(model: Any, tokenizer: Any, records: Sequence[Preferen
 def plot_calibration(metrics: dict[str, Any], path: str | Path) -> Path:
     """A reliability diagram: observed vs predicted win rate per bin, the diagonal, and the
     pairs per bin."""
-    import matplotlib
+    from reasoner.metrics import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [r for r in metrics["calibration"] if r["count"]]
     fig, (ax, hx) = plt.subplots(2, 1, figsize=(5, 6), sharex=True,
                                  gridspec_kw={"height_ratios": [3, 1]})
@@ -129,8 +127,4 @@ def plot_calibration(metrics: dict[str, Any], path: str | Path) -> Path:
            [r["count"] for r in metrics["calibration"]], width=width * 0.9)
     hx.set_xlabel("predicted win rate of the predicted winner, sigmoid(|r_a - r_b|)")
     hx.set_ylabel("pairs")
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return p
+    return save_figure(fig, path)
