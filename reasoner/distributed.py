@@ -133,6 +133,12 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def shutdown() -> None:
+def shutdown(*, synchronize: bool = True) -> None:
+    """Destroy the process group. After a run that ended normally (`synchronize`) every rank
+    first waits for the others: a rank that tears down gloo while a peer is still in its last
+    collective can abort at exit ("terminate called without an active exception"). After an
+    error there is no barrier, since a failed peer would never reach it."""
     if is_initialized():
+        if synchronize:
+            barrier()
         dist.destroy_process_group()

@@ -35,9 +35,12 @@ def train(cfg: Any, *, resume: bool = False, deepspeed_config: str | None = None
     trainer = ALGORITHMS.get(cfg.algo.name)(cfg, resume=resume, deepspeed_config=deepspeed_config,
                                             progress=progress, overwrite=overwrite)
     try:
-        return trainer.train()
-    finally:
-        distributed.shutdown()
+        summary = trainer.train()
+    except BaseException:
+        distributed.shutdown(synchronize=False)
+        raise
+    distributed.shutdown()
+    return summary
 
 
 __all__ = ["ALGORITHMS", "CRITIC_ALGORITHMS", "train"]
