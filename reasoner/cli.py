@@ -145,6 +145,11 @@ def rm(
             line += f"; held-out accuracy {ev['accuracy']:.3f} on {ev['num_pairs']} pairs"
             if "bayes_accuracy" in ev:
                 line += f" (annotator's Bayes-optimal {ev['bayes_accuracy']:.3f})"
+                groups = "; ".join(
+                    f"p in [{g['confidence'][0]:g}, {g['confidence'][1]:g}): {g['pairs']} pairs, "
+                    f"{g['accuracy']:.3f} vs {g['bayes_accuracy']:.3f}, {g['gap_points']:+.2f} pts"
+                    for g in ev["by_annotator_confidence"] if g["pairs"])
+                line += f"\ngap to Bayes by the annotator's confidence p: {groups}"
         typer.echo(line)
 
 

@@ -393,7 +393,8 @@ class Judges:
             m = evaluate_reward_model(r.model, r.tokenizer, read_preferences(s.rankings),
                                       batch_size=256)
             self.rm_metrics[key] = {k: m[k] for k in ("accuracy", "bayes_accuracy", "ece",
-                                                      "mean_margin", "num_pairs")}
+                                                      "mean_margin", "num_pairs",
+                                                      "by_annotator_confidence")}
         return self.rm_metrics[key]
 
     def describe(self, s: PolicySamples) -> dict[str, Any]:
@@ -414,6 +415,8 @@ def round_figures(before: dict[str, Any], after: dict[str, Any], rm: str,
             "rm_score_before": before["rm_scores"][rm], "rm_score_after": after["rm_scores"][rm],
             "rm_accuracy": rm_metrics["accuracy"],
             "annotator_accuracy": rm_metrics["bayes_accuracy"], "kl_after": after["kl"],
+            # where the reward model loses against the annotator, by the annotator's confidence
+            "rm_accuracy_by_annotator_confidence": rm_metrics["by_annotator_confidence"],
             # round 0's reward model on the policy after the round: one scale for every round
             # and both runs
             "rm_0_score_after": after["rm_scores"][FIRST_RM], "reward_model": rm,

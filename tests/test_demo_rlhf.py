@@ -25,7 +25,8 @@ from reasoner.metrics import read_metrics
 ROOT = Path(__file__).resolve().parents[1]
 ROUND_KEYS = {"round", "true_score_before", "true_score_after", "rm_score_before",
               "rm_score_after", "rm_accuracy", "annotator_accuracy", "kl_after",
-              "rm_0_score_after", "reward_model", "ppo_steps"}
+              "rm_0_score_after", "reward_model", "ppo_steps",
+              "rm_accuracy_by_annotator_confidence"}
 
 TINY = {
     "demo": {"seed": 0, "sft_rows": 64, "sft_steps": 40, "rm_sft_steps": 60, "sft_batch_size": 16,
@@ -86,6 +87,11 @@ def test_summary_has_the_issues_fields_and_they_tie_together(demo_run):
         for k in ("rm_accuracy", "annotator_accuracy"):
             assert 0.0 <= r[k] <= 1.0
         assert r["annotator_accuracy"] >= 0.5  # Bayes-optimal: never below chance
+        # the gap split by the annotator's confidence adds up to the whole gap
+        groups = r["rm_accuracy_by_annotator_confidence"]
+        assert sum(g["pairs"] for g in groups) > 0
+        assert sum(g["gap_points"] for g in groups) == pytest.approx(
+            100 * (r["annotator_accuracy"] - r["rm_accuracy"]))
         assert all(math.isfinite(r[k]) for k in ("rm_score_before", "rm_score_after",
                                                  "kl_after"))
     nk = s["no_kl"]

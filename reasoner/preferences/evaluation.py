@@ -8,10 +8,20 @@ with d > 0. Calibration orients each pair by the model's predicted winner: predi
 q = sigmoid(|d|) in [1/2, 1], observed 1 if that side won (1/2 when d = 0); pairs are binned by
 q, and ECE = sum over bins of (pairs in bin / pairs) * |mean q - observed rate|. Ties are
 counted and left out of these numbers.
+
+Where the records carry the annotator's utilities, `by_annotator_confidence` says where the
+model loses against the Bayes-optimal accuracy: the pairs are grouped by how sure the annotator
+is of them, p = sigmoid(|u_a - u_b| / T) (the Bayes-optimal accuracy of that pair), in
+`CONFIDENCE_EDGES`; per group the pairs, the model's accuracy, the Bayes-optimal accuracy and
+`gap_points`, the group's share of the whole gap in accuracy points (the groups' shares add up
+to 100 x accuracy_gap_to_bayes when every record carries utilities). A model that misses pairs the annotator is near certain of has
+not learned a part of the preference (for the arithmetic annotator: checking the answer), which
+a single accuracy figure hides.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +29,10 @@ from typing import Any
 
 from reasoner.preferences.annotator import bayes_accuracy_of_records, sigmoid
 from reasoner.preferences.formats import PreferenceRecord
+
+# groups of pairs by the annotator's confidence p = sigmoid(|u_a - u_b| / T): near-equal, uncertain,
+# clear, near certain
+CONFIDENCE_EDGES = (0.5, 0.6, 0.9, 0.99, 1.0)
 
 
 def _log_sigmoid(x: float) -> float:
@@ -37,6 +51,7 @@ def pairwise_metrics(records: Sequence[PreferenceRecord], scores: Sequence[Seque
     n = ties = 0
     correct = margin = loss = 0.0
     oracle, oracle_n = 0.0, 0
+    groups = [[0, 0.0, 0.0] for _ in CONFIDENCE_EDGES[1:]]  # pairs, model right, Bayes
     counts, pred, obs = [0] * bins, [0.0] * bins, [0.0] * bins
     for rec, s in zip(records, scores):
         if len(s) != len(rec.completions):
@@ -62,6 +77,11 @@ def pairwise_metrics(records: Sequence[PreferenceRecord], scores: Sequence[Seque
                 du = rec.utilities[c.first] - rec.utilities[c.second]
                 oracle += 1.0 if du > 0 else (0.5 if du == 0 else 0.0)
                 oracle_n += 1
+                p = sigmoid(abs(du) / rec.noise_temperature)
+                g = groups[min(bisect.bisect_right(CONFIDENCE_EDGES, p) - 1, len(groups) - 1)]
+                g[0] += 1
+                g[1] += d > 0
+                g[2] += p
     table = [{"bin": [0.5 + b / (2 * bins), 0.5 + (b + 1) / (2 * bins)], "count": counts[b],
               "predicted": pred[b] / counts[b] if counts[b] else None,
               "observed": obs[b] / counts[b] if counts[b] else None} for b in range(bins)]
@@ -83,6 +103,12 @@ def pairwise_metrics(records: Sequence[PreferenceRecord], scores: Sequence[Seque
         out["accuracy_gap_to_bayes"] = bayes - out["accuracy"]
         # the hidden utility as a predictor of these very labels (its realised accuracy)
         out["annotator_utility_accuracy"] = oracle / oracle_n if oracle_n else float("nan")
+        out["by_annotator_confidence"] = [
+            {"confidence": [CONFIDENCE_EDGES[k], CONFIDENCE_EDGES[k + 1]], "pairs": g[0],
+             "accuracy": g[1] / g[0] if g[0] else None,
+             "bayes_accuracy": g[2] / g[0] if g[0] else None,
+             "gap_points": 100 * (g[2] - g[1]) / oracle_n if oracle_n else None}
+            for k, g in enumerate(groups)]
     return out
 
 
