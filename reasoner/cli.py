@@ -308,7 +308,7 @@ def eval_cmd(
     task: Optional[str] = typer.Option(None, "--task", help="= data.task: a built-in task (arithmetic, countdown), a plugin's, or module:Class."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="= data.dataset_path (and data.task=null): a jsonl / parquet / datasets directory."),
     column_map: Optional[list[str]] = typer.Option(None, "--column-map", help="OURS=YOURS (repeatable) = data.column_map, e.g. question=problem."),
-    reward: Optional[list[str]] = typer.Option(None, "--reward", help="Reward function (repeatable) = rewards.names; the first is the accuracy unless rewards.accuracy_reward says otherwise. Default: the task's."),
+    reward: Optional[list[str]] = typer.Option(None, "--reward", help="Reward function (repeatable) = rewards.names; the accuracy logged is the task's accuracy reward (scored for the logs if not among them), or for a dataset the first, unless rewards.accuracy_reward says otherwise. Default: the task's."),
     split: Optional[str] = typer.Option(None, "--split", help="A task's train or test (default test, held out); a datasets directory's split."),
     n: int = typer.Option(200, "--n", help="Rows to evaluate (a dataset's first N)."),
     num_samples: int = typer.Option(1, "--num-samples", help="Completions per row."),

@@ -107,7 +107,10 @@ class RewardsConfig:
     reward_weights: Optional[list[float]] = _f(None, "One weight per reward function (TRL: "
                                                "reward_weights); null = all 1.0.")
     accuracy_reward: Optional[str] = _f(None, "Reward whose value is logged as accuracy "
-                                        "(default: the task's, else the first name).")
+                                        "(a sample is right at >= 1); one outside "
+                                        "rewards.names is scored for the logs only, never "
+                                        "trained on. Default: the task's accuracy reward, "
+                                        "else the first name unless it is reward_model.")
     reward_model_path: Optional[str] = _f(None, "The reward model of the reward_model reward "
                                           "(a directory saved by reasoner rm, its final/; any "
                                           "AutoModelForSequenceClassification with one label).")
@@ -619,9 +622,17 @@ def validate(cfg: Config) -> None:
             resolve_reward(n)
         except (KeyError, TypeError) as e:
             raise ConfigError(f"rewards.names[{i}]: {e}") from None
-    if r.accuracy_reward is not None and r.names:
-        _require(r.accuracy_reward in r.names,
-                 f"rewards.accuracy_reward {r.accuracy_reward!r} is not in rewards.names")
+    if r.accuracy_reward is not None and r.accuracy_reward not in r.names:
+        # scored beside the rewards for the logs only (accuracy_monitor): a rule-based one
+        try:
+            fn = resolve_reward(r.accuracy_reward)
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"rewards.accuracy_reward: {e}") from None
+        from reasoner.verifiers.rewards import ModelReward
+
+        _require(not (isinstance(fn, type) and issubclass(fn, ModelReward)),
+                 f"rewards.accuracy_reward {r.accuracy_reward!r} holds a model: a learned "
+                 "score is not a verdict; name a rule-based reward or one of rewards.names")
     _require("reward_model" not in r.names or r.reward_model_path is not None,
              "rewards.names has reward_model: set rewards.reward_model_path (reasoner rm's "
              "output_dir/final)")

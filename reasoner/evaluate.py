@@ -13,7 +13,13 @@ from reasoner.data import default_template, render_prompt
 from reasoner.rollout import generate_rollouts
 from reasoner.tasks.base import SPLITS
 from reasoner.verifiers.format import strict_format_ok
-from reasoner.verifiers.rewards import WeightedReward, get_reward, score_completions
+from reasoner.verifiers.rewards import (
+    WeightedReward,
+    accuracy_monitor,
+    accuracy_reward_name,
+    get_reward,
+    score_completions,
+)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -56,8 +62,9 @@ def evaluate(
 
     `task`: a Task (or a task name) or None (a dataset). `reward_funcs`: the functions, as
     training resolves them (`reasoner.verifiers.rewards.run_rewards`); default: the task's
-    accuracy reward alone. `accuracy_reward`: the function whose value is the accuracy
-    (default: the task's, else the first). `template`: None = training's default (the task's,
+    accuracy reward alone. `accuracy_reward`: the function whose value is the accuracy, scored
+    beside them if it is not one of them (default: `accuracy_reward_name`'s: the task's, else
+    the first). `template`: None = training's default (the task's,
     r1_zero for a dataset). temperature 0 is greedy decoding. `batch_size` is the number of
     sequences generated at once.
     Returns accuracy (mean of the accuracy reward over judged samples), pass@k for each
@@ -76,11 +83,14 @@ def evaluate(
         if task is None:
             raise ValueError("evaluate needs a task or reward functions")
         reward_funcs = [WeightedReward(task.accuracy_reward, get_reward(task.accuracy_reward))]
+    accuracy_reward = accuracy_reward or accuracy_reward_name(None, task, reward_funcs)
+    if accuracy_reward is None:
+        raise ValueError("no accuracy reward: the only reward holds a model; name a rule-based "
+                         "one (rewards.accuracy_reward)")
+    # the accuracy reward is scored (for the accuracy) even when it is not one of the run's
+    monitor = accuracy_monitor(reward_funcs, accuracy_reward)
+    reward_funcs = list(reward_funcs) + ([] if monitor is None else [monitor])
     names = [f.name for f in reward_funcs]
-    accuracy_reward = accuracy_reward or (
-        task.accuracy_reward if task is not None and task.accuracy_reward in names else names[0])
-    if accuracy_reward not in names:
-        raise ValueError(f"accuracy reward {accuracy_reward!r} is not one of {names}")
     template = template or default_template(task)
     per_call = max(1, batch_size // num_samples)
     per_func: list[list[float | None]] = [[] for _ in reward_funcs]

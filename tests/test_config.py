@@ -139,6 +139,10 @@ def test_a_file_with_the_old_grpo_section_reads_the_same():
         ("rewards.names=[nope]", "rewards.names[0]: unknown reward function 'nope'"),
         ("rewards.names=[nomodule_xyz:f]", "rewards.names[0]: reward function 'nomodule_xyz:f': cannot import"),
         ("rewards.reward_weights=[1.0]", "rewards.reward_weights needs rewards.names"),
+        # an accuracy reward outside rewards.names is scored for the logs: it must be a verdict
+        ("rewards.accuracy_reward=nope", "rewards.accuracy_reward: unknown reward function"),
+        ("rewards.accuracy_reward=reward_model", "rewards.accuracy_reward 'reward_model' holds "
+                                                 "a model: a learned score is not a verdict"),
         ("lora.dropout=1.0", "lora.dropout must be in [0, 1)"),
         ("algo.beta", "must look like section.field=value"),
         ("beta=1", "must be section.field"),
@@ -179,6 +183,11 @@ def test_ppo_and_a2c_take_one_completion_per_prompt_grpo_does_not():
     assert load_config(TINY, ["algo.name=a2c", "rollout.num_generations=1"]).algo.name == "a2c"
     with pytest.raises(ConfigError, match="rollout.num_generations must be >= 2"):
         load_config(TINY, ["algo.name=rloo", "rollout.num_generations=1"])
+
+
+def test_the_accuracy_reward_may_be_one_the_run_does_not_train_on():
+    cfg = load_config(TINY, ["rewards.names=[format_soft]", "rewards.accuracy_reward=integer_exact"])
+    assert cfg.rewards.accuracy_reward == "integer_exact"
 
 
 def test_reward_weights_length_must_match():

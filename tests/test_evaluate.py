@@ -10,7 +10,7 @@ from reasoner.cli import app
 from reasoner.evaluate import evaluate, pass_at_k
 from reasoner.models import build_tiny_model, load_model_and_tokenizer
 from reasoner.tasks.base import Task
-from reasoner.verifiers.rewards import register_reward
+from reasoner.verifiers.rewards import WeightedReward, register_reward
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,17 @@ def test_evaluate_pass_at_k_and_accuracy(tiny_dir):
     assert 1.0 <= ev["mean_length"] <= 4.0 and 0.0 <= ev["truncated_rate"] <= 1.0
     with pytest.raises(ValueError, match="pass@8"):
         evaluate(model, tok, rows, task=task, num_samples=2, k_values=(8,), max_new_tokens=2)
+
+
+def test_the_tasks_accuracy_is_scored_beside_rewards_that_do_not_include_it(tiny_dir):
+    model, tok = load_model_and_tokenizer(tiny_dir)
+    rows = [{"question": "1+1", "answer": "2"}, {"question": "2+2", "answer": "4"}]
+    task = _ScriptedTask([1, 0, 1, 1])
+    digits = WeightedReward("count_digits", lambda p, c, **k: [0.5] * len(c))
+    ev = evaluate(model, tok, rows, task=task, reward_funcs=[digits], num_samples=2,
+                  temperature=1.0, max_new_tokens=4)
+    assert ev["accuracy"] == pytest.approx(3 / 4)  # the task's verdicts, not the 0.5s
+    assert ev["rewards/count_digits"] == pytest.approx(0.5)
 
 
 def test_cli_sft_then_eval(tiny_dir, tmp_path):

@@ -21,6 +21,9 @@ class Batch:
     rows: list[dict[str, Any]]  # the dataset row of each completion
     prompts: list[str]  # the prompt text of each completion
     per_func: list[list[float | None]]  # one list of N rewards per reward function
+    # the accuracy reward's N values when it is scored for the logs only (not one of the
+    # rewards: `accuracy_monitor`), else None
+    monitored: list[float | None] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -50,6 +53,8 @@ def cat_batches(parts: list[Batch], pad_id: int) -> Batch:
         rows=[r for b in parts for r in b.rows],
         prompts=[q for b in parts for q in b.prompts],
         per_func=[[v for b in parts for v in b.per_func[k]] for k in range(len(parts[0].per_func))],
+        monitored=(None if parts[0].monitored is None
+                   else [v for b in parts for v in b.monitored or []]),
     )
 
 
@@ -63,6 +68,7 @@ def select_groups(b: Batch, groups: list[int], g: int) -> Batch:
         texts=[b.texts[i] for i in idx], truncated=b.truncated[t],
         rows=[b.rows[i] for i in idx], prompts=[b.prompts[i] for i in idx],
         per_func=[[f[i] for i in idx] for f in b.per_func],
+        monitored=None if b.monitored is None else [b.monitored[i] for i in idx],
     )
 
 

@@ -44,6 +44,8 @@ from reasoner.verifiers.rewards import (
     CombinedRewards,
     RewardContext,
     WeightedReward,
+    accuracy_monitor,
+    accuracy_reward_name,
     combine_rewards,
     explain_unjudged,
     load_reward_states,
@@ -112,10 +114,13 @@ class GRPOTrainer(BaseTrainer):
             if not reward_funcs:
                 raise ValueError("no reward functions")
             self.reward_funcs = list(reward_funcs)
-            self.accuracy_reward = cfg.rewards.accuracy_reward or reward_funcs[0].name
+            self.accuracy_reward = accuracy_reward_name(cfg.rewards.accuracy_reward, self.task,
+                                                        self.reward_funcs)
         else:  # a reward that holds a model loads it here (sharded under ZeRO-3)
             self.reward_funcs, self.accuracy_reward = run_rewards(
                 cfg.rewards, self.task, context=RewardContext(cfg, self.device, self.zero3_config))
+        # the accuracy reward when the run does not train on it: scored for the logs only
+        self.accuracy_monitor = accuracy_monitor(self.reward_funcs, self.accuracy_reward)
         self.order = DataOrder(len(self.rows), cfg.train.seed)
         # what ran the forward, in words (`forward_path`), for the log and the metrics
         self.paths: dict[str, str] = {"decode": "", "update": ""}  # "": not run yet
@@ -208,9 +213,11 @@ class GRPOTrainer(BaseTrainer):
         with timer("reward"):
             per_func = score_completions(self.reward_funcs, rep_prompts, out.completion_texts,
                                          rep_rows)
+            monitored = (None if self.accuracy_monitor is None else score_completions(
+                [self.accuracy_monitor], rep_prompts, out.completion_texts, rep_rows)[0])
         return Batch(out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask,
                      list(out.completion_texts), out.truncated.bool(), rep_rows, rep_prompts,
-                     per_func)
+                     per_func, monitored)
 
     def combined(self, b: Batch) -> CombinedRewards:
         return combine_rewards(b.per_func, [f.weight for f in self.reward_funcs])
@@ -432,9 +439,11 @@ class GRPOTrainer(BaseTrainer):
                              dtype=torch.float64)
             m[f"rewards/{name}/mean"] = float(x.mean()) if x.numel() else float("nan")
             m[f"rewards/{name}/std"] = float(x.std()) if x.numel() > 1 else 0.0
-        if self.accuracy_reward in names:
-            x = [v for v in per_func[names.index(self.accuracy_reward)]
-                 if v is not None and math.isfinite(v)]
+        acc = self.accuracy_values(b)
+        if acc is not None:
+            if self.world > 1:
+                acc = [v for part in distributed.gather_objects(acc) for v in part]
+            x = [v for v in acc if v is not None and math.isfinite(v)]
             m["accuracy"] = sum(1.0 for v in x if v >= 1.0) / len(x) if x else float("nan")
         m["skipped_samples"] = float((~v_all).sum())
         m["skipped_samples/unscorable"], m["skipped_samples/non_finite"] = distributed.sum_all(
@@ -469,7 +478,18 @@ class GRPOTrainer(BaseTrainer):
                 m[f"memory/rank{r}_peak_gb"] = v
         return m
 
+    def accuracy_values(self, b: Batch) -> list[float | None] | None:
+        """This rank's values of the accuracy reward (a training reward's, or the monitor's);
+        None when the run logs no accuracy."""
+        if b.monitored is not None:
+            return b.monitored
+        names = [f.name for f in self.reward_funcs]
+        if self.accuracy_reward in names:
+            return b.per_func[names.index(self.accuracy_reward)]
+        return None
+
     def _samples(self, b: Batch, rewards: torch.Tensor, adv: torch.Tensor) -> list[dict[str, Any]]:
+        monitor = self.accuracy_monitor
         recs = []
         for i in range(min(self.cfg.train.num_completions_to_log, len(b))):
             recs.append({
@@ -479,6 +499,8 @@ class GRPOTrainer(BaseTrainer):
                 "advantage": float(adv[i] if adv.dim() == 1 else adv[i].sum()
                                    / b.completion_mask[i].sum().clamp(min=1).cpu()),
                 **{f"reward/{f.name}": vals[i] for f, vals in zip(self.reward_funcs, b.per_func)},
+                **({} if monitor is None or b.monitored is None
+                   else {f"accuracy/{monitor.name}": b.monitored[i]}),
             })
         return recs
 

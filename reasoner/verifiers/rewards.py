@@ -262,11 +262,12 @@ def load_reward_states(funcs: Sequence[WeightedReward], states: dict[str, Any]) 
 
 
 def run_rewards(rewards_cfg: Any, task: Any, *, context: RewardContext | None = None
-                ) -> tuple[list[WeightedReward], str]:
-    """A run's reward functions and the name of the one logged as accuracy, from the
-    ``rewards`` config section (names, reward_weights, accuracy_reward) and the task (None for
-    a dataset): the configured functions, else the task's own with its weights. The same for
-    training and evaluation; `context` builds a reward that holds a model (`resolve_rewards`)."""
+                ) -> tuple[list[WeightedReward], str | None]:
+    """A run's reward functions and the name of the one logged as accuracy
+    (`accuracy_reward_name`), from the ``rewards`` config section (names, reward_weights,
+    accuracy_reward) and the task (None for a dataset): the configured functions, else the
+    task's own with its weights. The same for training and evaluation; `context` builds a
+    reward that holds a model (`resolve_rewards`)."""
     if rewards_cfg.names:
         funcs = resolve_rewards(rewards_cfg.names, rewards_cfg.reward_weights, context=context)
     elif task is not None:
@@ -276,9 +277,35 @@ def run_rewards(rewards_cfg: Any, task: Any, *, context: RewardContext | None = 
         raise ValueError("rewards.names must be set when the rows do not come from a task")
     if not funcs:
         raise ValueError("no reward functions")
-    accuracy = rewards_cfg.accuracy_reward or (
-        task.accuracy_reward if task is not None and not rewards_cfg.names else funcs[0].name)
-    return funcs, accuracy
+    return funcs, accuracy_reward_name(rewards_cfg.accuracy_reward, task, funcs)
+
+
+def accuracy_reward_name(configured: str | None, task: Any,
+                         funcs: Sequence[WeightedReward]) -> str | None:
+    """The reward whose value is logged as accuracy (a sample is right at >= 1): the configured
+    one; else the task's accuracy reward, whether or not the run trains on it (training on a
+    reward model still logs how often the answers are right, `accuracy_monitor`); else, for a
+    dataset, the first function, unless it holds a model (a learned score is not a verdict:
+    no accuracy then)."""
+    if configured:
+        return configured
+    if task is not None:
+        return task.accuracy_reward
+    return None if isinstance(funcs[0].func, ModelReward) else funcs[0].name
+
+
+def accuracy_monitor(funcs: Sequence[WeightedReward],
+                     accuracy: str | None) -> WeightedReward | None:
+    """The accuracy reward as a function scored beside the run's rewards for the logs only
+    (weight 0, never in the reward), when it is not one of them; None when it is, or when
+    there is no accuracy reward."""
+    if accuracy is None or accuracy in [f.name for f in funcs]:
+        return None
+    fn = get_reward(accuracy)
+    if isinstance(fn, type) and issubclass(fn, ModelReward):
+        raise ValueError(f"the accuracy reward {accuracy!r} holds a model: a learned score is "
+                         "not a verdict; name a rule-based reward (or one of rewards.names)")
+    return WeightedReward(accuracy, fn, 0.0)
 
 
 def score_completions(funcs: Sequence[WeightedReward], prompts: list[Any], completions: list[Any],

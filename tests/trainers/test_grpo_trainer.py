@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from reasoner.config import load_config
 from reasoner.data import DataOrder, load_training_data
 from reasoner.metrics import read_metrics
+from reasoner.tasks.arithmetic import integer_exact_reward
 from reasoner.trainers import train
 from reasoner.trainers.batch import Batch, cat_batches, select_groups
 from reasoner.trainers.grpo import GRPOTrainer
@@ -157,11 +158,33 @@ def test_dynamic_sampling_refills_zero_std_groups(tmp_path):
         return [float(i % 2) for i in range(len(completions))]
 
     t = GRPOTrainer(cfg, reward_funcs=[WeightedReward("flaky", flaky)], progress=False)
-    assert t.accuracy_reward == "flaky"
+    # the task's accuracy is logged, scored beside the reward the run trains on
+    assert t.accuracy_reward == "integer_exact" and t.accuracy_monitor.weight == 0.0
     m = t.train_step().metrics
     assert calls == [8, 8]  # 2 prompts x G=4, then 2 fresh prompts to replace both groups
     assert m["dynamic_sampling/tries"] == 1 and m["frac_zero_std_groups"] == 0.0
     assert m["dynamic_sampling/filled_frac"] == 1.0
+
+
+def test_the_tasks_accuracy_is_logged_when_the_run_trains_on_another_reward(tmp_path):
+    t = GRPOTrainer(_cfg(tmp_path / "acc", "train.max_steps=2", "train.report_to_tensorboard=false",
+                         "train.num_completions_to_log=8"), progress=False)
+    assert t.accuracy_reward == "integer_exact"  # the arithmetic task's, not the digit reward
+    step = t.train_step()
+    b = step.batch
+    assert b.monitored == integer_exact_reward(b.prompts, b.texts,
+                                               answer=[r["answer"] for r in b.rows])
+    assert [r["accuracy/integer_exact"] for r in step.samples] == b.monitored[:8]
+    # a verdict that varies, to see the metric follow it (a random model is never right)
+    t.accuracy_monitor = WeightedReward("integer_exact",
+                                        lambda p, c, **k: [float(i % 4 == 0) for i in range(len(c))],
+                                        0.0)
+    step = t.train_step()
+    assert step.metrics["accuracy"] == 0.25
+    # the monitor is not a reward: the reward is the digit reward alone
+    assert step.metrics["reward/mean"] == pytest.approx(
+        step.metrics["rewards/toy_rewards:digit_reward/mean"], abs=1e-6)
+    assert step.metrics["rewards/toy_rewards:digit_reward/mean"] > 0
 
 
 def test_batch_helpers_and_data_order():
@@ -178,7 +201,12 @@ def test_batch_helpers_and_data_order():
     assert c.prompt_ids[0].tolist() == [0, 0, 1, 1] and c.prompt_mask[0].tolist() == [0, 0, 1, 1]
     assert c.completion_ids[5].tolist() == [2, 0, 0] and c.completion_mask[5].tolist() == [1, 0, 0]
     s = select_groups(c, [2], 2)
-    assert s.texts == ["2", "2"] and s.per_func == [[2.0, 2.0]]
+    assert s.texts == ["2", "2"] and s.per_func == [[2.0, 2.0]] and s.monitored is None
+    # the monitored accuracy values travel with their rows
+    a.monitored, b.monitored = [1.0, 0.0, 1.0, 0.0], [None, 1.0]
+    c = cat_batches([a, b], pad_id=0)
+    assert c.monitored == [1.0, 0.0, 1.0, 0.0, None, 1.0]
+    assert select_groups(c, [2, 0], 2).monitored == [None, 1.0, 1.0, 0.0]
     o = DataOrder(5, seed=3)
     first = o.take(7)
     assert sorted(first[:5]) == list(range(5)) and o.state() == {"epoch": 1, "index": 2}

@@ -134,3 +134,42 @@ def test_score_completions_passes_columns_and_checks_what_comes_back():
     assert [(w.name, w.func, w.weight) for w in ws] == [
         ("format_soft", rewards.format_reward_soft, 1.0),
         ("format_strict", rewards.format_reward_strict, 0.1)]
+
+
+class _Task:
+    accuracy_reward = "integer_exact"
+
+
+def test_the_accuracy_reward_is_the_tasks_even_when_the_run_does_not_train_on_it():
+    fmt = rewards.WeightedReward("format_soft", rewards.get_reward("format_soft"))
+    exact = rewards.WeightedReward("integer_exact", rewards.get_reward("integer_exact"))
+    # configured wins; else the task's (one of the rewards or not); else the first for a dataset
+    assert rewards.accuracy_reward_name("format_soft", _Task(), [fmt, exact]) == "format_soft"
+    assert rewards.accuracy_reward_name(None, _Task(), [fmt, exact]) == "integer_exact"
+    assert rewards.accuracy_reward_name(None, _Task(), [fmt]) == "integer_exact"
+    assert rewards.accuracy_reward_name(None, None, [fmt, exact]) == "format_soft"
+    # the task's accuracy is among the rewards: nothing more to score
+    assert rewards.accuracy_monitor([fmt, exact], "integer_exact") is None
+    assert rewards.accuracy_monitor([fmt], None) is None
+    mon = rewards.accuracy_monitor([fmt], "integer_exact")
+    assert mon.name == "integer_exact" and mon.weight == 0.0
+    assert mon.func(["p", "p"], ["x</think><answer>7</answer>", "<answer>8</answer>"],
+                    answer=["7", "7"]) == [1.0, 0.0]
+
+
+class _Scorer(rewards.ModelReward):
+    @classmethod
+    def from_context(cls, ctx):
+        return cls()
+
+    def __call__(self, prompts, completions, **columns):
+        return [0.0] * len(completions)
+
+
+def test_a_learned_reward_is_never_an_accuracy():
+    learned = rewards.WeightedReward("reward_model", _Scorer())
+    # a dataset trained on a reward model alone logs no accuracy (a score >= 1 is no verdict)
+    assert rewards.accuracy_reward_name(None, None, [learned]) is None
+    fmt = rewards.WeightedReward("format_soft", rewards.get_reward("format_soft"))
+    with pytest.raises(ValueError, match="holds a model: a learned score is not a verdict"):
+        rewards.accuracy_monitor([fmt], "reward_model")
