@@ -49,6 +49,9 @@ def row(seed: int, r: dict) -> dict:
     gain = s["true_score_after"] - s["true_score_before"]
     gap = 100 * (s["annotator_accuracy"] - s["rm_accuracy"])
     quiet = d["cpu_seconds"]["quiet_wall_estimate"]
+    # the part of the gap in pairs the annotator is near certain of (p >= 0.99: for this
+    # annotator, a correct answer against a wrong one)
+    certain = s["rounds"][-1]["rm_accuracy_by_annotator_confidence"][-1]
     return {
         "seed": seed,
         "true_before": round(s["true_score_before"], 3),
@@ -63,6 +66,9 @@ def row(seed: int, r: dict) -> dict:
         "rm_accuracy": round(s["rm_accuracy"], 3),
         "annotator_accuracy": round(s["annotator_accuracy"], 3),
         "rm_gap_pts": round(gap, 1),
+        "rm_gap_pts_in_certain_pairs": round(certain["gap_points"], 1),
+        "certain_pairs_rm_accuracy": (None if certain["accuracy"] is None
+                                      else round(certain["accuracy"], 3)),
         "wall_s": round(r["wall_s"], 0),
         "cpu_s": round(r["cpu_s"], 0),
         "main_cpu_s": round(d["cpu_seconds"]["main_process"], 0),
@@ -96,7 +102,10 @@ def main() -> None:
               "is KL(policy || warm start) per completion in nats. `rm_accuracy` is the final "
               "reward model's held-out pairwise accuracy on the annotator's rankings of the "
               "samples of the policy it was trained for, `annotator_accuracy` the "
-              "Bayes-optimal accuracy on the same pairs. `cpu_s` is user + sys of the demo and "
+              "Bayes-optimal accuracy on the same pairs; `rm_gap_pts_in_certain_pairs` is the "
+              "part of that gap in the pairs the annotator is near certain of (p >= 0.99: a "
+              "correct answer against a wrong one), where the reward model's accuracy is "
+              "`certain_pairs_rm_accuracy`. `cpu_s` is user + sys of the demo and "
               "its no-KL process; `quiet_wall_est_s` = max(main process CPU, its CPU when the "
               "no-KL process started + that process's CPU): the wall time on a quiet 2-core "
               "machine, one core each. `wall_s` on a shared machine is not a figure to quote.")
