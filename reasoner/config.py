@@ -109,8 +109,9 @@ class RewardsConfig:
     accuracy_reward: Optional[str] = _f(None, "Reward whose value is logged as accuracy "
                                         "(a sample is right at >= 1); one outside "
                                         "rewards.names is scored for the logs only, never "
-                                        "trained on. Default: the task's accuracy reward, "
-                                        "else the first name unless it is reward_model.")
+                                        "trained on; none: no accuracy. Default: the "
+                                        "task's accuracy reward, else the first name unless "
+                                        "it is reward_model.")
     reward_model_path: Optional[str] = _f(None, "The reward model of the reward_model reward "
                                           "(a directory saved by reasoner rm, its final/; any "
                                           "AutoModelForSequenceClassification with one label).")
@@ -622,7 +623,7 @@ def validate(cfg: Config) -> None:
             resolve_reward(n)
         except (KeyError, TypeError) as e:
             raise ConfigError(f"rewards.names[{i}]: {e}") from None
-    if r.accuracy_reward is not None and r.accuracy_reward not in r.names:
+    if r.accuracy_reward not in (None, "none", *r.names):
         # scored beside the rewards for the logs only (accuracy_monitor): a rule-based one
         try:
             fn = resolve_reward(r.accuracy_reward)

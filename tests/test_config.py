@@ -188,6 +188,7 @@ def test_ppo_and_a2c_take_one_completion_per_prompt_grpo_does_not():
 def test_the_accuracy_reward_may_be_one_the_run_does_not_train_on():
     cfg = load_config(TINY, ["rewards.names=[format_soft]", "rewards.accuracy_reward=integer_exact"])
     assert cfg.rewards.accuracy_reward == "integer_exact"
+    assert load_config(TINY, ["rewards.accuracy_reward=none"]).rewards.accuracy_reward == "none"
 
 
 def test_reward_weights_length_must_match():

@@ -280,13 +280,19 @@ def run_rewards(rewards_cfg: Any, task: Any, *, context: RewardContext | None = 
     return funcs, accuracy_reward_name(rewards_cfg.accuracy_reward, task, funcs)
 
 
+NO_ACCURACY = "none"  # rewards.accuracy_reward: log no accuracy
+
+
 def accuracy_reward_name(configured: str | None, task: Any,
                          funcs: Sequence[WeightedReward]) -> str | None:
     """The reward whose value is logged as accuracy (a sample is right at >= 1): the configured
     one; else the task's accuracy reward, whether or not the run trains on it (training on a
     reward model still logs how often the answers are right, `accuracy_monitor`); else, for a
     dataset, the first function, unless it holds a model (a learned score is not a verdict:
-    no accuracy then)."""
+    no accuracy then). Configured "none": no accuracy (a costly verifier, say unit tests in a
+    sandbox, that the run would otherwise call each step for the logs only)."""
+    if configured == NO_ACCURACY:
+        return None
     if configured:
         return configured
     if task is not None:

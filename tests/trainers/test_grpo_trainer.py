@@ -185,6 +185,12 @@ def test_the_tasks_accuracy_is_logged_when_the_run_trains_on_another_reward(tmp_
     assert step.metrics["reward/mean"] == pytest.approx(
         step.metrics["rewards/toy_rewards:digit_reward/mean"], abs=1e-6)
     assert step.metrics["rewards/toy_rewards:digit_reward/mean"] > 0
+    # opted out: nothing scored, no accuracy logged
+    t = GRPOTrainer(_cfg(tmp_path / "none", "train.max_steps=1", "rewards.accuracy_reward=none",
+                         "train.report_to_tensorboard=false"), progress=False)
+    step = t.train_step()
+    assert t.accuracy_monitor is None and step.batch.monitored is None
+    assert "accuracy" not in step.metrics
 
 
 def test_batch_helpers_and_data_order():

@@ -148,6 +148,7 @@ def test_the_accuracy_reward_is_the_tasks_even_when_the_run_does_not_train_on_it
     assert rewards.accuracy_reward_name(None, _Task(), [fmt, exact]) == "integer_exact"
     assert rewards.accuracy_reward_name(None, _Task(), [fmt]) == "integer_exact"
     assert rewards.accuracy_reward_name(None, None, [fmt, exact]) == "format_soft"
+    assert rewards.accuracy_reward_name("none", _Task(), [fmt]) is None  # opted out
     # the task's accuracy is among the rewards: nothing more to score
     assert rewards.accuracy_monitor([fmt, exact], "integer_exact") is None
     assert rewards.accuracy_monitor([fmt], None) is None
