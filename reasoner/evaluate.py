@@ -171,7 +171,7 @@ def eval_main(
     from reasoner.data import load_training_data
     from reasoner.models import load_model_and_tokenizer
     from reasoner.models.loading import check_context, check_model_dir
-    from reasoner.verifiers.rewards import run_rewards
+    from reasoner.verifiers.rewards import RewardContext, run_rewards
 
     overrides = list(overrides)
     if task is not None:
@@ -202,8 +202,9 @@ def eval_main(
         if split is not None:
             d.split = split
         rows = load_training_data(d).rows[:n]
-    try:
-        funcs, accuracy = run_rewards(cfg.rewards, setup.task)
+    try:  # a learned reward (reward_model) loads here, on the device the model runs on
+        funcs, accuracy = run_rewards(cfg.rewards, setup.task,
+                                      context=RewardContext(cfg, torch.device("cpu")))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     m, tok = load_model_and_tokenizer(model)

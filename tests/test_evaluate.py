@@ -144,3 +144,39 @@ def test_eval_on_a_dataset_with_the_training_config(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["eval", "--model", str(model_dir), "--config",
                                    str(tmp_path / "train.yaml"), "--max-new-tokens", "500"])
     assert res.exit_code == 2 and "lower --max-new-tokens" in res.output, res.output
+
+
+def test_eval_of_a_run_trained_on_a_reward_model(tiny_dir, tmp_path):
+    """`reasoner eval --config` of a PPO run against a reward model: the reward model loads
+    and scores the samples, and the accuracy is the task's (scored beside it); a reward-model
+    path that is not a model directory is a ConfigError naming the field."""
+    import yaml
+
+    from reasoner.models.reward import encode_sequence, load_reward_model, score_sequences
+
+    rm_model, rm_tok = load_reward_model(tiny_dir)  # a new head on the tiny model
+    rm_dir = tmp_path / "rm"
+    rm_model.save_pretrained(rm_dir)
+    rm_tok.save_pretrained(rm_dir)
+    cfg = {"data": {"task": "arithmetic", "task_options": {"ops": ["+"], "digits": 1},
+                    "template": "r1_short"},
+           "rewards": {"names": ["reward_model"], "reward_model_path": str(rm_dir)}}
+    (tmp_path / "ppo.yaml").write_text(yaml.safe_dump(cfg))
+    js = tmp_path / "e.json"
+    res = CliRunner().invoke(app, ["eval", "--model", str(tiny_dir), "--config",
+                                   str(tmp_path / "ppo.yaml"), "--n", "3", "--show", "3",
+                                   "--max-new-tokens", "6", "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    got = json.loads(js.read_text())
+    # the samples' reward-model scores, recomputed; the accuracy: the task's verdicts
+    prompts = [f"{s['question']}\n<think>" for s in got["samples"]]
+    want = score_sequences(rm_model, [encode_sequence(rm_tok, p, s["completion"])
+                                      for p, s in zip(prompts, got["samples"])],
+                           rm_tok.pad_token_id, batch_size=8, device="cpu")
+    assert got["rewards/reward_model"] == pytest.approx(sum(want) / len(want), abs=1e-5)
+    assert got["rewards/integer_exact"] == got["accuracy"]
+    assert [s["reward"] for s in got["samples"]] == [0.0, 0.0, 0.0]  # a random model's sums
+    bad = CliRunner().invoke(app, ["eval", "--model", str(tiny_dir), "--config",
+                                   str(tmp_path / "ppo.yaml"), "--n", "2",
+                                   f"rewards.reward_model_path={tmp_path / 'nope'}"])
+    assert bad.exit_code != 0 and "rewards.reward_model_path" in bad.output

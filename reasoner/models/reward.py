@@ -199,6 +199,9 @@ class RewardModelReward(ModelReward):
         if r.reward_model_path is None:
             raise ValueError("rewards.names has reward_model: set rewards.reward_model_path to a "
                              "reward model directory (reasoner rm's output_dir/final)")
+        from reasoner.models.loading import check_model_dir
+
+        check_model_dir(r.reward_model_path, "rewards.reward_model_path")
         with ctx.loading():  # under ZeRO-3 each rank loads its shard, as for the reference
             model, tok = load_reward_model(r.reward_model_path, dtype=ctx.cfg.model.dtype,
                                            device=ctx.device)
