@@ -384,11 +384,7 @@ class GRPOTrainer(BaseTrainer):
             settings = self.scoring_settings()
             need_old = a.num_iterations > 1 or a.kl_in_reward
             old = token_logprobs(self.model, b, settings, self.engine) if need_old else None
-            ref = None
-            if a.beta != 0.0:
-                ref = (token_logprobs(self.model, b, settings, self.engine, disable_adapter=True)
-                       if self.cfg.lora.enabled
-                       else token_logprobs(self.ref_model, b, settings, self.engine))
+            ref = self.reference_logprobs(b, settings) if a.beta != 0.0 else None
         seq_kl = tok_rewards = None
         if a.kl_in_reward:
             kl_tok = token_kl(old, ref, b.completion_mask, a.kl_estimator).cpu()
@@ -397,10 +393,7 @@ class GRPOTrainer(BaseTrainer):
             tok_rewards = -a.beta * kl_tok
         adv, r_all, v_all, adv_all = self.advantages(rewards, valid, b.completion_mask,
                                                      tok_rewards)
-        loss_mask = b.completion_mask.clone()
-        loss_mask[~valid.to(loss_mask.device)] = 0
-        if a.mask_truncated_completions:
-            loss_mask[b.truncated] = 0
+        loss_mask = self.loss_mask(b, valid)
         with timer("update"):
             upd = policy_update(
                 self.engine,
@@ -421,6 +414,22 @@ class GRPOTrainer(BaseTrainer):
         m.update(self.forward_paths())
         return GRPOStep(metrics=m, samples=self._samples(b, rewards, adv), batch=b, rewards=comb,
                         shaped=rewards, advantages=adv)
+
+    def reference_logprobs(self, b: Batch, settings: ScoringSettings) -> torch.Tensor:
+        """The KL reference's per-token log-probs of the batch's completions (no grad): the
+        policy with its adapters off under LoRA, else the frozen reference model."""
+        if self.cfg.lora.enabled:
+            return token_logprobs(self.model, b, settings, self.engine, disable_adapter=True)
+        return token_logprobs(self.ref_model, b, settings, self.engine)
+
+    def loss_mask(self, b: Batch, valid: torch.Tensor) -> torch.Tensor:
+        """The completion tokens the loss counts: not those of dropped samples (`valid` false)
+        nor, with algo.mask_truncated_completions, of truncated ones."""
+        mask = b.completion_mask.clone()
+        mask[~valid.to(mask.device)] = 0
+        if self.cfg.algo.mask_truncated_completions:
+            mask[b.truncated] = 0
+        return mask
 
     def _metrics(self, b: Batch, comb: CombinedRewards, r_all: torch.Tensor,
                  v_all: torch.Tensor, adv_all: torch.Tensor, lengths: torch.Tensor,

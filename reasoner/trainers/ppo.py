@@ -409,10 +409,7 @@ class PPOTrainer(GRPOTrainer):
         valid = comb.valid
         scores = self.shaped_rewards(b, comb)
         lengths = b.completion_mask.sum(1).cpu()
-        loss_mask = b.completion_mask.clone()
-        loss_mask[~valid.to(loss_mask.device)] = 0
-        if a.mask_truncated_completions:
-            loss_mask[b.truncated] = 0
+        loss_mask = self.loss_mask(b, valid)
         epochs, k = self.epochs_and_mini_batches
         train_policy = self.step >= c.critic_warmup_steps
         plan = self.mini_batch_plan(len(b))
@@ -424,11 +421,7 @@ class PPOTrainer(GRPOTrainer):
             need_ref = self.needs_reference()
             old, values = self.old_and_values(b, loss_mask, settings, first,
                                               need_ref or epochs * k > 1)
-            ref = None
-            if need_ref:
-                ref = (token_logprobs(self.model, b, settings, self.engine, disable_adapter=True)
-                       if self.cfg.lora.enabled
-                       else token_logprobs(self.ref_model, b, settings, self.engine))
+            ref = self.reference_logprobs(b, settings) if need_ref else None
         kl = (token_kl(old, ref, loss_mask, a.kl_estimator) if ref is not None
               else torch.zeros(loss_mask.shape, dtype=torch.float64))
         tg = self.critic_targets(scores, valid, loss_mask, kl, values)

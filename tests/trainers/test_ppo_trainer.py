@@ -322,6 +322,7 @@ def test_critic_starts_from_a_reward_model_directory_with_its_head(tmp_path):
 
 def _spy_on_passes(monkeypatch) -> list[tuple[str, int]]:
     """Record PPO's no-grad passes as (name, rows): the old / reference log-probs and values."""
+    import reasoner.trainers.grpo as grpo
     import reasoner.trainers.ppo as ppo
 
     calls: list[tuple[str, int]] = []
@@ -333,6 +334,8 @@ def _spy_on_passes(monkeypatch) -> list[tuple[str, int]]:
         return f
 
     monkeypatch.setattr(ppo, "token_logprobs", spy("logprobs", ppo.token_logprobs))
+    # the reference's pass: GRPOTrainer.reference_logprobs, shared with GRPO
+    monkeypatch.setattr(grpo, "token_logprobs", spy("logprobs", grpo.token_logprobs))
     monkeypatch.setattr(ppo, "token_values", spy("values", ppo.token_values))
     return calls
 
