@@ -623,15 +623,15 @@ def validate(cfg: Config) -> None:
             resolve_reward(n)
         except (KeyError, TypeError) as e:
             raise ConfigError(f"rewards.names[{i}]: {e}") from None
-    if r.accuracy_reward not in (None, "none", *r.names):
+    from reasoner.verifiers.rewards import NO_ACCURACY, holds_model
+
+    if r.accuracy_reward not in (None, NO_ACCURACY, *r.names):
         # scored beside the rewards for the logs only (accuracy_monitor): a rule-based one
         try:
             fn = resolve_reward(r.accuracy_reward)
         except (KeyError, TypeError) as e:
             raise ConfigError(f"rewards.accuracy_reward: {e}") from None
-        from reasoner.verifiers.rewards import ModelReward
-
-        _require(not (isinstance(fn, type) and issubclass(fn, ModelReward)),
+        _require(not holds_model(fn),
                  f"rewards.accuracy_reward {r.accuracy_reward!r} holds a model: a learned "
                  "score is not a verdict; name a rule-based reward or one of rewards.names")
     _require("reward_model" not in r.names or r.reward_model_path is not None,

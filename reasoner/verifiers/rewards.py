@@ -224,6 +224,12 @@ class WeightedReward:
     weight: float = 1.0
 
 
+def holds_model(fn: Any) -> bool:
+    """Whether a registered reward is a `ModelReward` class (built by a trainer from its
+    context), not a plain function."""
+    return isinstance(fn, type) and issubclass(fn, ModelReward)
+
+
 def resolve_rewards(names: Sequence[str], weights: Sequence[float] | None = None, *,
                     context: RewardContext | None = None) -> list[WeightedReward]:
     """Reward functions by name (or ``module:function``) with their weights (default 1.0); a
@@ -234,7 +240,7 @@ def resolve_rewards(names: Sequence[str], weights: Sequence[float] | None = None
     out = []
     for n, w in zip(names, ws):
         fn = get_reward(n)
-        if isinstance(fn, type) and issubclass(fn, ModelReward):
+        if holds_model(fn):
             if context is None:
                 raise ValueError(f"reward {n!r} holds a model: it is built by a trainer")
             fn = fn.from_context(context)
@@ -308,7 +314,7 @@ def accuracy_monitor(funcs: Sequence[WeightedReward],
     if accuracy is None or accuracy in [f.name for f in funcs]:
         return None
     fn = get_reward(accuracy)
-    if isinstance(fn, type) and issubclass(fn, ModelReward):
+    if holds_model(fn):
         raise ValueError(f"the accuracy reward {accuracy!r} holds a model: a learned score is "
                          "not a verdict; name a rule-based reward (or one of rewards.names)")
     return WeightedReward(accuracy, fn, 0.0)
