@@ -118,6 +118,46 @@ class SyntheticAnnotator:
         """One noisy side-by-side judgement: "a" or "b"."""
         return "a" if rng.random() < self.prob_prefers(u_a, u_b) else "b"
 
+    def is_correct(self, u: float) -> bool:
+        """Whether a utility of this annotator's is a correct answer's: the correctness term
+        alone outweighs form and brevity together, so u >= correct_weight says it."""
+        return u >= self.correct_weight - 1e-9
+
+    def judge_accuracy(self, records: Sequence[Any], verifier_accuracy: float | None) -> float:
+        """The expected pairwise accuracy, on the annotator's own labels of `records` (their
+        non-tie comparisons, with utilities), of a judge that knows every completion's form and
+        length exactly and tells a correct answer from a wrong one with probability
+        `verifier_accuracy`, independently per completion (None: a judge that never checks the
+        answer, ranking by form and length alone). 1.0 is the Bayes-optimal accuracy: this says
+        how well a reward model must check answers to come within a given distance of it."""
+        if verifier_accuracy is not None and not 0.0 <= verifier_accuracy <= 1.0:
+            raise ValueError(f"verifier_accuracy must be in [0, 1], got {verifier_accuracy}")
+        a = verifier_accuracy
+        total, n = 0.0, 0
+        for rec in records:
+            if rec.utilities is None:
+                continue
+            u = rec.utilities
+            correct = [self.is_correct(x) for x in u]
+            rest = [x - self.correct_weight * c for x, c in zip(u, correct)]  # form + brevity
+            for c in rec.comparisons:
+                if c.tie:
+                    continue
+                hi, lo = (c.first, c.second) if u[c.first] >= u[c.second] else (c.second,
+                                                                               c.first)
+                p = sigmoid((u[hi] - u[lo]) / rec.noise_temperature)
+                if a is None:
+                    outcomes = [(1.0, rest[hi], rest[lo])]
+                else:  # each side judged right (its true verdict) or flipped
+                    outcomes = [(ph * pl, rest[hi] + self.correct_weight * jh,
+                                 rest[lo] + self.correct_weight * jl)
+                                for jh, ph in ((correct[hi], a), (not correct[hi], 1 - a))
+                                for jl, pl in ((correct[lo], a), (not correct[lo], 1 - a))]
+                total += sum(w * (0.5 if abs(sh - sl) < 1e-9 else p if sh > sl else 1 - p)
+                             for w, sh, sl in outcomes)  # equal up to rounding: a coin flip
+                n += 1
+        return total / n if n else float("nan")
+
     def bayes_accuracy(self, pairs: Sequence[tuple[float, float]]) -> float:
         """The Bayes-optimal expected pairwise accuracy on pairs of utilities: the mean of
         sigmoid(|u_a - u_b| / T)."""

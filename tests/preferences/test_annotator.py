@@ -76,3 +76,39 @@ def test_bayes_accuracy_closed_form_matches_simulated_labels():
     assert ann.bayes_accuracy([(0.3, 0.3)]) == 0.5
     assert ann.bayes_accuracy([(1.0, 0.0)]) == pytest.approx(sigmoid(20))
     assert ann.win_rate([1.0], [0.0, 1.0]) == pytest.approx((sigmoid(20) + 0.5) / 2)
+
+
+def test_judge_accuracy_says_how_well_answers_must_be_checked():
+    ann = SyntheticAnnotator(noise_temperature=0.05)
+    ok = "2+3=5</think><answer>5</answer>"
+    task = get_task("arithmetic")
+    texts = [ok, "2+3=6</think><answer>6</answer>", "2+3=60</think><answer>60</answer>",
+             "5 <answer>5</answer>"]  # correct, wrong, wrong and longer, correct malformed
+    u = ann.utilities(task, ["p"] * 4, texts, [{"question": "2+3", "answer": "5"}] * 4)
+    assert [ann.is_correct(x) for x in u] == [True, False, False, True]
+    rec = PreferenceRecord("p", texts, [Comparison(0, 1), Comparison(1, 2), Comparison(3, 1)],
+                           "x", "rankings", u, 0.05)
+    p01, p12, p31 = (sigmoid((u[a] - u[b]) / 0.05) for a, b in [(0, 1), (1, 2), (3, 1)])
+    # never checking the answer: 0 and 1 have the same form and length (a coin flip), the
+    # shorter 1 beats 2, and the malformed correct 3 loses to the well-formed wrong 1
+    assert ann.judge_accuracy([rec], None) == pytest.approx((0.5 + p12 + (1 - p31)) / 3)
+    # checking every answer right is the Bayes-optimal accuracy
+    assert ann.judge_accuracy([rec], 1.0) == pytest.approx(bayes_accuracy_of_records([rec]))
+    # checking each answer right with probability a: against a simulation of the flips
+    a, rng, n = 0.8, random.Random(0), 20000
+    hits = 0.0
+    for _ in range(n):
+        judged = [c if rng.random() < a else not c for c in (ann.is_correct(x) for x in u)]
+        s = [x - 0.6 * ann.is_correct(x) + 0.6 * j for x, j in zip(u, judged)]
+        for c, p in [((0, 1), p01), ((1, 2), p12), ((3, 1), p31)]:
+            d = s[c[0]] - s[c[1]]
+            hits += 0.5 if abs(d) < 1e-9 else (p if d > 0 else 1 - p)
+    assert ann.judge_accuracy([rec], a) == pytest.approx(hits / (3 * n), abs=0.005)
+    assert (ann.judge_accuracy([rec], None) < ann.judge_accuracy([rec], 0.8)
+            < ann.judge_accuracy([rec], 1.0))
+    # ties in the ranking are left out, as in the Bayes-optimal accuracy
+    tied = PreferenceRecord("p", texts[:2], [Comparison(0, 1, tie=True)], "x", "rankings",
+                            u[:2], 0.05)
+    assert math.isnan(ann.judge_accuracy([tied], 1.0))
+    with pytest.raises(ValueError, match="verifier_accuracy"):
+        ann.judge_accuracy([rec], 1.5)
