@@ -225,26 +225,30 @@ def elo(
 @app.command()
 def demo(
     which: str = typer.Argument("grpo", help="grpo: an SFT warm start, then GRPO with a verifier reward (the default) | rlhf: the RLHF pipeline (reward model from the synthetic annotator's rankings, PPO with a KL penalty, online rounds)."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Where the demo writes its outputs (default runs/demo, runs/rlhf)."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Where the demo writes its outputs (default runs/demo, runs/rlhf). A rerun replaces the same demo's earlier outputs there; a folder holding anything else is refused."),
     config: Optional[Path] = typer.Option(None, "--config", help="Demo recipe YAML (default: the embedded recipe, configs/demo.yaml or configs/rlhf_demo.yaml)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write the demo into a --output-dir that holds other files (a training run's outputs there are replaced; nothing else is removed)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     seed: Optional[int] = typer.Option(None, "--seed", help="grpo: the seed of the tiny model's initialisation, the SFT order and GRPO (default: the recipe's train.seed and model.tiny_seed); rlhf: the seed of everything (default: the recipe's demo.seed)."),
 ) -> None:
     """End to end on a CPU. grpo (default): tiny model, SFT warm start, held-out accuracy before, GRPO, after. rlhf: SFT, rankings, reward model, PPO against it with and without the KL penalty, online rounds."""
-    # each demo: (output dir or None for its own default, recipe, progress, seed) -> its line
+    # each demo: (output dir or None for its own default, recipe, progress, seed, overwrite)
+    # -> its line
     demos = {"grpo": _demo_grpo, "rlhf": _demo_rlhf}
     if which not in demos:
         _fail(f"unknown demo {which!r}; choose one of {sorted(demos)}")
-    typer.echo(_user_errors(lambda: demos[which](output_dir, config, not no_progress, seed)))
+    typer.echo(_user_errors(lambda: demos[which](output_dir, config, not no_progress, seed,
+                                                 overwrite)))
 
 
 def _demo_grpo(output_dir: Optional[Path], config: Optional[Path], progress: bool,
-               seed: Optional[int]) -> str:
+               seed: Optional[int], overwrite: bool) -> str:
     """`reasoner demo [grpo]`: run it; the line that says what it found."""
     from reasoner.demo import run_demo
 
     output_dir = output_dir or Path("runs/demo")
-    s = run_demo(output_dir, config_path=config, progress=progress, seed=seed)
+    s = run_demo(output_dir, config_path=config, progress=progress, seed=seed,
+                 overwrite=overwrite)
     return (f"held-out accuracy before -> after GRPO: greedy {s['greedy_accuracy_before']:.3f} -> "
             f"{s['greedy_accuracy_after']:.3f}, sampled (T=1) {s['accuracy_before']:.3f} -> "
             f"{s['accuracy_after']:.3f}, pass@{s['pass_k']} {s['pass_at_k_before']:.3f} -> "
@@ -253,12 +257,13 @@ def _demo_grpo(output_dir: Optional[Path], config: Optional[Path], progress: boo
 
 
 def _demo_rlhf(output_dir: Optional[Path], config: Optional[Path], progress: bool,
-               seed: Optional[int]) -> str:
+               seed: Optional[int], overwrite: bool) -> str:
     """`reasoner demo rlhf`: run it; the line that says what it found."""
     from reasoner.demo_rlhf import run_rlhf_demo
 
     out = output_dir or Path("runs/rlhf")
-    s = run_rlhf_demo(out, config_path=config, progress=progress, seed=seed)
+    s = run_rlhf_demo(out, config_path=config, progress=progress, seed=seed,
+                      overwrite=overwrite)
     line = (f"true score {s['true_score_before']:.3f} -> {s['true_score_after']:.3f} "
             f"(KL {s['kl_after']:.2f}); round 0's reward-model score "
             f"{s['rm_score_before']:.2f} -> {s['rm_score_after']:.2f}; final reward model "

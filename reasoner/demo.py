@@ -142,18 +142,48 @@ def plot_demo(metrics_path: str | Path, before: dict[str, float], after: dict[st
     return save_figure(fig, path)
 
 
+DEMO_MARK = ".reasoner-demo"  # in a demo's output folder: which demo wrote it
+
+
+def prepare_demo_dir(out: str | Path, which: str, *, overwrite: bool = False) -> Path:
+    """The output folder of demo `which`, before any work: made if missing; a folder that an
+    earlier run of the same demo wrote (it holds DEMO_MARK) is the demo's to replace; any other
+    folder that is not empty (a training run, the current directory, someone's files) stops the
+    demo with an error naming it, unless `overwrite`: the demo then writes there, replacing its
+    own outputs (checkpoints, final/, ...) and leaving everything else."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output-dir {str(out)!r} is a file, not a folder")
+    if out.is_dir() and not overwrite:
+        mark = out / DEMO_MARK
+        wrote = mark.read_text().strip() if mark.is_file() else None
+        found = sorted(p.name for p in out.iterdir() if p.name != DEMO_MARK)
+        if found and wrote != which:
+            shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+            whose = (f"the {wrote} demo's output" if wrote else
+                     "files no demo wrote")
+            raise ConfigError(f"--output-dir {str(out)!r} holds {whose} ({shown}): choose "
+                              "another --output-dir, or --overwrite to write this demo there "
+                              "(its checkpoints, final/ and summary replace what is there)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARK).write_text(which + "\n")
+    return out
+
+
 def run_demo(output_dir: str | Path, *, config_path: str | Path | None = None,
-             progress: bool = True, seed: int | None = None) -> dict[str, Any]:
+             progress: bool = True, seed: int | None = None,
+             overwrite: bool = False) -> dict[str, Any]:
     """Run the demo (see the module docstring) and return its summary (also in summary.json).
 
     `seed` (if given) replaces both the training seed (`train.seed`: SFT order, sampling, data
     order) and the tiny model's initialisation seed (`model.tiny_seed`) of the recipe. torch's
-    thread count (the recipe's `torch_threads`) is restored on return."""
+    thread count (the recipe's `torch_threads`) is restored on return. `output_dir`: see
+    `prepare_demo_dir` (`overwrite`)."""
     import torch
 
     threads = torch.get_num_threads()
     try:
-        return _run(Path(output_dir), config_path, progress, seed)
+        return _run(Path(output_dir), config_path, progress, seed, overwrite)
     finally:
         torch.set_num_threads(threads)
 
@@ -164,7 +194,7 @@ def _say(progress: bool, text: str) -> None:
 
 
 def _run(out: Path, config_path: str | Path | None, progress: bool,
-         seed: int | None) -> dict[str, Any]:
+         seed: int | None, overwrite: bool) -> dict[str, Any]:
     from reasoner.data import load_training_data
     from reasoner.evaluate import evaluate
     from reasoner.metrics import METRICS_FILE, plot_heldout
@@ -180,7 +210,7 @@ def _run(out: Path, config_path: str | Path | None, progress: bool,
     cfg = config_from_dict(recipe)
     if seed is not None:
         cfg.train.seed = cfg.model.tiny_seed = seed
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_demo_dir(out, "grpo", overwrite=overwrite)
     cfg.train.output_dir = str(out)
     if demo.get("torch_threads"):  # tiny matmuls: thread overhead beats parallelism
         import torch

@@ -46,9 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from reasoner.config import Config, ConfigError, config_from_dict
+from reasoner.config import Config, ConfigError, config_from_dict, read_config_file
 
 RLHF_RECIPE: dict[str, Any] = {
     "demo": {
@@ -159,7 +157,7 @@ def load_rlhf_recipe(path: str | Path | None) -> dict[str, Any]:
     """The recipe: the embedded one, or a YAML file with the same sections."""
     if path is None:
         return copy.deepcopy(RLHF_RECIPE)
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = read_config_file(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections {sorted(SECTIONS)}")
     return data
@@ -192,6 +190,14 @@ def build_recipe(data: dict[str, Any], *, seed: int | None = None) -> Recipe:
     unknown = set(data) - SECTIONS
     if unknown:
         raise ConfigError(f"unknown recipe sections {sorted(unknown)}; known: {sorted(SECTIONS)}")
+    for name in sorted(SECTIONS):
+        if data.get(name) is not None and not isinstance(data[name], dict):
+            raise ConfigError(f"{name}: expected a mapping, got {data[name]!r}")
+    missing = SECTIONS - {"demo"} - set(data)
+    if missing:
+        raise ConfigError(f"recipe sections {sorted(missing)} are missing: a recipe is a whole "
+                          "one (an edited copy of configs/rlhf_demo.yaml); only the demo "
+                          "section's keys default to the embedded recipe's")
     demo = {**RLHF_RECIPE["demo"], **(data.get("demo") or {})}
     bad = set(demo) - DEMO_KEYS
     if bad:
@@ -535,8 +541,11 @@ def _cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def run_rlhf_demo(output_dir: str | Path, *, config_path: str | Path | None = None,
-                  progress: bool = True, seed: int | None = None) -> dict[str, Any]:
-    """The demo (see the module docstring); returns the summary written to D/summary.json."""
+                  progress: bool = True, seed: int | None = None,
+                  overwrite: bool = False) -> dict[str, Any]:
+    """The demo (see the module docstring); returns the summary written to D/summary.json.
+    `output_dir`: see `reasoner.demo.prepare_demo_dir` (`overwrite`)."""
+    from reasoner.demo import prepare_demo_dir
     from reasoner.models import build_tiny_from_config, load_model_and_tokenizer
     from reasoner.tasks import get_task
     from reasoner.trainers.base import set_seed
@@ -549,7 +558,7 @@ def run_rlhf_demo(output_dir: str | Path, *, config_path: str | Path | None = No
     recipe = build_recipe(data, seed=seed)
     d, s = recipe.demo, recipe.seed
     paths = recipe_paths(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_demo_dir(out, "rlhf", overwrite=overwrite)
     # an earlier run's checkpoints would be resumed from: the PPO runs start clean
     for old in [*out.glob("checkpoint-*"), paths["no_kl"]]:
         shutil.rmtree(old, ignore_errors=True)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from reasoner.cli import app
 from reasoner.config import ConfigError
-from reasoner.demo import DEMO_RECIPE, run_demo
+from reasoner.demo import DEMO_MARK, DEMO_RECIPE, prepare_demo_dir, run_demo
 from reasoner.metrics import smooth
 from reasoner.models import build_tiny_model, load_model_and_tokenizer
 from reasoner.tasks import get_task
@@ -189,3 +189,30 @@ def test_sft_schedule_reaches_the_last_step(tmp_path, schedule, factor):
     assert r["lr_last"] == pytest.approx(1e-3 * factor)
     with pytest.raises(ValueError, match="lr_scheduler_type must be one of"):
         sft_module.run_sft(model, tok, rows, max_steps=1, lr_scheduler_type="cosine_typo")
+
+
+def test_the_demo_refuses_a_folder_it_did_not_write(tmp_path):
+    """A training run (or anything else) in --output-dir is never replaced without --overwrite;
+    an earlier run of the same demo is the demo's to replace."""
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "config.yaml").write_text("mine")
+    for which in ("grpo", "rlhf"):
+        res = CliRunner().invoke(app, ["demo", which, "--output-dir", str(run), "--no-progress"])
+        assert res.exit_code == 2, res.output
+        assert "holds files no demo wrote (config.yaml, final)" in res.output
+        assert "--overwrite" in res.output
+    assert (run / "config.yaml").read_text() == "mine" and (run / "final").is_dir()
+    assert not (run / DEMO_MARK).exists()
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        prepare_demo_dir(f, "grpo")
+    d = prepare_demo_dir(tmp_path / "new" / "d", "grpo")  # made, parents too
+    (d / "summary.json").write_text("{}")
+    assert prepare_demo_dir(d, "grpo") == d  # a rerun of the same demo
+    with pytest.raises(ConfigError, match="holds the grpo demo's output \\(summary.json\\)"):
+        prepare_demo_dir(d, "rlhf")
+    # --overwrite: the demo writes there, nothing else is removed here
+    assert prepare_demo_dir(run, "rlhf", overwrite=True) == run
+    assert (run / DEMO_MARK).read_text() == "rlhf\n" and (run / "config.yaml").read_text() == "mine"

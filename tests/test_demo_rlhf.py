@@ -220,6 +220,10 @@ def test_rlhf_demo_yaml_is_the_embedded_recipe_and_valid():
     (lambda r: r["ppo"].update(model={"path": "x"}), "ppo: sections ['model'] are not"),
     (lambda r: r["reward_model"]["train"].update(learning_rate=-1.0),
      "reward_model: train.learning_rate"),
+    (lambda r: r.update(demo=[1, 2]), "demo: expected a mapping, got [1, 2]"),
+    (lambda r: r.update(model=5), "model: expected a mapping, got 5"),
+    (lambda r: r.pop("model") and r.pop("data"),
+     "recipe sections ['data', 'model'] are missing: a recipe is a whole one"),
 ])
 def test_recipe_errors_name_the_field(change, message):
     recipe = copy.deepcopy(RLHF_RECIPE)
@@ -238,6 +242,17 @@ def test_cli_refuses_a_bad_recipe_before_training(tmp_path):
     r = CliRunner().invoke(app, ["demo", "rlhf", "--config", str(tmp_path / "r.yaml"),
                                  "--output-dir", str(tmp_path / "out")])
     assert r.exit_code == 2 and "unknown demo keys ['bogus']" in r.output
+    assert not (tmp_path / "out").exists()
+    for text, message in (("demo: [1", "is not valid YAML"), ("demo: {rounds: 1}\n",
+                                                            "recipe sections ['data', 'model', "
+                                                            "'ppo', 'reward_model'] are missing")):
+        (tmp_path / "bad.yaml").write_text(text)
+        r = CliRunner().invoke(app, ["demo", "rlhf", "--config", str(tmp_path / "bad.yaml"),
+                                     "--output-dir", str(tmp_path / "out")])
+        assert r.exit_code == 2 and message in r.output, r.output
+    r = CliRunner().invoke(app, ["demo", "rlhf", "--config", str(tmp_path / "nope.yaml"),
+                                 "--output-dir", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "nope.yaml' does not exist" in r.output
     assert not (tmp_path / "out").exists()
     r = CliRunner().invoke(app, ["demo", "dpo"])
     assert r.exit_code == 2 and "unknown demo 'dpo'" in r.output
