@@ -4,6 +4,7 @@ is refused unless --resume or --overwrite; the prompt + completion budget is che
 model's positions; a step whose samples can't be judged warns, or stops the run, saying why."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,27 @@ def test_output_dir_holding_a_run_needs_resume_or_overwrite(tmp_path):
     assert [r["step"] for r in recs] == [1, 2]  # a new run, not the old one's log continued
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     assert (out / "notes.txt").read_text() == "mine"  # --overwrite deletes only a run's files
+
+
+def test_overwrite_and_resume_never_lose_what_the_run_needs(tmp_path):
+    out = tmp_path / "run"
+    assert _train(out).exit_code == 0
+    # --overwrite would delete final/, which this run starts from: refused, nothing deleted
+    _one_line_error(_train(out, f"model.path={out / 'final'}", flags=["--overwrite"]),
+                    f"model.path '{out / 'final'}' lies in '{out}', in what --overwrite "
+                    "would delete")
+    assert (out / "final" / "model.safetensors").is_file() and (out / "checkpoint-1").is_dir()
+    # a run that left no checkpoint (stopped before its first save): --resume would start over
+    # and truncate its metrics
+    for cp in out.glob("checkpoint-*"):
+        shutil.rmtree(cp)
+    log = (out / "metrics.jsonl").read_text()
+    _one_line_error(_train(out, flags=["--resume"]), "--resume: ", "holds an earlier run but no "
+                    "checkpoint to resume from", "--overwrite starts it over")
+    assert (out / "metrics.jsonl").read_text() == log
+    # --resume of a folder with no run at all says it starts a new one
+    res = _train(tmp_path / "fresh", flags=["--resume"])
+    assert res.exit_code == 0 and "--resume: no earlier run in" in res.output, res.output
 
 
 def test_a_step_whose_samples_cannot_be_judged(tmp_path):

@@ -66,6 +66,34 @@ def load_reward_model(path: str | Path, *, dtype: str | None = None,
     return model, tok
 
 
+def check_reward_model_dir(path: str | Path, field: str) -> None:
+    """`path` is a trained reward model: a local Hugging Face directory whose config names a
+    *ForSequenceClassification architecture with one label (ours or TRL's RewardTrainer's
+    output). A causal LM would load with a new, random score head and train a policy against
+    noise; a classifier of several labels has no one score. ConfigError naming `field`."""
+    import json
+
+    from reasoner.config import ConfigError
+    from reasoner.models.loading import check_model_dir
+
+    check_model_dir(path, field)
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{field} {str(path)!r}: config.json is not readable JSON ({e})"
+                          ) from None
+    archs = config.get("architectures") or []
+    if archs and not any(str(a).endswith("ForSequenceClassification") for a in archs):
+        raise ConfigError(f"{field} {str(path)!r} is a {archs[0]}, not a reward model: it has "
+                          "no trained score head (a reward model is `reasoner rm`'s "
+                          "output_dir/final, or TRL RewardTrainer's output)")
+    labels = config.get("id2label") or {}
+    n = len(labels) if labels else int(config.get("num_labels", 1) or 1)
+    if n != 1:
+        raise ConfigError(f"{field} {str(path)!r} is a classifier of {n} labels; a reward "
+                          "model has one score (num_labels 1)")
+
+
 def encode_sequence(tokenizer: Any, prompt: Any, completion: Any) -> list[int]:
     """The token ids a reward model reads for (prompt, completion); TRL's encoding (see the
     module docstring). `prompt` may be "" (TRL's implicit prompt)."""
@@ -199,9 +227,7 @@ class RewardModelReward(ModelReward):
         if r.reward_model_path is None:
             raise ValueError("rewards.names has reward_model: set rewards.reward_model_path to a "
                              "reward model directory (reasoner rm's output_dir/final)")
-        from reasoner.models.loading import check_model_dir
-
-        check_model_dir(r.reward_model_path, "rewards.reward_model_path")
+        check_reward_model_dir(r.reward_model_path, "rewards.reward_model_path")
         with ctx.loading():  # under ZeRO-3 each rank loads its shard, as for the reference
             model, tok = load_reward_model(r.reward_model_path, dtype=ctx.cfg.model.dtype,
                                            device=ctx.device)

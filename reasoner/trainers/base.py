@@ -36,6 +36,7 @@ from reasoner.checkpoint import (
     check_output_dir,
     commit_checkpoint,
     debug_kill,
+    earlier_run,
     latest_checkpoint,
     load_checkpoint,
     remove_earlier_run,
@@ -154,6 +155,7 @@ class BaseTrainer(ABC):
         self.out = Path(t.output_dir)
         check_output_dir(self.out, resume=resume, overwrite=overwrite,
                          outputs=self.run_outputs())
+        self._check_resume_and_overwrite(resume=resume, overwrite=overwrite)
         # what was there before (a failed start removes only what it added)
         self._found = {p.name for p in self.out.iterdir()} if self.out.is_dir() else None
         try:
@@ -171,6 +173,45 @@ class BaseTrainer(ABC):
         aside): what --overwrite deletes and what marks the directory as holding a run."""
         plots = () if self.plots is None else tuple(name for name, _, _ in self.plots)
         return run_outputs((*plots, *self.extra_outputs))
+
+    def input_paths(self) -> dict[str, str]:
+        """The config's fields that name something the run reads (`*path` fields: the model, a
+        critic or reward model, data files), by dotted name."""
+        found: dict[str, str] = {}
+
+        def walk(d: dict[str, Any], pre: str) -> None:
+            for k, v in d.items():
+                if isinstance(v, dict):
+                    walk(v, f"{pre}{k}.")
+                elif k.endswith("path") and isinstance(v, str) and v not in ("tiny", "-"):
+                    found[pre + k] = v
+
+        walk(self.cfg.to_dict(), "")
+        return found
+
+    def _check_resume_and_overwrite(self, *, resume: bool, overwrite: bool) -> None:
+        """Before anything is deleted or written: --overwrite must not delete what the run reads
+        (a model.path inside the earlier run's final/, say), and --resume of a run that left no
+        checkpoint would start over and truncate its metrics: both are refused."""
+        found = earlier_run(self.out, self.run_outputs())
+        if not found:
+            if resume and distributed.launched_rank() == 0:
+                print(f"--resume: no earlier run in {str(self.out)!r}; starting a new one")
+            return
+        if resume:
+            if latest_checkpoint(self.out) is None:
+                raise ConfigError(f"--resume: {str(self.out)!r} holds an earlier run but no "
+                                  "checkpoint to resume from (train.save_steps 0, or stopped "
+                                  "before its first save); --overwrite starts it over")
+            return
+        if overwrite:
+            doomed = [(self.out / name).resolve() for name in found]
+            for field, value in self.input_paths().items():
+                p = Path(value).resolve()
+                if any(p == d or d in p.parents for d in doomed):
+                    raise ConfigError(f"{field} {value!r} lies in {str(self.out)!r}, in what "
+                                      "--overwrite would delete; copy it elsewhere or choose "
+                                      "another train.output_dir")
 
     def _preflight(self) -> None:
         """The mistakes found without loading anything, before anything is written."""

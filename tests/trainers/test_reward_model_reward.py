@@ -86,6 +86,29 @@ def test_reward_model_needs_its_path():
         load_config(TINY, ["rewards.names=[reward_model]"])
 
 
+def test_a_reward_model_path_must_hold_a_trained_score_head(tmp_path, reward_model):
+    """A causal LM would load with a new, random score head and train against noise; a
+    classifier of several labels has no one score: both stop the run, naming the field."""
+    from reasoner.models import build_tiny_model
+    from reasoner.models.reward import check_reward_model_dir
+
+    check_reward_model_dir(reward_model, "rewards.reward_model_path")  # ours: fine
+    lm = build_tiny_model(tmp_path / "lm", hidden_size=32, num_layers=1, num_heads=2,
+                          num_kv_heads=1)
+    cfg = load_config(TINY, [f"train.output_dir={tmp_path / 'run'}", "train.max_steps=1",
+                             "rewards.names=[reward_model]", f"rewards.reward_model_path={lm}"])
+    with pytest.raises(ConfigError, match="rewards.reward_model_path .* is a Qwen2ForCausalLM, "
+                                          "not a reward model: it has no trained score head"):
+        train(cfg, progress=False)
+    two = tmp_path / "two"
+    two.mkdir()
+    conf = json.loads((reward_model / "config.json").read_text())
+    conf["id2label"] = {"0": "bad", "1": "good"}
+    (two / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(ConfigError, match="is a classifier of 2 labels"):
+        check_reward_model_dir(two, "rewards.reward_model_path")
+
+
 def test_reasoner_preferences_ranks_distinct_samples_with_utilities(tmp_path, model_tok):
     model, tok = model_tok
     policy = tmp_path / "policy"
