@@ -173,6 +173,7 @@ def preferences(
     """Rank K completions per prompt sampled from a policy with the synthetic annotator (hidden preference + Bradley-Terry noise)."""
     from reasoner.preferences.annotator import SyntheticAnnotator
     from reasoner.preferences.sample import sample_preferences
+    from reasoner.registry import UnknownNameError
     from reasoner.tasks import parse_task_options
 
     try:
@@ -181,8 +182,8 @@ def preferences(
                                annotator=SyntheticAnnotator(noise_temperature=noise_temperature),
                                temperature=temperature, max_new_tokens=max_new_tokens,
                                template=template, seed=seed, progress=not no_progress)
-    except (ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
+    except (ValueError, OSError, UnknownNameError) as e:  # UnknownNameError: a task's name
+        typer.echo(f"error: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"{r.records} rankings ({r.lines} lines) in {output}; {r.left_out} prompts left "
                f"out; annotator's Bayes-optimal pairwise accuracy {r.bayes_accuracy:.4f}; "
@@ -209,7 +210,7 @@ def elo(
         out = ratings_main(str(input), str(output), method=method, prior=prior,
                            k_factor=k_factor, bootstrap=bootstrap, confidence=confidence,
                            per_prompt=per_prompt, seed=seed)
-    except (PreferenceDataError, ValueError, FileNotFoundError) as e:
+    except (PreferenceDataError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     def num(x: object) -> str:

@@ -18,10 +18,19 @@ OUR_COLUMNS = ("question", "answer", "tests", "test_list", "solution")
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line, read lazily; a line that is not a JSON
-    object raises ValueError naming ``path:line``. The one JSONL reader of the project."""
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    """(line number, object) for each non-blank line, read lazily; a line that is not UTF-8
+    text or not a JSON object raises ValueError naming ``path:line`` (a UTF-8 byte-order mark
+    at the start is skipped). The one JSONL reader of the project."""
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at "
+                                 f"byte {e.start + 1} of the line); save the file as UTF-8"
+                                 ) from None
             if not line.strip():
                 continue
             try:

@@ -27,6 +27,7 @@ to rejected, an unknown winner, ...) raises `PreferenceDataError` naming ``file:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from reasoner.data.sources import iter_jsonl
 
 FORMATS = ("pairs", "rankings", "comparisons")
 WINNERS = ("a", "b", "tie")
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class PreferenceDataError(ValueError):
@@ -77,14 +79,15 @@ def is_conversational(x: Any) -> bool:
 
 
 def record_format(row: dict[str, Any]) -> str | None:
-    """Which of FORMATS a line's keys say it is (None: none of them)."""
-    if "chosen" in row or "rejected" in row:
-        return "pairs"
-    if "completions" in row:
-        return "rankings"
-    if "winner" in row or ("a" in row and "b" in row):
-        return "comparisons"
-    return None
+    """Which of FORMATS a line's keys say it is (None: none of them); keys of two formats on
+    one line are a PreferenceDataError (the caller adds file:line)."""
+    kinds = [kind for kind, hit in (
+        ("pairs", "chosen" in row or "rejected" in row),
+        ("rankings", "completions" in row),
+        ("comparisons", "winner" in row or ("a" in row and "b" in row))) if hit]
+    if len(kinds) > 1:
+        raise PreferenceDataError(f"keys of two formats ({' and '.join(kinds)}) on one line")
+    return kinds[0] if kinds else None
 
 
 def _key(x: Any) -> str:
@@ -106,8 +109,10 @@ def _margin(row: dict[str, Any], where: str) -> float | None:
     if "margin" not in row or row["margin"] is None:
         return None
     m = row["margin"]
-    if isinstance(m, bool) or not isinstance(m, (int, float)) or m != m or abs(m) == float("inf"):
-        raise PreferenceDataError(f"{where}: margin must be a finite number, got {m!r}")
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or (
+            abs(m) > FLOAT32_MAX):  # the loss is float32: a larger margin is inf there
+        raise PreferenceDataError(f"{where}: margin must be a finite number within float32's "
+                                  f"range (|margin| <= 3.4e38), got {m!r}")
     return float(m)
 
 
@@ -136,10 +141,11 @@ def _utilities(row: dict[str, Any], n: int, where: str) -> tuple[list[float] | N
     if u is None:
         return None, None
     if not isinstance(u, list) or len(u) != n or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in u):
-        raise PreferenceDataError(f"{where}: utilities must be a list of {n} numbers (one per "
-                                  "completion, in the order written)")
-    if not isinstance(t, (int, float)) or isinstance(t, bool) or t <= 0:
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            for x in u):
+        raise PreferenceDataError(f"{where}: utilities must be a list of {n} finite numbers "
+                                  "(one per completion, in the order written)")
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
         raise PreferenceDataError(f"{where}: utilities need noise_temperature > 0, got {t!r}")
     return [float(x) for x in u], float(t)
 
@@ -247,6 +253,8 @@ def read_preferences(path: str | Path, *, fmt: str = "auto") -> list[PreferenceR
     if fmt != "auto" and fmt not in FORMATS:
         raise ValueError(f"unknown preference format {fmt!r}; choose auto or one of "
                          f"{', '.join(FORMATS)}")
+    if p.is_dir():
+        raise PreferenceDataError(f"preference file {str(p)!r} is a folder; give a JSONL file")
     if not p.is_file():
         raise FileNotFoundError(f"preference file {str(p)!r} does not exist")
     out: list[PreferenceRecord] = []
@@ -254,7 +262,10 @@ def read_preferences(path: str | Path, *, fmt: str = "auto") -> list[PreferenceR
     try:
         for lineno, row in iter_jsonl(p):
             where = f"{p}:{lineno}"
-            kind = record_format(row) if fmt == "auto" else fmt
+            try:
+                kind = record_format(row) if fmt == "auto" else fmt
+            except PreferenceDataError as e:
+                raise PreferenceDataError(f"{where}: {e}") from None
             if kind is None:
                 raise PreferenceDataError(
                     f"{where}: not a preference line: expected chosen/rejected (pairs), "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
@@ -33,6 +34,7 @@ import numpy as np
 ELO_BASE = 1000.0
 ELO_PER_LOGIT = 400.0 / math.log(10.0)  # Elo points per unit of theta
 METHODS = ("bt", "elo")
+MIN_BOOTSTRAP = 20  # resamples for an Elo interval (fewer: --bootstrap 0, none)
 
 
 @dataclass
@@ -307,7 +309,6 @@ def ratings_main(input_path: str, output_path: str, *, method: str = "bt", prior
                  per_prompt: bool = False, seed: int = 0) -> dict[str, Any]:
     """`reasoner elo`: ratings of the players of a preference file, written as JSON."""
     import json
-    from pathlib import Path
 
     from reasoner.preferences.formats import read_preferences
 
@@ -315,6 +316,18 @@ def ratings_main(input_path: str, output_path: str, *, method: str = "bt", prior
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if not (math.isfinite(prior) and prior >= 0):
+        raise ValueError(f"--prior must be a finite number >= 0, got {prior}")
+    if not (math.isfinite(k_factor) and k_factor > 0):
+        raise ValueError(f"--k-factor must be a finite number > 0, got {k_factor}")
+    if bootstrap != 0 and bootstrap < MIN_BOOTSTRAP:
+        raise ValueError(f"--bootstrap must be 0 (no intervals) or >= {MIN_BOOTSTRAP} (fewer "
+                         f"resamples give no interval worth the name), got {bootstrap}")
+    if Path(output_path).resolve() == Path(input_path).resolve():
+        raise ValueError(f"--output is --input ({input_path!r}): the ratings would replace the "
+                         "comparisons")
+    if Path(output_path).is_dir():
+        raise ValueError(f"--output {output_path!r} is a folder; give a file (ratings.json)")
     records = read_preferences(input_path)
     games, players = games_from_records(records, per_prompt=per_prompt)
     if method == "bt":

@@ -18,6 +18,8 @@ were ranked (the RLHF demo's reward-model score and KL to the warm start).
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
 import sys
 import time
@@ -99,6 +101,14 @@ def sample_preferences(
         raise ValueError(f"--n must be >= 1, got {n}")
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not temperature > 0 or math.isinf(temperature):
+        raise ValueError(f"--temperature must be a finite number > 0 (greedy decoding gives K "
+                         f"identical samples), got {temperature}")
+    if max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    out_path = Path(output)
+    if out_path.is_dir():
+        raise ValueError(f"--output {str(out_path)!r} is a folder; give a file (prefs.jsonl)")
     ann = annotator or SyntheticAnnotator()
     task = get_task(task_name, **(task_options or {}))
     template = template or task.default_template
@@ -106,55 +116,67 @@ def sample_preferences(
     rows = task.rows(split, n, seed)
     rng = random.Random(f"annotator:{seed}")
     t0 = time.perf_counter()
-    out_path = Path(output)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    # written beside the output and renamed at the end: a failed or killed run leaves an
+    # earlier file as it was, never a truncated one that reads as complete
+    tmp_path = out_path.with_name(f".{out_path.name}.partial")
     pairs_u: list[tuple[float, float]] = []
     all_u: list[float] = []
     n_records = n_lines = left_out = 0
     pending = list(range(len(rows)))
-    with out_path.open("w", encoding="utf-8") as f:
-        for attempt in range(max_resamples + 1):
-            retry: list[int] = []
-            for start in range(0, len(pending), batch_size):
-                chunk = pending[start:start + batch_size]
-                prompts = [render_prompt(str(rows[i]["question"]), template=template,
-                                         tokenizer=tok) for i in chunk]
-                with torch.no_grad():
-                    ro = generate_rollouts(model, tok, prompts, num_generations=k,
-                                           max_completion_length=max_new_tokens,
-                                           temperature=temperature,
-                                           generator_seed=seed * 1_000_003 + attempt * 7919
-                                           + chunk[0])
-                texts = ro.completion_texts
-                rep_rows = [rows[i] for i in chunk for _ in range(k)]
-                rep_prompts = [p for p in prompts for _ in range(k)]
-                u = ann.utilities(task, rep_prompts, texts, rep_rows)
-                all_u.extend(u)
-                if on_samples is not None and attempt == 0:
-                    on_samples(SampleChunk(rep_rows, rep_prompts, ro, u))
-                for g, i in enumerate(chunk):
-                    seen: dict[str, float] = {}
-                    for t, ut in zip(texts[g * k:(g + 1) * k], u[g * k:(g + 1) * k]):
-                        seen.setdefault(t, ut)
-                    if len(seen) < 2:
-                        retry.append(i)
-                        continue
-                    uniq, uu = list(seen), list(seen.values())
-                    order = ann.rank(uu, rng)
-                    lines = _ranking_lines(prompts[g], rows[i], uniq, uu, order, ann, fmt)
-                    for line in lines:
-                        f.write(json.dumps(line) + "\n")
-                    n_records += 1
-                    n_lines += len(lines)
-                    pairs_u += [(uu[a], uu[b]) for a in range(len(uu))
-                                for b in range(a + 1, len(uu))]
-                if progress:
-                    print(f"preferences: {n_records}/{len(rows)} rankings, "
-                          f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-            pending = retry
-            if not pending:
-                break
-        left_out = len(pending)
+    try:
+        with tmp_path.open("w", encoding="utf-8") as f:
+            for attempt in range(max_resamples + 1):
+                retry: list[int] = []
+                for start in range(0, len(pending), batch_size):
+                    chunk = pending[start:start + batch_size]
+                    prompts = [render_prompt(str(rows[i]["question"]), template=template,
+                                             tokenizer=tok) for i in chunk]
+                    with torch.no_grad():
+                        ro = generate_rollouts(model, tok, prompts, num_generations=k,
+                                               max_completion_length=max_new_tokens,
+                                               temperature=temperature,
+                                               generator_seed=seed * 1_000_003 + attempt * 7919
+                                               + chunk[0])
+                    texts = ro.completion_texts
+                    rep_rows = [rows[i] for i in chunk for _ in range(k)]
+                    rep_prompts = [p for p in prompts for _ in range(k)]
+                    u = ann.utilities(task, rep_prompts, texts, rep_rows)
+                    all_u.extend(u)
+                    if on_samples is not None and attempt == 0:
+                        on_samples(SampleChunk(rep_rows, rep_prompts, ro, u))
+                    for g, i in enumerate(chunk):
+                        seen: dict[str, float] = {}
+                        for t, ut in zip(texts[g * k:(g + 1) * k], u[g * k:(g + 1) * k]):
+                            seen.setdefault(t, ut)
+                        if len(seen) < 2:
+                            retry.append(i)
+                            continue
+                        uniq, uu = list(seen), list(seen.values())
+                        order = ann.rank(uu, rng)
+                        lines = _ranking_lines(prompts[g], rows[i], uniq, uu, order, ann, fmt)
+                        for line in lines:
+                            f.write(json.dumps(line) + "\n")
+                        n_records += 1
+                        n_lines += len(lines)
+                        pairs_u += [(uu[a], uu[b]) for a in range(len(uu))
+                                    for b in range(a + 1, len(uu))]
+                    if progress:
+                        print(f"preferences: {n_records}/{len(rows)} rankings, "
+                              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+                pending = retry
+                if not pending:
+                    break
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    left_out = len(pending)
+    if n_records == 0:
+        tmp_path.unlink(missing_ok=True)
+        raise ValueError(f"no ranking written: none of the {len(rows)} prompts' {k} samples "
+                         f"held two distinct completions ({max_resamples} resamples); "
+                         f"{str(out_path)!r} is left as it was")
+    os.replace(tmp_path, out_path)
     if progress and left_out:
         print(f"preferences: left out {left_out} rows whose {k} samples never held two distinct "
               f"completions ({max_resamples} resamples)", file=sys.stderr)

@@ -85,6 +85,14 @@ def test_comparisons_are_grouped_by_prompt_with_distinct_completions(tmp_path):
     ({"prompt": "p", "chosen": [{"role": "assistant", "content": "x"}], "rejected": "y"},
      "mix plain text and messages"),
     ({"question": "p", "answer": "x"}, "not a preference line"),
+    # a margin beyond float32 is inf in the loss: every step it lands in would be skipped
+    ({"prompt": "p", "chosen": "x", "rejected": "y", "margin": 1e40}, "within float32's range"),
+    ({"prompt": "p", "completions": ["a", "b"], "utilities": [float("nan"), 1.0],
+      "noise_temperature": 0.05}, "utilities must be a list of 2 finite numbers"),
+    ({"prompt": "p", "completions": ["a", "b"], "utilities": [0.0, 1.0],
+      "noise_temperature": float("inf")}, "noise_temperature > 0"),
+    ({"prompt": "p", "chosen": "a", "rejected": "b", "completions": ["c", "d"]},
+     "keys of two formats \\(pairs and rankings\\) on one line"),
 ])
 def test_bad_lines_name_the_file_and_line(tmp_path, row, message):
     path = write(tmp_path / "bad.jsonl", [{"prompt": "ok", "chosen": "a", "rejected": "b"},
@@ -105,3 +113,17 @@ def test_not_json_and_missing_file_and_forced_format(tmp_path):
     with pytest.raises(PreferenceDataError, match=r"r.jsonl:1: a pairs line needs"):
         read_preferences(ranking, fmt="pairs")
     assert read_preferences(ranking, fmt="rankings")[0].num_pairs == 1
+
+
+def test_encodings_and_folders(tmp_path):
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "p", "chosen": "a",
+                                                    "rejected": "b"}).encode() + b"\n")
+    assert read_preferences(bom)[0].completions == ["a", "b"]  # a BOM is skipped
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"prompt": "p", "chosen": "a", "rejected": "b"}\n'
+                      + '{"prompt": "caf\u00e9", "chosen": "a", "rejected": "b"}\n'.encode("latin-1"))
+    with pytest.raises(PreferenceDataError, match=r"latin.jsonl:2: not UTF-8 text \(byte 0xe9"):
+        read_preferences(latin)
+    with pytest.raises(PreferenceDataError, match="is a folder; give a JSONL file"):
+        read_preferences(tmp_path)

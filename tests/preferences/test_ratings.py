@@ -4,6 +4,7 @@ cover the truth at the stated rate; Elo updates follow the formula and order pla
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from reasoner.preferences.ratings import (
     elo_ratings,
     elo_updates,
     fit_bradley_terry,
+    ratings_main,
 )
 
 TRUE = np.array([1.2, 0.5, 0.0, -0.4, -1.3])  # centred: sums to 0
@@ -123,7 +125,7 @@ def test_reasoner_elo_ranks_policies_from_comparisons(tmp_path):
     assert "prompt" not in top
     # per prompt: completions of each prompt are separate players
     r = subprocess.run([sys.executable, "-m", "reasoner", "elo", "--input", str(inp), "--output",
-                        str(out), "--per-prompt", "--method", "elo", "--bootstrap", "5"],
+                        str(out), "--per-prompt", "--method", "elo", "--bootstrap", "20"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     data = json.loads(out.read_text())
@@ -134,3 +136,24 @@ def test_reasoner_elo_ranks_policies_from_comparisons(tmp_path):
     r = subprocess.run([sys.executable, "-m", "reasoner", "elo", "--input", str(bad), "--output",
                         str(out)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and f"{bad}:1: winner must be one of" in r.stderr
+
+
+def test_ratings_refuse_nonsense_options_and_never_overwrite_the_input(tmp_path):
+    inp = tmp_path / "c.jsonl"
+    inp.write_text(json.dumps({"prompt": "p", "a": "m1", "b": "m2", "winner": "a"}) + "\n")
+    data = inp.read_text()
+    out = str(tmp_path / "r.json")
+    for kwargs, message in (
+            ({"prior": float("nan")}, "--prior must be a finite number >= 0"),
+            ({"prior": float("inf")}, "--prior must be a finite number >= 0"),
+            ({"method": "elo", "k_factor": float("nan")}, "--k-factor must be a finite number"),
+            ({"method": "elo", "bootstrap": 5}, "--bootstrap must be 0 (no intervals) or >= 20"),
+            ({"method": "elo", "bootstrap": -1}, "--bootstrap must be 0")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            ratings_main(str(inp), out, **kwargs)
+    with pytest.raises(ValueError, match="--output is --input"):
+        ratings_main(str(inp), str(inp))
+    assert inp.read_text() == data
+    with pytest.raises(ValueError, match="is a folder"):
+        ratings_main(str(inp), str(tmp_path))
+    assert ratings_main(str(inp), out, method="elo", bootstrap=0)["num_players"] == 2

@@ -158,3 +158,24 @@ def test_on_samples_sees_every_first_draw_with_its_utility(tmp_path, model_tok):
         assert len(c.prompts) == len(c.utilities) == len(texts) == len(c.rows)
         assert all(c.rows[g] is c.rows[g - g % 3] for g in range(len(c.rows)))  # K per row
         assert c.utilities == ann.utilities(task, c.prompts, texts, c.rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl", "policy"]  # no leftover
+
+    # a run that fails part-way (here: killed by its callback) leaves the earlier file as it
+    # was, and no partial one; nonsense options are refused before anything is sampled
+    before = (tmp_path / "p.jsonl").read_text()
+
+    def fail(chunk):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sample_preferences(policy, "arithmetic", k=3, n=5, output=tmp_path / "p.jsonl",
+                           max_new_tokens=8, batch_size=2, progress=False, on_samples=fail)
+    assert (tmp_path / "p.jsonl").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl", "policy"]
+    for kwargs, message in (({"temperature": 0.0}, "--temperature must be a finite number > 0"),
+                            ({"max_new_tokens": 0}, "--max-new-tokens must be >= 1")):
+        with pytest.raises(ValueError, match=message):
+            sample_preferences(policy, "arithmetic", k=3, n=5, output=tmp_path / "p.jsonl",
+                               progress=False, **kwargs)
+    with pytest.raises(ValueError, match="is a folder"):
+        sample_preferences(policy, "arithmetic", k=3, n=5, output=tmp_path, progress=False)
