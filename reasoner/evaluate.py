@@ -4,6 +4,7 @@ split or a dataset, with the reward functions and the template default of traini
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -202,6 +203,12 @@ def eval_main(
         if split is not None:
             d.split = split
         rows = load_training_data(d).rows[:n]
+    if cfg.rewards.reward_model_normalize:
+        # normalized by running moments that only the training run had: eval reports the raw
+        # score (normalized by a fresh run's moments it would read 0 with one batch)
+        cfg.rewards.reward_model_normalize = False
+        print("rewards.reward_model_normalize: eval reports the reward model's raw score",
+              file=sys.stderr)
     try:  # a learned reward (reward_model) loads here, on the device the model runs on
         funcs, accuracy = run_rewards(cfg.rewards, setup.task,
                                       context=RewardContext(cfg, torch.device("cpu")))

@@ -33,6 +33,16 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def clean_json(obj: Any) -> Any:
+    """`obj` with every non-finite float replaced as in metrics.jsonl (NaN: null, inf: "inf"),
+    at any depth: what json.dumps writes is then valid JSON for any reader."""
+    if isinstance(obj, dict):
+        return {k: clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v) for v in obj]
+    return _clean(obj)
+
+
 def truncate_jsonl(path: Path, max_step: int) -> None:
     """Keep only the records with step <= max_step (and drop a torn last line)."""
     if not path.is_file():

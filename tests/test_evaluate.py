@@ -176,6 +176,13 @@ def test_eval_of_a_run_trained_on_a_reward_model(tiny_dir, tmp_path):
     assert got["rewards/reward_model"] == pytest.approx(sum(want) / len(want), abs=1e-5)
     assert got["rewards/integer_exact"] == got["accuracy"]
     assert [s["reward"] for s in got["samples"]] == [0.0, 0.0, 0.0]  # a random model's sums
+    # trained with running normalization: eval has none of the run's moments, so the raw score
+    res = CliRunner().invoke(app, ["eval", "--model", str(tiny_dir), "--config",
+                                   str(tmp_path / "ppo.yaml"), "--n", "3", "--max-new-tokens",
+                                   "6", "--json", str(js), "rewards.reward_model_normalize=true"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(js.read_text())["rewards/reward_model"] == pytest.approx(
+        got["rewards/reward_model"], abs=1e-5)
     bad = CliRunner().invoke(app, ["eval", "--model", str(tiny_dir), "--config",
                                    str(tmp_path / "ppo.yaml"), "--n", "2",
                                    f"rewards.reward_model_path={tmp_path / 'nope'}"])

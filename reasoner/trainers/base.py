@@ -153,6 +153,8 @@ class BaseTrainer(ABC):
                                                      distributed.launched_world_size())
         self._preflight()
         self.out = Path(t.output_dir)
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"train.output_dir {str(self.out)!r} is a file, not a folder")
         check_output_dir(self.out, resume=resume, overwrite=overwrite,
                          outputs=self.run_outputs())
         self._check_resume_and_overwrite(resume=resume, overwrite=overwrite)

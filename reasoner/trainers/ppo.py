@@ -44,7 +44,7 @@ from reasoner.algos.advantages import (
 from reasoner.algos.kl_control import kl_controller
 from reasoner.algos.losses import clipped_value_loss
 from reasoner.algos.shaping import token_kl
-from reasoner.config import Config
+from reasoner.config import Config, ConfigError
 from reasoner.engine import Engine, build_engine
 from reasoner.models.loading import StartingModels, _zero3_loading, add_lora, resolve_model_path
 from reasoner.models.value import (
@@ -161,16 +161,19 @@ class PPOTrainer(GRPOTrainer):
             from reasoner.data import load_rows
             from reasoner.trainers.sft import tokenize_examples
 
-            ptx_rows = (load_rows(a.ptx_dataset_path) if a.ptx_dataset_path is not None
-                        else self.rows)
+            try:
+                ptx_rows = (load_rows(a.ptx_dataset_path) if a.ptx_dataset_path is not None
+                            else self.rows)
+            except (ValueError, OSError) as e:
+                raise ConfigError(f"algo.ptx_dataset_path: {e}") from None
             if not ptx_rows:
-                raise ValueError("algo.ptx_coef > 0 but the PPO-ptx dataset has no rows")
+                raise ConfigError("algo.ptx_coef > 0 but the PPO-ptx dataset has no rows")
             try:
                 self.ptx_examples = tokenize_examples(self.tokenizer, ptx_rows,
                                                       template=self.template,
                                                       system_prompt=self.cfg.data.system_prompt)
             except ValueError as e:
-                raise ValueError(f"algo.ptx_coef (PPO-ptx): {e}; set algo.ptx_dataset_path to "
+                raise ConfigError(f"algo.ptx_coef (PPO-ptx): {e}; set algo.ptx_dataset_path to "
                                  f"rows with question and solution columns") from None
 
     def setup_engines(self, ds_config: dict[str, Any] | None) -> dict[str, Engine]:

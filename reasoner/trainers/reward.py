@@ -29,8 +29,9 @@ from typing import Any
 import torch
 
 from reasoner import distributed
-from reasoner.config import Config
+from reasoner.config import Config, ConfigError
 from reasoner.data import DataOrder
+from reasoner.metrics import clean_json
 from reasoner.models.lean import lean_allowed
 from reasoner.models.loading import StartingModels
 from reasoner.models.reward import (
@@ -120,9 +121,12 @@ def pair_losses(scores: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
     return loss
 
 
-def in_eval_split(prompt: Any, fraction: float) -> bool:
-    """Whether a prompt is held out: a stable hash of it below `fraction`."""
-    h = int(hashlib.sha256(_key(prompt).encode()).hexdigest()[:12], 16)
+def in_eval_split(rec: PreferenceRecord, fraction: float) -> bool:
+    """Whether a record is held out: a stable hash of its prompt below `fraction` (a prompt's
+    records stay together); records without a prompt (TRL's implicit prompt, the whole
+    conversation in chosen and rejected) are split by their completions."""
+    key = _key(rec.prompt) if rec.prompt else _key(rec.completions)
+    h = int(hashlib.sha256(key.encode()).hexdigest()[:12], 16)
     return h / 16**12 < fraction
 
 
@@ -158,6 +162,7 @@ class RewardTrainer(BaseTrainer):
                 no_pairs += 1
             else:
                 out.append(enc)
+        self.left_out[what] = (too_long, no_pairs)
         if self.is_main and (too_long or no_pairs):
             print(f"{what}: left out {too_long} records with a sequence longer than "
                   f"rm.max_length={rm.max_length} tokens and {no_pairs} with only ties "
@@ -175,16 +180,24 @@ class RewardTrainer(BaseTrainer):
             if rm.eval_dataset_path is not None:
                 eval_records = read_preferences(rm.eval_dataset_path, fmt=rm.format)
             else:
-                held = [in_eval_split(r.prompt, rm.eval_fraction) for r in records]
+                held = [in_eval_split(r, rm.eval_fraction) for r in records]
                 eval_records = [r for r, h in zip(records, held) if h]
                 records = [r for r, h in zip(records, held) if not h]
                 if self.is_main and eval_records:
                     print(f"rm.eval_fraction={rm.eval_fraction}: {len(eval_records)} of "
                           f"{len(records) + len(eval_records)} records held out for evaluation")
+        self.left_out: dict[str, tuple[int, int]] = {}
         self.train_records = self._encode(records, "training records")
         self.eval_records = self._encode(eval_records, "evaluation records")
         if not self.train_records:
-            raise ValueError("no preference records to train on")
+            too_long, no_pairs = self.left_out["training records"]
+            held = (f", {len(eval_records)} held out for evaluation (rm.eval_fraction="
+                    f"{rm.eval_fraction})" if rm.eval_dataset_path is None and eval_records
+                    else "")
+            raise ConfigError(f"no preference records to train on: of {len(records)} left for "
+                              f"training{held}, {too_long} have a sequence longer than "
+                              f"rm.max_length={rm.max_length} tokens and {no_pairs} only ties "
+                              f"(rm.ties={rm.ties})")
         self.order = DataOrder(len(self.train_records), self.cfg.train.seed)
 
     def trainer_state(self) -> dict[str, Any]:
@@ -305,12 +318,15 @@ class RewardTrainer(BaseTrainer):
                        "dataset": self.cfg.rm.eval_dataset_path or
                        f"{self.cfg.rm.dataset_path} (rm.eval_fraction={self.cfg.rm.eval_fraction})"}
             if self.is_main:
-                (self.out / EVAL_FILE).write_text(json.dumps(metrics, indent=1))
+                (self.out / EVAL_FILE).write_text(json.dumps(clean_json(metrics), indent=1))
                 plot_calibration(metrics, self.out / "calibration.png")
             summary["eval"] = metrics
         elif self.is_main:
-            print("no held-out records: eval.json not written (set rm.eval_dataset_path or "
-                  "rm.eval_fraction > 0)")
+            too_long, no_pairs = self.left_out.get("evaluation records", (0, 0))
+            why = (f"all were left out ({too_long} longer than rm.max_length, {no_pairs} only "
+                   "ties)" if too_long or no_pairs else
+                   "set rm.eval_dataset_path or rm.eval_fraction > 0")
+            print(f"no held-out records: eval.json not written ({why})")
         distributed.barrier()
         return summary
 

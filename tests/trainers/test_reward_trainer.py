@@ -248,3 +248,42 @@ def test_lora_reward_model_trains_adapters_and_the_head_and_exports_merged(tmp_p
     assert any("q_proj" in k for k in changed)  # the adapters, merged
     assert json.loads((out / "eval.json").read_text())["num_pairs"] > 0 \
         if (out / "eval.json").exists() else True
+
+
+def test_data_that_leaves_nothing_to_train_on_or_no_prompt_to_split_by(tmp_path, capsys):
+    from reasoner.config import ConfigError
+    from reasoner.trainers.reward import in_eval_split
+
+    longs = tmp_path / "long.jsonl"
+    longs.write_text(json.dumps({"prompt": "p", "chosen": "x " * 200, "rejected": "y"}) + "\n"
+                     + json.dumps({"prompt": "q", "completions": [["a", "b"]]}) + "\n")
+    cfg = load_config(None, [*TINY_RM, f"train.output_dir={tmp_path / 'run'}",
+                             f"rm.dataset_path={longs}", "rm.max_length=64",
+                             "train.max_steps=1"])
+    with pytest.raises(ConfigError, match=r"no preference records to train on: of 2 left for "
+                                          r"training, 1 have a sequence longer than "
+                                          r"rm.max_length=64 tokens and 1 only ties"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()  # a failed start leaves nothing
+    # pairs without a prompt (the conversation in chosen and rejected): split by their text,
+    # not all held out or all kept by the hash of one empty prompt
+    hh = [read_preferences(_write_line(tmp_path / f"hh{i}.jsonl", {
+        "chosen": f"Human: q{i}? Assistant: good {i}",
+        "rejected": f"Human: q{i}? Assistant: bad {i}"}))[0] for i in range(200)]
+    held = sum(in_eval_split(r, 0.1) for r in hh)
+    assert 8 <= held <= 35, held
+    # an evaluation whose metrics hold no number (ties only, with rm.ties=half): eval.json is
+    # still valid JSON (null, not NaN)
+    data = write_rankings(tmp_path / "train.jsonl", 4)
+    ties = _write_line(tmp_path / "ties.jsonl", {"prompt": "t", "completions": [["a", "b"]]})
+    cfg = load_config(None, [*TINY_RM, f"train.output_dir={tmp_path / 'run2'}",
+                             f"rm.dataset_path={data}", f"rm.eval_dataset_path={ties}",
+                             "rm.ties=half", "train.max_steps=1"])
+    train(cfg, progress=False)
+    text = (tmp_path / "run2" / "eval.json").read_text()
+    assert "NaN" not in text and json.loads(text)["accuracy"] is None
+
+
+def _write_line(path, row):
+    path.write_text(json.dumps(row) + "\n")
+    return path
