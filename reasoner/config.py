@@ -747,6 +747,9 @@ def _check_actor_critic(cfg: Config, with_critic: bool) -> None:
     _require(0 <= a.lam <= 1, f"algo.lam must be in [0, 1], got {a.lam}")
     _require(a.kl_coef >= 0, f"algo.kl_coef must be >= 0, got {a.kl_coef}")
     _require(a.kl_target > 0, f"algo.kl_target must be > 0, got {a.kl_target}")
+    _require(not (a.adap_kl_ctrl and a.kl_coef == 0),
+             "algo.adap_kl_ctrl scales algo.kl_coef, its start: with kl_coef 0 it stays 0; set "
+             "kl_coef > 0, or adap_kl_ctrl false for no KL penalty")
     _require(a.ptx_coef >= 0, f"algo.ptx_coef must be >= 0, got {a.ptx_coef}")
     _require(a.missing_eos_penalty is None or a.missing_eos_penalty >= 0,
              f"algo.missing_eos_penalty must be >= 0 or null, got {a.missing_eos_penalty}")

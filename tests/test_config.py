@@ -171,6 +171,8 @@ def test_delta_must_exceed_one_plus_epsilon_high():
     (["critic.shared_trunk=true", "critic.critic_warmup_steps=1"],
      "critic.critic_warmup_steps needs a separate value model"),
     (["critic.shared_trunk=true", "critic.model_path=/rm"], "leave it null"),
+    (["algo.adap_kl_ctrl=true", "algo.kl_coef=0"], "algo.adap_kl_ctrl scales algo.kl_coef, its "
+                                                   "start: with kl_coef 0 it stays 0"),
 ])
 def test_ppo_settings_that_do_not_fit_are_rejected(overrides, message):
     with pytest.raises(ConfigError) as e:

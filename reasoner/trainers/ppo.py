@@ -180,6 +180,11 @@ class PPOTrainer(GRPOTrainer):
         """The separate value model's engine (none with a value head on the policy's
         trunk): loaded as the policy is (ZeRO-3 shards, LoRA adapters), its own optimizer and
         learning rate (critic.learning_rate)."""
+        per_step = self.cfg.generation_batch_size * self.world
+        if self.cfg.algo.num_mini_batches > per_step:
+            raise ConfigError(f"algo.num_mini_batches ({self.cfg.algo.num_mini_batches}) exceeds "
+                              f"the completions per step ({per_step}): a mini-batch would hold "
+                              "none and its optimizer step would still move the weights")
         if self.shared:
             self.critic_model = self.model
             return {}

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from reasoner.config import load_config
+from reasoner.config import ConfigError, load_config
 from reasoner.metrics import read_metrics
 from reasoner.trainers import ALGORITHMS, train
 from reasoner.trainers.ppo import PPOTrainer
@@ -271,6 +271,16 @@ def test_ppo_ptx_mixes_in_an_sft_loss_that_falls(tmp_path):
     (tmp_path / "rows.jsonl").write_text('{"question": "1+1", "answer": "2"}\n')
     with pytest.raises(ValueError, match="algo.ptx_coef .PPO-ptx.: row 0 has no 'solution'"):
         PPOTrainer(bad, progress=False)
+    missing = _cfg(tmp_path / "bad2", "algo.ptx_coef=1.0",
+                   f"algo.ptx_dataset_path={tmp_path / 'nope.jsonl'}", *QUIET)
+    with pytest.raises(ConfigError, match="algo.ptx_dataset_path: .*nope.jsonl"):
+        PPOTrainer(missing, progress=False)
+    # more mini-batches than completions: one would be empty (and Adam would still step)
+    cfg = _cfg(tmp_path / "mb", "algo.num_mini_batches=64", *QUIET)
+    with pytest.raises(ConfigError, match=r"algo.num_mini_batches \(64\) exceeds the "
+                                          r"completions per step \(\d+\)"):
+        PPOTrainer(cfg, progress=False)
+    assert not (tmp_path / "mb").exists()
 
 
 def test_mini_batches_split_the_rows_of_every_rank_the_same_way():
