@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import resource
 import shutil
 import sys
@@ -510,11 +511,28 @@ def _quiet_setup(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def no_kl_run(recipe_data: dict[str, Any], seed: int, out: str, progress: bool
-              ) -> dict[str, Any]:
+def exit_with_parent(parent_pid: int, every: float = 2.0) -> None:
+    """In a worker process: a daemon thread that ends the process when `parent_pid` is no
+    longer its parent (the demo was killed: the worker would otherwise train on, write into
+    the demo's folder and then wait for work forever)."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def no_kl_run(recipe_data: dict[str, Any], seed: int, out: str, progress: bool,
+              parent_pid: int | None = None) -> dict[str, Any]:
     """PPO without the KL penalty against round 0's reward model, in the same steps as the
-    main run's rounds, evaluated after each (in a second process when demo.parallel). Returns
-    the evaluations (`Judges.describe`, with round 0's reward model's held-out metrics)."""
+    main run's rounds, evaluated after each (in a second process when demo.parallel: it exits
+    if the demo's process dies, `parent_pid`). Returns the evaluations (`Judges.describe`,
+    with round 0's reward model's held-out metrics)."""
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
     recipe = build_recipe(recipe_data, seed=seed)
     _quiet_setup(int(recipe.demo["torch_threads"]))
     root = Path(out)
@@ -644,7 +662,7 @@ def run_rlhf_demo(output_dir: str | Path, *, config_path: str | Path | None = No
 
             cpu_at_no_kl = _cpu_seconds() - cpu0
             pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            future = pool.submit(no_kl_run, data, s, str(out), progress)
+            future = pool.submit(no_kl_run, data, s, str(out), progress, os.getpid())
         # PPO against this round's reward model: round 0 starts the run, a round continues it
         t = time.perf_counter()
         run_ppo(ppo_config(recipe, out, warm_start=paths["sft"], rm=rm_dir / "final",

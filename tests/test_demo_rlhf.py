@@ -263,3 +263,50 @@ def test_the_stage_configs_are_plain_configs():
     recipe = build_recipe(RLHF_RECIPE)
     for cfg in (recipe.rm, recipe.ppo):
         assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_the_no_kl_worker_exits_when_the_demo_is_killed(tmp_path):
+    """kill -9 of the demo must not leave its second process training on: the worker watches
+    its parent (exit_with_parent) and ends when the parent is gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "worker.pid"
+    script = tmp_path / "parent.py"  # spawn pickles `work` by its module: a file, not -c
+    script.write_text(f"""
+import multiprocessing, os, time
+from reasoner.demo_rlhf import exit_with_parent
+
+def work(parent_pid):
+    exit_with_parent(parent_pid, every=0.1)
+    open({str(pid_file)!r}, "w").write(str(os.getpid()))
+    time.sleep(600)
+
+if __name__ == "__main__":
+    p = multiprocessing.get_context("spawn").Process(target=work, args=(os.getpid(),))
+    p.start()
+    time.sleep(600)
+""")
+    parent = subprocess.Popen([sys.executable, str(script)])
+    try:
+        for _ in range(300):
+            if pid_file.is_file() and pid_file.read_text():
+                break
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        for _ in range(100):
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            raise AssertionError("the worker outlived its parent by 10 s")
+    finally:
+        parent.kill()
