@@ -234,6 +234,21 @@ class RewardModelReward(ModelReward):
         return cls(model, tok, batch_size=r.reward_model_batch_size, device=ctx.device,
                    normalize=r.reward_model_normalize)
 
+    def check_fits(self, seqs: Sequence[Sequence[int]]) -> None:
+        """Every sequence fits in the reward model's positions: past them a learned-position
+        model fails deep in torch and a RoPE one scores, silently, where it never trained."""
+        from reasoner.config import ConfigError
+        from reasoner.models.loading import context_length
+
+        found = context_length(self.model.config)
+        longest = max((len(s) for s in seqs), default=0)
+        if found is not None and longest > found[0]:
+            raise ConfigError(f"rewards.reward_model_path: a prompt + completion of {longest} "
+                              f"tokens does not fit in the reward model's {found[0]} positions "
+                              f"({found[1]}); lower rollout.max_completion_length (or "
+                              "rollout.max_prompt_length), or use a reward model with a longer "
+                              "context")
+
     def prepare(self, engine: Any) -> None:
         self.model = engine.prepare_reference(self.model)
         self.autocast = engine.autocast
@@ -241,6 +256,7 @@ class RewardModelReward(ModelReward):
     def __call__(self, prompts: list[Any], completions: list[Any], **columns: Any
                  ) -> list[float | None]:
         seqs = [encode_sequence(self.tokenizer, p, c) for p, c in zip(prompts, completions)]
+        self.check_fits(seqs)
         scores = score_sequences(self.model, seqs, self.tokenizer.pad_token_id,
                                  batch_size=self.batch_size, device=self.device,
                                  autocast=self.autocast) if seqs else []

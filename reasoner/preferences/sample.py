@@ -92,6 +92,7 @@ def sample_preferences(
 
     from reasoner.data import render_prompt
     from reasoner.models import load_model_and_tokenizer
+    from reasoner.models.loading import check_context
     from reasoner.rollout import generate_rollouts
     from reasoner.tasks import get_task
 
@@ -114,6 +115,10 @@ def sample_preferences(
     template = template or task.default_template
     model, tok = load_model_and_tokenizer(policy)
     rows = task.rows(split, n, seed)
+    longest = max(len(tok(render_prompt(str(r["question"]), template=template, tokenizer=tok),
+                          add_special_tokens=False)["input_ids"]) for r in rows)
+    check_context(model.config, longest, max_new_tokens, new_tokens_field="--max-new-tokens",
+                  prompt_field=None)
     rng = random.Random(f"annotator:{seed}")
     t0 = time.perf_counter()
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -179,3 +179,17 @@ def test_on_samples_sees_every_first_draw_with_its_utility(tmp_path, model_tok):
                                progress=False, **kwargs)
     with pytest.raises(ValueError, match="is a folder"):
         sample_preferences(policy, "arithmetic", k=3, n=5, output=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="do not fit in the model's"):
+        sample_preferences(policy, "arithmetic", k=3, n=5, output=tmp_path / "p.jsonl",
+                           max_new_tokens=100_000, progress=False)
+
+
+def test_a_sequence_longer_than_the_reward_models_positions_is_an_error(reward_model):
+    from reasoner.models.reward import RewardModelReward
+
+    model, tok = load_reward_model(reward_model)
+    r = RewardModelReward(model, tok, batch_size=4, device="cpu")
+    assert len(r(["2+3\n<think>"], ["5</think><answer>5</answer>"])) == 1
+    n = model.config.max_position_embeddings
+    with pytest.raises(ConfigError, match=f"does not fit in the reward model's {n} positions"):
+        r(["2+3\n<think>"], ["9" * (n + 5)])
