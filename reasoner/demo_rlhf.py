@@ -275,6 +275,15 @@ def build_recipe(data: dict[str, Any], *, seed: int | None = None) -> Recipe:
                           f"{ppo.train.lr_scheduler_type!r}")
     if ppo.data.task is None:
         raise ConfigError("data.task must be a task: the annotator judges its answers")
+    if ppo.critic.shared_trunk:
+        raise ConfigError("ppo.critic.shared_trunk must be false: the demo's critic is a "
+                          "separate value model started from the reward model")
+    import torch
+
+    for stage, cfg in configs.items():  # found now, not after minutes of SFT
+        if cfg.train.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"{stage}.train.device=cuda, but torch sees no CUDA device; set "
+                              "it to cpu, or auto (a GPU when there is one)")
     return Recipe(demo, configs["reward_model"], ppo)
 
 

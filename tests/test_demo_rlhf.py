@@ -221,6 +221,8 @@ def test_rlhf_demo_yaml_is_the_embedded_recipe_and_valid():
     (lambda r: r["reward_model"]["train"].update(learning_rate=-1.0),
      "reward_model: train.learning_rate"),
     (lambda r: r.update(demo=[1, 2]), "demo: expected a mapping, got [1, 2]"),
+    (lambda r: r["ppo"].update(critic={"shared_trunk": True}),
+     "ppo.critic.shared_trunk must be false"),
     (lambda r: r.update(model=5), "model: expected a mapping, got 5"),
     (lambda r: r.pop("model") and r.pop("data"),
      "recipe sections ['data', 'model'] are missing: a recipe is a whole one"),
@@ -310,3 +312,12 @@ if __name__ == "__main__":
             raise AssertionError("the worker outlived its parent by 10 s")
     finally:
         parent.kill()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CPU-only check")
+def test_a_stage_on_cuda_without_a_gpu_is_refused_before_any_work():
+    recipe = copy.deepcopy(RLHF_RECIPE)
+    recipe["reward_model"]["train"]["device"] = "cuda"
+    with pytest.raises(ConfigError, match="reward_model.train.device=cuda, but torch sees no "
+                                          "CUDA device"):
+        build_recipe(recipe)
