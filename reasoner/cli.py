@@ -70,6 +70,12 @@ def _run_training(config: Optional[Path], overrides: Optional[list[str]], *,
     extra = [f"train.{k}={v}" for k, v in flags.items() if v is not None]
     if algo is not None:
         extra.append(f"algo.name={algo}")
+    if resume and config is None and flags.get("output_dir"):
+        # --resume without --config: the run's own config.yaml (the overrides it was started
+        # with included), then this command's overrides
+        saved = Path(str(flags["output_dir"])) / "config.yaml"
+        if saved.is_file():
+            config = saved
     try:
         cfg = load_config(config, list(overrides or []) + extra)
     except ConfigError as e:
@@ -104,7 +110,7 @@ def train(
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="= train.max_steps."),
     save_steps: Optional[int] = typer.Option(None, "--save-steps", help="= train.save_steps."),
     seed: Optional[int] = typer.Option(None, "--seed", help="= train.seed."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the output dir."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the output dir; without --config, with the run's own config.yaml (only steps, saving, logging, the device and the reward model path may change on resume)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier run in the output dir first (its config, logs, checkpoints, final/); without it, or --resume, such a directory is refused."),
     deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config JSON (configs/zero2.json, configs/zero3.json); \"auto\" values come from the train section. Launch with torchrun or deepspeed for several processes."),
     help_config: bool = typer.Option(False, "--help-config", help="Print every config field with its help and exit."),
@@ -127,7 +133,7 @@ def rm(
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="= train.max_steps."),
     save_steps: Optional[int] = typer.Option(None, "--save-steps", help="= train.save_steps."),
     seed: Optional[int] = typer.Option(None, "--seed", help="= train.seed."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the output dir."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the output dir; without --config, with the run's own config.yaml (only steps, saving, logging, the device and the reward model path may change on resume)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier run in the output dir first (its config, logs, checkpoints, final/); without it, or --resume, such a directory is refused."),
     deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed config JSON, as for train."),
     help_config: bool = typer.Option(False, "--help-config", help="Print every config field with its help and exit."),

@@ -168,6 +168,18 @@ def test_overwrite_and_resume_never_lose_what_the_run_needs(tmp_path):
     _one_line_error(_train(out, flags=["--resume"]), "--resume: ", "holds an earlier run but no "
                     "checkpoint to resume from", "--overwrite starts it over")
     assert (out / "metrics.jsonl").read_text() == log
+    # --resume continues the run as configured: a changed learning rate or algorithm would be
+    # ignored (the optimizer comes back from the checkpoint) or mixed in, so it is refused;
+    # going further (train.max_steps) is what --resume is for
+    out2 = tmp_path / "run2"
+    assert _train(out2).exit_code == 0
+    _one_line_error(_train(out2, "train.max_steps=2", "train.learning_rate=0.5", "algo.name=rloo",
+                           flags=["--resume"]),
+                    f"--resume continues the run in '{out2}' as its config.yaml says; these "
+                    "differ: ", "train.learning_rate", "-> 0.5", "algo.name 'grpo' -> 'rloo'",
+                    "--overwrite starts a new run with them")
+    res = _train(out2, "train.max_steps=2", flags=["--resume"])
+    assert res.exit_code == 0 and "done: 2 steps" in res.output, res.output
     # --resume of a folder with no run at all says it starts a new one
     res = _train(tmp_path / "fresh", flags=["--resume"])
     assert res.exit_code == 0 and "--resume: no earlier run in" in res.output, res.output

@@ -15,7 +15,12 @@ from typing import Any, Protocol
 import torch
 
 from reasoner.engine.base import Engine, StepResult, freeze
-from reasoner.engine.optim import EngineSettings, build_optimizer, build_scheduler
+from reasoner.engine.optim import (
+    EngineSettings,
+    apply_schedule,
+    build_optimizer,
+    build_scheduler,
+)
 
 
 class DeepSpeedSettings(EngineSettings, Protocol):
@@ -259,6 +264,7 @@ class DeepSpeedEngine(Engine):
         path, _ = self.ds.load_checkpoint(str(directory), tag="deepspeed")
         if path is None:
             raise FileNotFoundError(f"{directory}: no DeepSpeed checkpoint (tag 'deepspeed')")
+        apply_schedule(self.scheduler)  # this run's schedule (train.max_steps may have grown)
 
     @contextlib.contextmanager
     def full_weights(self) -> Iterator[torch.nn.Module]:

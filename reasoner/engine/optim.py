@@ -71,6 +71,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerSettings,
         optimizer, lambda s: lr_factor(s, kind, warmup, num_optimizer_steps))
 
 
+def apply_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Set each parameter group's learning rate to this schedule's at its restored position:
+    a run resumed with a larger train.max_steps would otherwise take its next step at the
+    restored rate (the old schedule's, 0 at the end of a linear one) before the new schedule
+    applies. With the same length the rate is the one restored, to the bit."""
+    lrs = [base * f(scheduler.last_epoch)
+           for base, f in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
+
+
 class EngineSettings(OptimizerSettings, Protocol):
     """What an engine reads besides the optimizer settings."""
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from reasoner.engine.base import Engine, StepResult
-from reasoner.engine.optim import EngineSettings, build_optimizer, build_scheduler
+from reasoner.engine.optim import EngineSettings, apply_schedule, build_optimizer, build_scheduler
 
 ENGINE_FILE = "engine.pt"
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -104,6 +104,7 @@ class TorchEngine(Engine):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        apply_schedule(self.scheduler)  # this run's schedule (train.max_steps may have grown)
         masters = iter(state.get("master_weights", []))
         for p, m in zip(self.params, self.master_params):
             if m is not p:  # from the checkpoint, else from the (rounded) weights just loaded

@@ -137,6 +137,30 @@ def _deepspeed_setup(cfg: Config, deepspeed_config: str | None, world: int
     return ds, implicit
 
 
+# what --resume may change: how far the run goes, saving, logging, the device and kernels it
+# runs on, evaluation, and what may be swapped between rounds of online RLHF (the reward
+# model scored against; a critic's start, which the checkpoint replaces)
+RESUMABLE_CHANGES = frozenset({
+    "train.output_dir", "train.max_steps", "train.save_steps", "train.save_total_limit",
+    "train.logging_steps", "train.log_completions_steps", "train.num_completions_to_log",
+    "train.report_to_tensorboard", "train.device", "train.loss_backend",
+    "train.use_fused_linear", "train.gradient_checkpointing", "rewards.reward_model_path",
+    "rewards.reward_model_batch_size", "critic.model_path", "rm.eval_dataset_path",
+    "rm.eval_steps", "rm.calibration_bins"})
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, a's value, b's value) where two config mappings differ; keys that only
+    one has (a config.yaml of an older version) are not differences."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in a:
+            if k in b:
+                out += _differences(a[k], b[k], f"{prefix}{k}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
 class BaseTrainer(ABC):
     """Setup, the loop, checkpoints and logging; subclasses add the learning."""
 
@@ -205,6 +229,7 @@ class BaseTrainer(ABC):
                 raise ConfigError(f"--resume: {str(self.out)!r} holds an earlier run but no "
                                   "checkpoint to resume from (train.save_steps 0, or stopped "
                                   "before its first save); --overwrite starts it over")
+            self._check_resumed_config()
             return
         if overwrite:
             doomed = [(self.out / name).resolve() for name in found]
@@ -214,6 +239,30 @@ class BaseTrainer(ABC):
                     raise ConfigError(f"{field} {value!r} lies in {str(self.out)!r}, in what "
                                       "--overwrite would delete; copy it elsewhere or choose "
                                       "another train.output_dir")
+
+    def _check_resumed_config(self) -> None:
+        """--resume continues the run as it was configured: the optimizer, the schedule, the
+        KL controller and the data order come back from the checkpoint, so a changed learning
+        rate, algorithm or dataset would be ignored or mixed in (and config.yaml would say
+        otherwise). Only RESUMABLE_CHANGES may differ from the run's config.yaml."""
+        import yaml
+
+        saved_file = self.out / CONFIG_FILE
+        if not saved_file.is_file():
+            return
+        try:
+            saved = yaml.safe_load(saved_file.read_text()) or {}
+        except yaml.YAMLError:
+            return
+        now = yaml.safe_load(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        changed = [f"{k} {a!r} -> {b!r}" for k, a, b in _differences(saved, now)
+                   if k not in RESUMABLE_CHANGES]
+        if changed:
+            raise ConfigError(
+                f"--resume continues the run in {str(self.out)!r} as its {CONFIG_FILE} says; "
+                f"these differ: {', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''}"
+                f" (on resume only {', '.join(sorted(RESUMABLE_CHANGES))} may change); "
+                "--overwrite starts a new run with them")
 
     def _preflight(self) -> None:
         """The mistakes found without loading anything, before anything is written."""

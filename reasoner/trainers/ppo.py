@@ -29,6 +29,7 @@ import dataclasses
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -192,6 +193,8 @@ class PPOTrainer(GRPOTrainer):
 
         cfg, t, c = self.cfg, self.cfg.train, self.cfg.critic
         path = c.model_path or resolve_model_path(cfg.model, self.out, is_main=self.is_main)
+        if c.model_path is not None:
+            self._check_critic_vocabulary(c.model_path)
         loading = (nullcontext() if self.zero3_config is None
                    else _zero3_loading(self.zero3_config))
         with loading:
@@ -208,6 +211,30 @@ class PPOTrainer(GRPOTrainer):
             ds_config)
         self.critic_model = self.critic_engine.model
         return {"critic": self.critic_engine}
+
+    def _check_critic_vocabulary(self, path: str) -> None:
+        """The critic reads the policy's token ids: a critic.model_path with another
+        vocabulary would index past its embeddings, or silently read other tokens."""
+        import json
+
+        from transformers import AutoTokenizer
+
+        p = Path(path)
+        try:
+            vocab = json.loads((p / "config.json").read_text()).get("vocab_size")
+        except (OSError, ValueError):
+            vocab = None
+        if isinstance(vocab, int) and vocab < len(self.tokenizer):
+            raise ConfigError(f"critic.model_path {path!r} has {vocab} token embeddings, fewer "
+                              f"than the policy's tokenizer ({len(self.tokenizer)}): the critic "
+                              "reads the policy's token ids; start it from a model with the "
+                              "policy's tokenizer")
+        if any(p.glob("tokenizer*")):
+            theirs = AutoTokenizer.from_pretrained(str(p))
+            if theirs.get_vocab() != self.tokenizer.get_vocab():
+                raise ConfigError(f"critic.model_path {path!r} has another tokenizer than "
+                                  "model.path: the critic reads the policy's token ids; start "
+                                  "it from a model with the policy's tokenizer")
 
     def trainer_state(self) -> dict[str, Any]:
         return {**super().trainer_state(), "kl_controller": self.kl_ctl.state()}

@@ -107,3 +107,24 @@ def test_bf16_weights_train_through_fp32_masters(tmp_path):
     eng2.load(tmp_path / "ck")
     for a, b in zip(eng.master_params, eng2.master_params):
         assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b)
+
+
+def test_a_resumed_run_with_more_steps_follows_the_longer_schedule():
+    """train.max_steps raised on --resume: the next step takes the new schedule's rate, not
+    the restored one (0 at the end of the old linear schedule); the same length restores the
+    rate to the bit."""
+    cfg = TrainConfig(learning_rate=0.1, warmup_steps=0, lr_scheduler_type="linear")
+    model = TinyModel()
+    eng = build_engine(model, cfg, 2, torch.device("cpu"))
+    for _ in range(2):
+        model.lin(torch.ones(1, 3)).sum().backward()
+        eng.step()
+    state = eng.state_dict()
+    assert eng.optimizer.param_groups[0]["lr"] == 0.0  # the end of the 2-step schedule
+    longer = build_engine(TinyModel(), cfg, 4, torch.device("cpu"))
+    longer.load_state_dict(state)
+    assert longer.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # step 2 of 4
+    assert longer.step().lr == pytest.approx(0.05)
+    same = build_engine(TinyModel(), cfg, 2, torch.device("cpu"))
+    same.load_state_dict(state)
+    assert same.optimizer.param_groups[0]["lr"] == 0.0

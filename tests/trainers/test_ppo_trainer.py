@@ -328,6 +328,22 @@ def test_critic_starts_from_a_reward_model_directory_with_its_head(tmp_path):
     bad = _cfg(tmp_path / "bad", f"critic.model_path={tmp_path / 'nowhere'}", *QUIET)
     with pytest.raises(FileNotFoundError, match="critic.model_path .*nowhere"):
         PPOTrainer(bad, progress=False)
+    # the critic reads the policy's token ids: another tokenizer, or fewer embeddings, is
+    # refused before the first step (it indexed past the embeddings, or read other tokens)
+    from transformers import AutoTokenizer
+
+    other = AutoTokenizer.from_pretrained(path)
+    other.add_tokens(["<not-the-policys>"])
+    other.save_pretrained(tmp_path / "rm")
+    with pytest.raises(ConfigError, match="has another tokenizer than model.path"):
+        PPOTrainer(_cfg(tmp_path / "v1", f"critic.model_path={tmp_path / 'rm'}", *QUIET),
+                   progress=False)
+    conf = json.loads((tmp_path / "rm" / "config.json").read_text())
+    conf["vocab_size"] = 10
+    (tmp_path / "rm" / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(ConfigError, match="has 10 token embeddings, fewer than the policy's"):
+        PPOTrainer(_cfg(tmp_path / "v2", f"critic.model_path={tmp_path / 'rm'}", *QUIET),
+                   progress=False)
 
 
 def _spy_on_passes(monkeypatch) -> list[tuple[str, int]]:
