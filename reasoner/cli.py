@@ -227,6 +227,9 @@ def elo(
         typer.echo(f"{num(p['rating'])}  [{num(p['ci_low'])}, {num(p['ci_high'])}]  "
                    f"{p['games']:5d} games  {name[:60]!r}")
     typer.echo(f"{out['num_players']} players, {out['num_comparisons']} comparisons -> {output}")
+    if not per_prompt and out["num_components"] > 1:
+        typer.echo(f"note: the players form {out['num_components']} groups with no comparison "
+                   "linking them: a rating compares only with those of its own group")
 
 
 @app.command()

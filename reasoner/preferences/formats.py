@@ -99,7 +99,18 @@ def _check_text(value: Any, name: str, where: str) -> Any:
     """A text (possibly empty: a model may answer nothing) or a list of messages."""
     if isinstance(value, str):
         return value
-    if is_conversational(value):
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        for i, m in enumerate(value):
+            missing = [k for k in ("role", "content") if k not in m]
+            if missing:
+                raise PreferenceDataError(f"{where}: {name}[{i}] (a message) has no "
+                                          f"{' or '.join(missing)}")
+            if not isinstance(m["role"], str) or not m["role"]:
+                raise PreferenceDataError(f"{where}: {name}[{i}].role must be a non-empty "
+                                          f"string, got {m['role']!r}")
+            if not isinstance(m["content"], str):
+                raise PreferenceDataError(f"{where}: {name}[{i}].content must be a string, "
+                                          f"got {type(m['content']).__name__}")
         return value
     raise PreferenceDataError(f"{where}: {name} must be a string or a list of "
                               f"{{role, content}} messages, got {type(value).__name__}")

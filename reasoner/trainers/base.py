@@ -387,7 +387,12 @@ class BaseTrainer(ABC):
     def load_trainer_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional
         """Restore `trainer_state`'s contents."""
 
-    progress_description = "GRPO"
+    @property
+    def progress_description(self) -> str:
+        """The progress bar's label: the algorithm's name (algo.name)."""
+        name = self.cfg.algo.name
+        return {"reinforce_plus_plus": "REINFORCE++"}.get(name, name.upper())
+
     plots: tuple[tuple[str, str, tuple[str, ...]], ...] | None = None  # None: metrics.PLOTS
 
     def progress_info(self, metrics: dict[str, Any]) -> str | None:

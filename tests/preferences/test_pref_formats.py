@@ -91,6 +91,12 @@ def test_comparisons_are_grouped_by_prompt_with_distinct_completions(tmp_path):
       "noise_temperature": 0.05}, "utilities must be a list of 2 finite numbers"),
     ({"prompt": "p", "completions": ["a", "b"], "utilities": [0.0, 1.0],
       "noise_temperature": float("inf")}, "noise_temperature > 0"),
+    ({"prompt": [{"role": "user", "content": "q"}], "chosen": [{"content": "x"}],
+      "rejected": [{"role": "assistant", "content": "y"}]}, "chosen\\[0\\] \\(a message\\) has no role"),
+    ({"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant",
+                                                                "content": None}],
+      "rejected": [{"role": "assistant", "content": "y"}]},
+     "chosen\\[0\\].content must be a string, got NoneType"),
     ({"prompt": "p", "chosen": "a", "rejected": "b", "completions": ["c", "d"]},
      "keys of two formats \\(pairs and rankings\\) on one line"),
 ])

@@ -157,3 +157,17 @@ def test_ratings_refuse_nonsense_options_and_never_overwrite_the_input(tmp_path)
     with pytest.raises(ValueError, match="is a folder"):
         ratings_main(str(inp), str(tmp_path))
     assert ratings_main(str(inp), out, method="elo", bootstrap=0)["num_players"] == 2
+
+
+def test_disconnected_players_are_pointed_out(tmp_path):
+    from typer.testing import CliRunner
+
+    from reasoner.cli import app
+
+    inp = tmp_path / "c.jsonl"
+    inp.write_text("".join(json.dumps({"prompt": "p", "a": a, "b": b, "winner": "a"}) + "\n"
+                           for a, b in [("m1", "m2"), ("m3", "m4")]))
+    res = CliRunner().invoke(app, ["elo", "--input", str(inp), "--output",
+                                   str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert "the players form 2 groups with no comparison linking them" in res.output
