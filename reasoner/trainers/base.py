@@ -146,7 +146,7 @@ RESUMABLE_CHANGES = frozenset({
     "train.report_to_tensorboard", "train.device", "train.loss_backend",
     "train.use_fused_linear", "train.gradient_checkpointing", "rewards.reward_model_path",
     "rewards.reward_model_batch_size", "critic.model_path", "rm.eval_dataset_path",
-    "rm.eval_steps", "rm.calibration_bins"})
+    "rm.eval_steps", "rm.eval_batch_size", "rm.calibration_bins"})
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
