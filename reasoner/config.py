@@ -735,6 +735,11 @@ def _validate_rm(cfg: Config) -> None:
     _require(rm.eval_steps >= 0, f"rm.eval_steps must be >= 0, got {rm.eval_steps}")
 
 
+# algo fields only the actor-critic trainers (ppo, a2c) read
+CRITIC_ONLY_ALGO_FIELDS = ("num_ppo_epochs", "num_mini_batches", "cliprange", "cliprange_value",
+                           "lam", "whiten_rewards", "whiten_advantages")
+
+
 def _check_actor_critic(cfg: Config, with_critic: bool) -> None:
     """PPO / A2C / REINFORCE++ settings and the critic section."""
     a, c, t = cfg.algo, cfg.critic, cfg.train
@@ -760,6 +765,15 @@ def _check_actor_critic(cfg: Config, with_critic: bool) -> None:
     if not with_critic:
         _require(a.ptx_coef == 0, f"algo.ptx_coef (PPO-ptx) needs algo.name ppo or a2c, got "
                  f"{a.name!r}")
+        # set, they would be ignored: a run that looks like PPO but is not
+        algo0, critic0 = AlgoConfig(), CriticConfig()
+        unused = [f"algo.{n}" for n in CRITIC_ONLY_ALGO_FIELDS
+                  if getattr(a, n) != getattr(algo0, n)]
+        unused += [f"critic.{f.name}" for f in dataclasses.fields(CriticConfig)
+                   if getattr(c, f.name) != getattr(critic0, f.name)]
+        _require(not unused, f"{', '.join(unused)}: PPO / A2C settings (the critic, its "
+                 f"epochs and mini-batches), which algo.name={a.name} does not read; remove "
+                 "them, or set algo.name ppo or a2c")
         return
     _require(a.adv_estimator is None, f"algo.adv_estimator must be null for algo.name={a.name}: "
              f"its advantages are GAE over the critic's values (got {a.adv_estimator!r})")
