@@ -251,6 +251,12 @@ def build_recipe(data: dict[str, Any], *, seed: int | None = None) -> Recipe:
             # the data files are the demo's; placeholders so the config checks pass
             d["rm"] = {**d.get("rm", {}), "dataset_path": "-", "eval_dataset_path": "-"}
         else:
+            from reasoner.trainers import CRITIC_ALGORITHMS
+
+            name = (d.get("algo") or {}).get("name", "grpo")
+            if name not in CRITIC_ALGORITHMS:  # before the config's own checks of PPO's fields
+                raise ConfigError(f"ppo.algo.name must be one of {CRITIC_ALGORITHMS} (a critic "
+                                  f"started from the reward model), got {name!r}")
             names = d.get("rewards", {}).get("names", [])
             if "reward_model" not in names:
                 raise ConfigError("ppo.rewards.names must include reward_model (the policy "
@@ -261,11 +267,6 @@ def build_recipe(data: dict[str, Any], *, seed: int | None = None) -> Recipe:
         except ConfigError as e:
             raise ConfigError(f"{stage}: {e}") from None
     ppo = configs["ppo"]
-    from reasoner.trainers import CRITIC_ALGORITHMS
-
-    if ppo.algo.name not in CRITIC_ALGORITHMS:
-        raise ConfigError(f"ppo.algo.name must be one of {CRITIC_ALGORITHMS} (a critic started "
-                          f"from the reward model), got {ppo.algo.name!r}")
     if ppo.algo.kl_coef <= 0 and not ppo.algo.adap_kl_ctrl:
         raise ConfigError("ppo.algo.kl_coef must be > 0: the demo's main run has the KL penalty "
                           "(demo.no_kl adds the run without it)")
