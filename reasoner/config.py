@@ -737,7 +737,8 @@ def _validate_rm(cfg: Config) -> None:
 
 # algo fields only the actor-critic trainers (ppo, a2c) read
 CRITIC_ONLY_ALGO_FIELDS = ("num_ppo_epochs", "num_mini_batches", "cliprange", "cliprange_value",
-                           "lam", "whiten_rewards", "whiten_advantages")
+                           "lam", "whiten_rewards", "whiten_advantages", "vf_coef", "kl_coef",
+                           "adap_kl_ctrl", "kl_target", "kl_horizon")
 
 
 def _check_actor_critic(cfg: Config, with_critic: bool) -> None:
@@ -772,8 +773,10 @@ def _check_actor_critic(cfg: Config, with_critic: bool) -> None:
         unused += [f"critic.{f.name}" for f in dataclasses.fields(CriticConfig)
                    if getattr(c, f.name) != getattr(critic0, f.name)]
         _require(not unused, f"{', '.join(unused)}: PPO / A2C settings (the critic, its "
-                 f"epochs and mini-batches), which algo.name={a.name} does not read; remove "
-                 "them, or set algo.name ppo or a2c")
+                 f"epochs and mini-batches, its KL penalty in the reward), which "
+                 f"algo.name={a.name} does not read; remove them, or set algo.name ppo or a2c"
+                 + ("; this algorithm's KL penalty is algo.beta" if any(
+                     n in unused for n in ("algo.kl_coef", "algo.adap_kl_ctrl")) else ""))
         return
     _require(a.adv_estimator is None, f"algo.adv_estimator must be null for algo.name={a.name}: "
              f"its advantages are GAE over the critic's values (got {a.adv_estimator!r})")

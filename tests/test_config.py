@@ -108,8 +108,13 @@ def test_a_file_with_the_old_grpo_section_reads_the_same():
         ("algo.ptx_coef=0.5", "algo.ptx_coef (PPO-ptx) needs algo.name ppo or a2c, got 'grpo'"),
         # a GRPO run with PPO's settings would ignore them
         ("algo.num_ppo_epochs=2", "algo.num_ppo_epochs: PPO / A2C settings (the critic, its "
-                                  "epochs and mini-batches), which algo.name=grpo does not read"),
+                                  "epochs and mini-batches, its KL penalty in the reward), which "
+                                  "algo.name=grpo does not read"),
         ("critic.learning_rate=1e-4", "critic.learning_rate: PPO / A2C settings"),
+        ("algo.kl_coef=0.5", "algo.kl_coef: PPO / A2C settings (the critic, its epochs and "
+                             "mini-batches, its KL penalty in the reward), which algo.name=grpo "
+                             "does not read; remove them, or set algo.name ppo or a2c; this "
+                             "algorithm's KL penalty is algo.beta"),
         ("critic.learning_rate=0", "critic.learning_rate must be > 0 or null, got 0"),
         ("algo.adv_estimator=nope", "algo.adv_estimator: unknown advantage estimator 'nope'"),
         ("algo.policy_loss=nope:f", "algo.policy_loss: policy loss 'nope:f': cannot import"),
