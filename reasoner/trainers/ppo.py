@@ -230,7 +230,10 @@ class PPOTrainer(GRPOTrainer):
                               "reads the policy's token ids; start it from a model with the "
                               "policy's tokenizer")
         if any(p.glob("tokenizer*")):
-            theirs = AutoTokenizer.from_pretrained(str(p))
+            try:
+                theirs = AutoTokenizer.from_pretrained(str(p))
+            except (OSError, ValueError):  # tokenizer files it can't read: the size check only
+                return
             if theirs.get_vocab() != self.tokenizer.get_vocab():
                 raise ConfigError(f"critic.model_path {path!r} has another tokenizer than "
                                   "model.path: the critic reads the policy's token ids; start "
