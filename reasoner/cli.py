@@ -73,7 +73,9 @@ def _run_training(config: Optional[Path], overrides: Optional[list[str]], *,
     if resume and config is None and flags.get("output_dir"):
         # --resume without --config: the run's own config.yaml (the overrides it was started
         # with included), then this command's overrides
-        saved = Path(str(flags["output_dir"])) / "config.yaml"
+        from reasoner.checkpoint import CONFIG_FILE
+
+        saved = Path(str(flags["output_dir"])) / CONFIG_FILE
         if saved.is_file():
             config = saved
     try:
@@ -189,7 +191,7 @@ def preferences(
                                temperature=temperature, max_new_tokens=max_new_tokens,
                                template=template, seed=seed, progress=not no_progress)
     except (ValueError, OSError, UnknownNameError) as e:  # UnknownNameError: a task's name
-        typer.echo(f"error: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
+        typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"{r.records} rankings ({r.lines} lines) in {output}; {r.left_out} prompts left "
                f"out; annotator's Bayes-optimal pairwise accuracy {r.bayes_accuracy:.4f}; "

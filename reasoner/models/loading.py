@@ -196,12 +196,21 @@ def linear_module_names(model: Any) -> list[str]:
     return out
 
 
+def model_config_json(path: str | Path) -> dict[str, Any]:
+    """A model directory's config.json as a mapping, no weights loaded (OSError or ValueError
+    when it can't be read)."""
+    config = json.loads((Path(path) / "config.json").read_text())
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}/config.json is not a JSON object")
+    return config
+
+
 def hidden_size_of(model_cfg: Any) -> int | None:
     """The hidden size from the ``model`` config section alone (no weights loaded)."""
     if model_cfg.path == "tiny":
         return int(model_cfg.tiny_hidden_size)
     try:
-        return int(json.loads((Path(model_cfg.path) / "config.json").read_text())["hidden_size"])
+        return int(model_config_json(model_cfg.path)["hidden_size"])
     except (OSError, KeyError, ValueError, TypeError):
         return None
 

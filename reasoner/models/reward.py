@@ -71,14 +71,12 @@ def check_reward_model_dir(path: str | Path, field: str) -> None:
     *ForSequenceClassification architecture with one label (ours or TRL's RewardTrainer's
     output). A causal LM would load with a new, random score head and train a policy against
     noise; a classifier of several labels has no one score. ConfigError naming `field`."""
-    import json
-
     from reasoner.config import ConfigError
-    from reasoner.models.loading import check_model_dir
+    from reasoner.models.loading import check_model_dir, model_config_json
 
     check_model_dir(path, field)
     try:
-        config = json.loads((Path(path) / "config.json").read_text())
+        config = model_config_json(path)
     except (OSError, ValueError) as e:
         raise ConfigError(f"{field} {str(path)!r}: config.json is not readable JSON ({e})"
                           ) from None

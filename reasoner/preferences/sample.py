@@ -115,8 +115,9 @@ def sample_preferences(
     template = template or task.default_template
     model, tok = load_model_and_tokenizer(policy)
     rows = task.rows(split, n, seed)
-    longest = max(len(tok(render_prompt(str(r["question"]), template=template, tokenizer=tok),
-                          add_special_tokens=False)["input_ids"]) for r in rows)
+    rendered = [render_prompt(str(r["question"]), template=template, tokenizer=tok)
+                for r in rows]
+    longest = max(len(ids) for ids in tok(rendered, add_special_tokens=False)["input_ids"])
     check_context(model.config, longest, max_new_tokens, new_tokens_field="--max-new-tokens",
                   prompt_field=None)
     rng = random.Random(f"annotator:{seed}")
@@ -135,8 +136,7 @@ def sample_preferences(
                 retry: list[int] = []
                 for start in range(0, len(pending), batch_size):
                     chunk = pending[start:start + batch_size]
-                    prompts = [render_prompt(str(rows[i]["question"]), template=template,
-                                             tokenizer=tok) for i in chunk]
+                    prompts = [rendered[i] for i in chunk]
                     with torch.no_grad():
                         ro = generate_rollouts(model, tok, prompts, num_generations=k,
                                                max_completion_length=max_new_tokens,

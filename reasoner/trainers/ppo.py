@@ -215,13 +215,13 @@ class PPOTrainer(GRPOTrainer):
     def _check_critic_vocabulary(self, path: str) -> None:
         """The critic reads the policy's token ids: a critic.model_path with another
         vocabulary would index past its embeddings, or silently read other tokens."""
-        import json
-
         from transformers import AutoTokenizer
+
+        from reasoner.models.loading import model_config_json
 
         p = Path(path)
         try:
-            vocab = json.loads((p / "config.json").read_text()).get("vocab_size")
+            vocab = model_config_json(p).get("vocab_size")
         except (OSError, ValueError):
             vocab = None
         if isinstance(vocab, int) and vocab < len(self.tokenizer):
