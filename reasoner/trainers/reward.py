@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -75,6 +75,19 @@ def encode_record(tokenizer: Any, rec: PreferenceRecord) -> EncodedRecord:
         torch.tensor([c.second for c in cs], dtype=torch.long),
         torch.tensor([c.tie for c in cs], dtype=torch.bool),
         torch.tensor([c.margin or 0.0 for c in cs], dtype=torch.float32))
+
+
+def drop_same_token_pairs(enc: EncodedRecord) -> tuple[EncodedRecord, int]:
+    """`enc` without the comparisons whose two completions encode to the same token ids (the
+    record's comparisons filtered alike, so the evaluation counts the same pairs), and how many
+    were dropped."""
+    keep = [enc.seqs[int(a)] != enc.seqs[int(b)] for a, b in zip(enc.first, enc.second)]
+    if all(keep):
+        return enc, 0
+    k = torch.tensor(keep, dtype=torch.bool)
+    rec = replace(enc.record, comparisons=[c for c, ok in zip(enc.record.comparisons, keep) if ok])
+    return EncodedRecord(rec, enc.seqs, enc.first[k], enc.second[k], enc.tie[k],
+                         enc.margin[k]), len(keep) - int(k.sum())
 
 
 @dataclass
@@ -151,22 +164,34 @@ class RewardTrainer(BaseTrainer):
 
     def _encode(self, recs: list[PreferenceRecord], what: str) -> list[EncodedRecord]:
         """Encoded records; those with a sequence over rm.max_length (TRL's filter) or with no
-        pair in the loss are left out and counted."""
+        pair in the loss are left out and counted. A pair whose two completions encode to the
+        same token ids (texts that differ only where the tokenizer drops or merges, e.g. a
+        trailing EOS the encoding adds anyway) is left out too: its reward difference is 0 by
+        construction, so it adds log 2 to the loss, no gradient, and a wrong answer to the
+        accuracy whatever the model learns."""
         rm = self.cfg.rm
-        out, too_long, no_pairs = [], 0, 0
+        out, too_long, no_pairs, same, first_same = [], 0, 0, 0, None
         for rec in recs:
-            enc = encode_record(self.tokenizer, rec)
+            enc, dropped = drop_same_token_pairs(encode_record(self.tokenizer, rec))
+            if dropped and first_same is None:
+                first_same = rec.source
+            same += dropped
             if rm.max_length is not None and max(len(s) for s in enc.seqs) > rm.max_length:
                 too_long += 1
             elif float(pair_weights(enc.tie, rm.ties).sum()) == 0:
                 no_pairs += 1
             else:
                 out.append(enc)
-        self.left_out[what] = (too_long, no_pairs)
+        self.left_out[what] = (too_long, no_pairs, same)
+        if self.is_main and same:
+            print(f"{what}: left out {same} pairs whose two completions encode to the same "
+                  f"token ids (the texts differ only where this tokenizer drops or merges "
+                  f"characters; the model can't tell them apart), the first at {first_same}")
         if self.is_main and (too_long or no_pairs):
             print(f"{what}: left out {too_long} records with a sequence longer than "
-                  f"rm.max_length={rm.max_length} tokens and {no_pairs} with only ties "
-                  f"(rm.ties={rm.ties}); {len(out)} remain")
+                  f"rm.max_length={rm.max_length} tokens and {no_pairs} with no pair left in "
+                  f"the loss (only ties with rm.ties={rm.ties}, or only same-token pairs); "
+                  f"{len(out)} remain")
         return out
 
     def setup_data(self, models: StartingModels, *,
@@ -186,18 +211,20 @@ class RewardTrainer(BaseTrainer):
                 if self.is_main and eval_records:
                     print(f"rm.eval_fraction={rm.eval_fraction}: {len(eval_records)} of "
                           f"{len(records) + len(eval_records)} records held out for evaluation")
-        self.left_out: dict[str, tuple[int, int]] = {}
+        self.left_out: dict[str, tuple[int, int, int]] = {}
         self.train_records = self._encode(records, "training records")
         self.eval_records = self._encode(eval_records, "evaluation records")
         if not self.train_records:
-            too_long, no_pairs = self.left_out["training records"]
+            too_long, no_pairs, same = self.left_out["training records"]
             held = (f", {len(eval_records)} held out for evaluation (rm.eval_fraction="
                     f"{rm.eval_fraction})" if rm.eval_dataset_path is None and eval_records
                     else "")
             raise ConfigError(f"no preference records to train on: of {len(records)} left for "
                               f"training{held}, {too_long} have a sequence longer than "
-                              f"rm.max_length={rm.max_length} tokens and {no_pairs} only ties "
-                              f"(rm.ties={rm.ties})")
+                              f"rm.max_length={rm.max_length} tokens and {no_pairs} no pair "
+                              f"left in the loss (only ties with rm.ties={rm.ties}"
+                              + (f", or only pairs whose two sides encode to the same token ids: "
+                                 f"{same} such pairs" if same else "") + ")")
         self.order = DataOrder(len(self.train_records), self.cfg.train.seed)
 
     def trainer_state(self) -> dict[str, Any]:
@@ -322,9 +349,9 @@ class RewardTrainer(BaseTrainer):
                 plot_calibration(metrics, self.out / "calibration.png")
             summary["eval"] = metrics
         elif self.is_main:
-            too_long, no_pairs = self.left_out.get("evaluation records", (0, 0))
-            why = (f"all were left out ({too_long} longer than rm.max_length, {no_pairs} only "
-                   "ties)" if too_long or no_pairs else
+            too_long, no_pairs, _ = self.left_out.get("evaluation records", (0, 0, 0))
+            why = (f"all were left out ({too_long} longer than rm.max_length, {no_pairs} with no "
+                   "pair left in the loss)" if too_long or no_pairs else
                    "set rm.eval_dataset_path or rm.eval_fraction > 0")
             print(f"no held-out records: eval.json not written ({why})")
         distributed.barrier()

@@ -262,7 +262,8 @@ def test_data_that_leaves_nothing_to_train_on_or_no_prompt_to_split_by(tmp_path,
                              "train.max_steps=1"])
     with pytest.raises(ConfigError, match=r"no preference records to train on: of 2 left for "
                                           r"training, 1 have a sequence longer than "
-                                          r"rm.max_length=64 tokens and 1 only ties"):
+                                          r"rm.max_length=64 tokens and 1 no pair left in "
+                                          r"the loss \(only ties"):
         train(cfg, progress=False)
     assert not (tmp_path / "run").exists()  # a failed start leaves nothing
     # pairs without a prompt (the conversation in chosen and rejected): split by their text,
@@ -287,3 +288,40 @@ def test_data_that_leaves_nothing_to_train_on_or_no_prompt_to_split_by(tmp_path,
 def _write_line(path, row):
     path.write_text(json.dumps(row) + "\n")
     return path
+
+
+def test_pairs_whose_sides_encode_to_the_same_tokens_are_left_out(tmp_path, capsys):
+    """A completion with the EOS the encoding appends anyway is the same token ids as one
+    without: such a pair has a reward difference of 0 whatever the model, so it would add log 2
+    to the loss and a miss to the accuracy. It is left out of training and evaluation and
+    counted; a record left with no pair is left out, and a file of nothing else is an error."""
+    from reasoner.config import ConfigError
+
+    eos = "<|endoftext|>"  # the tiny model's
+    data = tmp_path / "same.jsonl"
+    data.write_text("".join(json.dumps(x) + "\n" for x in [
+        {"prompt": "1+1\n<think>", "completions": ["2", "2" + eos, "3"]},  # 1 of 3 pairs same
+        {"prompt": "2+2\n<think>", "chosen": "4" + eos, "rejected": "4"},  # nothing left
+        {"prompt": "3+3\n<think>", "chosen": "6", "rejected": "7"},
+    ]))
+    cfg = cfg_for(tmp_path / "run", data, "train.per_device_train_batch_size=2",
+                  "train.max_steps=1")
+    t = RewardTrainer(cfg, progress=False)
+    out = capsys.readouterr().out
+    assert "left out 2 pairs whose two completions encode to the same token ids" in out
+    assert "the first at" in out and "same.jsonl:1" in out
+    assert len(t.train_records) == 2
+    first = t.train_records[0]
+    assert [(int(a), int(b)) for a, b in zip(first.first, first.second)] == [(0, 2), (1, 2)]
+    assert [(c.first, c.second) for c in first.record.comparisons] == [(0, 2), (1, 2)]
+    m = t.train_step().metrics
+    assert m["pairs"] == 3
+    # evaluation counts the same pairs: 3, not 5
+    t.eval_records = t.train_records
+    t.last_eval = None
+    assert t.evaluate()["num_pairs"] == 3
+    only = tmp_path / "only.jsonl"
+    only.write_text(json.dumps({"prompt": "p", "chosen": "x" + eos, "rejected": "x"}) + "\n")
+    with pytest.raises(ConfigError, match=r"only pairs whose two sides encode to the same token "
+                                          r"ids: 1 such pairs"):
+        RewardTrainer(cfg_for(tmp_path / "run2", only, "train.max_steps=1"), progress=False)
