@@ -232,6 +232,10 @@ def elo(
     if not per_prompt and out["num_components"] > 1:
         typer.echo(f"note: the players form {out['num_components']} groups with no comparison "
                    "linking them: a rating compares only with those of its own group")
+    if out.get("players_without_intervals"):
+        typer.echo(f"note: {out['players_without_intervals']} players have no interval: "
+                   f"{out['why_no_intervals']} (its diagonal needs n^2 memory); "
+                   "--method elo gives bootstrap intervals")
 
 
 @app.command()

@@ -11,7 +11,10 @@ by Newton's method, separately for each connected component of the comparison gr
 never compared, directly or through others, have no common scale), each component centred to
 mean 0. `prior` > 0 (a Gaussian prior of precision `prior`) keeps an undefeated player finite;
 0 is the plain MLE. Standard errors come from the inverse of the Hessian (the observed Fisher
-information, plus the prior) restricted to centred ratings; intervals are Wald intervals.
+information, plus the prior) restricted to centred ratings; intervals are Wald intervals. A
+connected group of more than `MAX_DENSE_PLAYERS` players is fitted by Newton steps solved with
+conjugate gradients (memory linear in players and comparisons) and gets no intervals: the
+diagonal of a large inverse Hessian costs n^2 memory and n^3 time.
 
 **Elo.** `elo_ratings` runs the sequential update R_i += K (s - E_i), E_i = 1 / (1 + 10^((R_j -
 R_i) / 400)) in the order given; intervals by bootstrap (comparisons resampled with replacement,
@@ -35,6 +38,10 @@ ELO_BASE = 1000.0
 ELO_PER_LOGIT = 400.0 / math.log(10.0)  # Elo points per unit of theta
 METHODS = ("bt", "elo")
 MIN_BOOTSTRAP = 20  # resamples for an Elo interval (fewer: --bootstrap 0, none)
+# the largest connected group fitted with its dense n x n Hessian (two n x n float64 arrays:
+# 1 GB at 8000) and given Wald intervals; larger groups: conjugate-gradient Newton, no intervals
+MAX_DENSE_PLAYERS = 8000
+DENSE_SOLVE_PLAYERS = 500  # Newton steps by a dense solve up to this many players, else CG
 
 
 @dataclass
@@ -74,6 +81,7 @@ class RatingFit:
     method: str
     confidence: float
     iterations: int = 0
+    no_intervals: int = 0  # players of groups too large for the dense covariance (bt)
 
 
 def _components(games: Games) -> np.ndarray:
@@ -130,28 +138,59 @@ def _mle_exists(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int) -> bool:
     return reach(edges) == n and reach(back) == n
 
 
+def _newton_step_cg(hess_vec, g: np.ndarray, diag: np.ndarray, max_iter: int,
+                    rtol: float = 1e-10) -> np.ndarray:
+    """x with hess_vec(x) = g, by conjugate gradients preconditioned by the diagonal (started
+    at 0, so even a truncated solve is an ascent direction of the concave objective)."""
+    x = np.zeros_like(g)
+    r = g.copy()
+    z = r / diag
+    d = z.copy()
+    rz = float(r @ z)
+    stop = rtol * float(np.linalg.norm(g))
+    for _ in range(max_iter):
+        if float(np.linalg.norm(r)) <= stop:
+            break
+        hd = hess_vec(d)
+        alpha = rz / float(d @ hd)
+        x += alpha * d
+        r -= alpha * hd
+        z = r / diag
+        rz, rz_old = float(r @ z), rz
+        d = z + (rz / rz_old) * d
+    return x
+
+
 def _fit_component(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int, prior: float,
-                   max_iter: int, tol: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """(theta [n] centred, covariance [n, n] of the centred theta, iterations) for one connected
-    component (players 0..n-1)."""
-    ones = np.ones((n, n)) / n  # curvature along the all-ones direction (the free shift)
+                   max_iter: int, tol: float, dense: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """(theta [n] centred, standard errors [n] of the centred theta, iterations) for one
+    connected component (players 0..n-1).
+
+    The negative Hessian is H = L_w + prior I (L_w the comparison graph's Laplacian weighted by
+    p(1 - p)); H + 11'/n is invertible (the ones direction is the free shift, fixed by centring).
+    Newton steps are dense solves up to `DENSE_SOLVE_PLAYERS` players, above it conjugate
+    gradients with H applied through the games (O(n + games) memory and time per product).
+    `dense`: the standard errors from the diagonal of C (H + 11'/n)^-1 C (C the centring), one
+    n x n inverse at the optimum; otherwise none (NaN): the diagonal of the inverse of a large
+    sparse H has no cheap exact form."""
 
     def objective(theta: np.ndarray) -> float:
         d = theta[i] - theta[j]
         return float(np.sum(s * _log_sigmoid(d) + (1 - s) * _log_sigmoid(-d))
                      - 0.5 * prior * np.sum(theta ** 2))
 
-    def grad_hess(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def grad_weights(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p = _sigmoid(theta[i] - theta[j])
         r = s - p
-        g = np.bincount(i, r, n) - np.bincount(j, r, n) - prior * theta
-        w = p * (1 - p)
-        h = np.zeros((n, n))
-        np.add.at(h, (i, i), w)
-        np.add.at(h, (j, j), w)
-        np.add.at(h, (i, j), -w)
-        np.add.at(h, (j, i), -w)
-        return g, h + prior * np.eye(n)
+        return np.bincount(i, r, n) - np.bincount(j, r, n) - prior * theta, p * (1 - p)
+
+    def dense_hessian(w: np.ndarray) -> np.ndarray:
+        """H + 11'/n as one n x n array."""
+        h = np.bincount(np.concatenate([i * n + j, j * n + i]), np.concatenate([-w, -w]),
+                        n * n).reshape(n, n)
+        h[np.diag_indices(n)] += np.bincount(i, w, n) + np.bincount(j, w, n) + prior
+        h += 1.0 / n
+        return h
 
     if prior == 0 and not _mle_exists(i, j, s, n):
         raise ValueError("the ratings diverge: some players won (or lost) every comparison "
@@ -160,8 +199,16 @@ def _fit_component(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int, prior: f
     f = objective(theta)
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 - the count is reported
-        g, h = grad_hess(theta)
-        step = np.linalg.solve(h + ones, g)
+        g, w = grad_weights(theta)
+        if n <= DENSE_SOLVE_PLAYERS:
+            step = np.linalg.solve(dense_hessian(w), g)
+        else:
+            def hess_vec(v: np.ndarray, w: np.ndarray = w) -> np.ndarray:
+                wd = w * (v[i] - v[j])
+                return np.bincount(i, wd, n) - np.bincount(j, wd, n) + prior * v + v.mean()
+
+            diag = np.bincount(i, w, n) + np.bincount(j, w, n) + prior + 1.0 / n
+            step = _newton_step_cg(hess_vec, g, diag, max_iter=max(100, 2 * n))
         t = 1.0
         while True:  # backtracking: never decrease the log-likelihood
             cand = theta + t * step
@@ -172,39 +219,57 @@ def _fit_component(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int, prior: f
         theta, f = cand - cand.mean(), fc
         if np.max(np.abs(t * step)) < tol:
             break
-    _, h = grad_hess(theta)
-    cov = np.linalg.inv(h + ones) - ones  # = the pseudo-inverse on centred vectors
-    c = np.eye(n) - ones
-    return theta, c @ cov @ c, it
+    if not dense:
+        return theta, np.full(n, np.nan), it
+    m = np.linalg.inv(dense_hessian(grad_weights(theta)[1]))
+    # diag(C M C) for symmetric M: M_kk - 2 mean_k(M) + mean(M) (the 11'/n part centres to 0)
+    row = m.mean(axis=1)
+    var = np.diagonal(m) - 2 * row + row.mean()
+    return theta, np.sqrt(np.clip(var, 0, None)), it
 
 
 def fit_bradley_terry(games: Games, *, prior: float = 0.01, confidence: float = 0.95,
-                      max_iter: int = 100, tol: float = 1e-10) -> RatingFit:
+                      max_iter: int = 100, tol: float = 1e-10,
+                      max_dense_players: int | None = None) -> RatingFit:
     """Bradley–Terry ratings (MAP with a Gaussian prior of precision `prior`; 0 = MLE) and
-    Wald intervals at `confidence`; see the module docstring."""
+    Wald intervals at `confidence`; see the module docstring. A connected group of more than
+    `max_dense_players` (default `MAX_DENSE_PLAYERS`) players gets no intervals (NaN;
+    `RatingFit.no_intervals` counts such players)."""
     if prior < 0:
         raise ValueError(f"prior must be >= 0, got {prior}")
+    if max_dense_players is None:
+        max_dense_players = MAX_DENSE_PLAYERS
     n = games.num_players
     comp = _components(games)
     theta, se = np.zeros(n), np.full(n, np.nan)
-    iters = 0
-    for c in range(int(comp.max()) + 1 if n else 0):
-        members = np.flatnonzero(comp == c)
+    iters, no_intervals = 0, 0
+    # players and games grouped by component in one sort each (not one scan per component:
+    # per-prompt players make as many components as prompts)
+    num_comp = int(comp.max()) + 1 if n else 0
+    by_player = np.argsort(comp, kind="stable")
+    player_starts = np.searchsorted(comp[by_player], np.arange(num_comp + 1))
+    game_comp = comp[games.i]
+    by_game = np.argsort(game_comp, kind="stable")
+    game_starts = np.searchsorted(game_comp[by_game], np.arange(num_comp + 1))
+    local = np.zeros(n, dtype=np.int64)
+    for c in range(num_comp):
+        members = by_player[player_starts[c]:player_starts[c + 1]]
         if members.size == 1:
             continue  # a player alone: no games, no scale
-        local = {int(p): k for k, p in enumerate(members)}
-        sel = comp[games.i] == c
-        li = np.array([local[int(x)] for x in games.i[sel]], dtype=np.int64)
-        lj = np.array([local[int(x)] for x in games.j[sel]], dtype=np.int64)
-        t, cov, it = _fit_component(li, lj, games.s[sel], members.size, prior, max_iter, tol)
+        local[members] = np.arange(members.size)
+        sel = by_game[game_starts[c]:game_starts[c + 1]]
+        dense = members.size <= max_dense_players
+        t, sd, it = _fit_component(local[games.i[sel]], local[games.j[sel]], games.s[sel],
+                                   members.size, prior, max_iter, tol, dense)
         theta[members] = t
-        se[members] = np.sqrt(np.clip(np.diag(cov), 0, None))
+        se[members] = sd
+        no_intervals += 0 if dense else members.size
         iters = max(iters, it)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     rating = ELO_BASE + ELO_PER_LOGIT * theta
     half = z * ELO_PER_LOGIT * se
     return RatingFit(theta, se, rating, rating - half, rating + half, comp, "bt", confidence,
-                     iters)
+                     iters, no_intervals)
 
 
 def elo_updates(games: Games, *, k_factor: float = 16.0, order: np.ndarray | None = None
@@ -343,6 +408,9 @@ def ratings_main(input_path: str, output_path: str, *, method: str = "bt", prior
         "num_comparisons": int(games.i.size),
         "num_players": games.num_players,
         "num_components": int(fit.component.max()) + 1 if games.num_players else 0,
+        **({"players_without_intervals": fit.no_intervals,
+            "why_no_intervals": f"groups of more than {MAX_DENSE_PLAYERS} linked players are "
+                                "fitted without the n x n covariance"} if fit.no_intervals else {}),
         **({"prior": prior} if method == "bt" else {"k_factor": k_factor,
                                                    "bootstrap": bootstrap}),
         "players": [{k: (_finite(v) if isinstance(v, float) else v)

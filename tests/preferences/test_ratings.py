@@ -171,3 +171,84 @@ def test_disconnected_players_are_pointed_out(tmp_path):
                                    str(tmp_path / "r.json")])
     assert res.exit_code == 0, res.output
     assert "the players form 2 groups with no comparison linking them" in res.output
+
+
+def test_a_large_group_is_fitted_without_the_dense_hessian_to_the_same_ratings(monkeypatch):
+    """Above DENSE_SOLVE_PLAYERS the Newton steps are solved by conjugate gradients through the
+    games: the same ratings as the dense solve (on a group small enough for both). Above
+    max_dense_players: memory linear in players and games, and no intervals rather than wrong
+    ones."""
+    import tracemalloc
+
+    from reasoner.preferences import ratings
+
+    rng = np.random.default_rng(5)
+    theta = rng.normal(0, 1, 300)
+    theta -= theta.mean()
+    g = simulate(theta, 6000, rng)
+    for prior in (0.0, 0.05):
+        dense = fit_bradley_terry(g, prior=prior)
+        with monkeypatch.context() as m:
+            m.setattr(ratings, "DENSE_SOLVE_PLAYERS", 10)
+            cg = fit_bradley_terry(g, prior=prior)  # CG steps, dense intervals
+            sparse = fit_bradley_terry(g, prior=prior, max_dense_players=100)
+        np.testing.assert_allclose(cg.theta, dense.theta, atol=1e-8)
+        np.testing.assert_allclose(cg.se, dense.se, rtol=1e-6)
+        np.testing.assert_allclose(sparse.theta, dense.theta, atol=1e-8)
+        assert dense.no_intervals == 0 and np.all(np.isfinite(dense.se))
+        assert sparse.no_intervals == 300 and np.all(np.isnan(sparse.se))
+        assert np.all(np.isnan(sparse.ci_low)) and np.all(np.isfinite(sparse.rating))
+    # a chain (the worst-conditioned graph): still the dense answer
+    n = 200
+    chain = Games(np.arange(n - 1).repeat(3), np.arange(1, n).repeat(3),
+                  np.tile([1.0, 0.0, 1.0], n - 1), n)
+    exact = fit_bradley_terry(chain, prior=0.0).theta
+    monkeypatch.setattr(ratings, "DENSE_SOLVE_PLAYERS", 10)
+    np.testing.assert_allclose(fit_bradley_terry(chain, prior=0.0).theta, exact, atol=1e-7)
+    # 20000 linked players: the dense path would hold two 3.2 GB arrays
+    n = 20000
+    big = simulate(rng.normal(0, 1, n), 100_000, rng)
+    tracemalloc.start()
+    fit = fit_bradley_terry(big, prior=0.01)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100e6, peak
+    sizes = np.bincount(fit.component)
+    assert sizes.max() > 19_900 and fit.no_intervals == sizes.max()  # the rest played nobody
+    p = 1 / (1 + np.exp(-(fit.theta[big.i] - fit.theta[big.j])))
+    grad = np.bincount(big.i, big.s - p, n) - np.bincount(big.j, big.s - p, n) - 0.01 * fit.theta
+    assert np.abs(grad).max() < 1e-6  # the MAP's stationary point
+
+
+def test_many_small_groups_are_fitted_each_on_its_own():
+    """Per-prompt players: one group per prompt, each centred and fitted alone (as one fit of
+    that group's games would)."""
+    rng = np.random.default_rng(6)
+    gi, gj, gs, alone = [], [], [], []
+    for c in range(300):
+        base = 4 * c
+        g = simulate(TRUE[:4] if c % 2 else TRUE[1:], 12, rng)
+        gi += (g.i + base).tolist()
+        gj += (g.j + base).tolist()
+        gs += g.s.tolist()
+        alone.append(fit_bradley_terry(g, prior=0.1).theta)
+    fit = fit_bradley_terry(Games(gi, gj, gs, 1200), prior=0.1)
+    np.testing.assert_allclose(fit.theta, np.concatenate(alone), atol=1e-9)
+    assert fit.component.max() == 299
+
+
+def test_reasoner_elo_says_which_players_have_no_interval(tmp_path, monkeypatch):
+    from reasoner.preferences import ratings
+
+    monkeypatch.setattr(ratings, "MAX_DENSE_PLAYERS", 3)
+    lines = [{"prompt": "q", "a": f"p{k}", "b": f"p{(k + 1) % 5}", "winner": w}
+             for k in range(5) for w in ("a", "b")]
+    lines += [{"prompt": "q", "a": "x", "b": "y", "winner": "a"},
+              {"prompt": "q", "a": "y", "b": "x", "winner": "a"}]
+    inp = tmp_path / "c.jsonl"
+    inp.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = ratings_main(str(inp), str(tmp_path / "r.json"))
+    assert out["players_without_intervals"] == 5 and "more than 3" in out["why_no_intervals"]
+    rows = {r["player"]: r for r in json.loads((tmp_path / "r.json").read_text())["players"]}
+    assert rows["p0"]["ci_low"] is None and rows["p0"]["rating"] == pytest.approx(1000)
+    assert rows["x"]["ci_low"] < rows["x"]["rating"] < rows["x"]["ci_high"]
