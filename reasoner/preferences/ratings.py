@@ -11,10 +11,11 @@ by Newton's method, separately for each connected component of the comparison gr
 never compared, directly or through others, have no common scale), each component centred to
 mean 0. `prior` > 0 (a Gaussian prior of precision `prior`) keeps an undefeated player finite;
 0 is the plain MLE. Standard errors come from the inverse of the Hessian (the observed Fisher
-information, plus the prior) restricted to centred ratings; intervals are Wald intervals. A
-connected group of more than `MAX_DENSE_PLAYERS` players is fitted by Newton steps solved with
-conjugate gradients (memory linear in players and comparisons) and gets no intervals: the
-diagonal of a large inverse Hessian costs n^2 memory and n^3 time.
+information, plus the prior) restricted to centred ratings; intervals are Wald intervals. In a
+group of more than `DENSE_SOLVE_PLAYERS` players the Newton steps are solved by conjugate
+gradients through the games (memory linear in players and comparisons); a group of more than
+`MAX_DENSE_PLAYERS` gets no intervals: the diagonal of a large inverse Hessian costs n^2 memory
+and n^3 time.
 
 **Elo.** `elo_ratings` runs the sequential update R_i += K (s - E_i), E_i = 1 / (1 + 10^((R_j -
 R_i) / 400)) in the order given; intervals by bootstrap (comparisons resampled with replacement,
