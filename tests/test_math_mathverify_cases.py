@@ -215,6 +215,12 @@ CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
      r"\boxed{\begin{pmatrix}-\frac{5}{3}&-1\\2&\frac{1}{3}\end{pmatrix}}", True, True, ""),
     ("cube root entries", r"\begin{pmatrix}\frac{1}{2\sqrt[3]{y}^2}&0\\0&1\end{pmatrix}",
      r"\boxed{\begin{pmatrix}\frac{1}{2y^{2/3}}&0\\0&1\end{pmatrix}}", True, True, ""),
+    ("letter after a row break", r"\begin{pmatrix} p \\ q \end{pmatrix}",
+     r"\boxed{\begin{pmatrix}p\\q\end{pmatrix}}", True, True, ""),
+    ("letter after a row break", r"\begin{pmatrix} p \\ q \end{pmatrix}",
+     r"\boxed{\begin{pmatrix}q\\p\end{pmatrix}}", False, False, ""),
+    ("names in a matrix", r"\begin{pmatrix} 2 & a \\ b & 7 \end{pmatrix}",
+     r"\boxed{\begin{bmatrix}2&a\\b&7\end{bmatrix}}", True, True, ""),
     # -- expressions, exactness
     ("decimal for a fraction", r"\frac{1}{6}", r"\boxed{0.1666666666666667}", True, True, ""),
     ("decimal in a tuple", r"(2,\frac{7}{2})", r"\boxed{(2,3.5)}", True, True, ""),

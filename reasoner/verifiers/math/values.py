@@ -148,7 +148,9 @@ def _split_top(s: str, seps: tuple[str, ...]) -> list[str]:
         elif depth == 0:
             for sep in seps:
                 if s.startswith(sep, i):
-                    if sep.startswith("\\") and s[i + len(sep) : i + len(sep) + 1].isalpha():
+                    # a command (\cup, \le) is not the start of a longer one (\left); a row
+                    # break \\ may be followed by a letter (x\\y)
+                    if sep[-1].isalpha() and s[i + len(sep) : i + len(sep) + 1].isalpha():
                         continue
                     parts.append(s[start:i])
                     i += len(sep)
