@@ -31,6 +31,7 @@ PROSE = "policy prose: the answer is only in the text"
 BOXES = "policy boxes: the completion boxes different answers"
 GOLD_BOXES = "policy boxes: the gold has several different boxed answers, so it is not judged"
 COMMA = "policy decimal comma: the comma makes a list"
+UNICODE = "reads: Unicode math symbols (², ³, ∞, √, ≠) as the LaTeX they stand for"
 
 CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
     # -- numbers, separators, currency, units
@@ -59,6 +60,14 @@ CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
     ("MATH digit groups", "22222222200", r"is $\boxed{22,\! 222,\! 222,\! 200}$", True, True, ""),
     ("MATH digit groups", "45678", r"is $\boxed{45,\! 678}$", True, True, ""),
     ("comma and space: a list", "45678", r"is $\boxed{45, 678}$", False, False, ""),
+    ("unicode square unit", "4800.25", r"\boxed{4,800.25m²}", True, False, UNICODE),
+    ("unicode square unit", "4800", r"\boxed{4,800.25 m²}", False, False, ""),
+    ("unicode power", "y^3-2", r"\boxed{y³-2}", True, False, UNICODE),
+    ("unicode power", "y^2-2", r"\boxed{y³-2}", False, False, ""),
+    ("unicode infinity", r"(7, \infty)", r"\boxed{(7, ∞)}", True, False, UNICODE),
+    ("unicode infinity", r"(-\infty, 7]", r"\boxed{(-∞, 7)}", False, False, ""),
+    ("unicode root", r"3\sqrt{5}", r"\boxed{3√5}", True, False, UNICODE),
+    ("unicode not-equal", r"x \neq 8", r"\boxed{x ≠ 8}", True, True, ""),
     # -- fractions and LaTeX spellings
     ("slash and frac", "11/7", r"\boxed{\frac{11}{7}}", True, True, ""),
     ("negative frac", "-11/7", r"\boxed{-\frac{11}{7}}", True, True, ""),

@@ -21,6 +21,7 @@ from reasoner.verifiers.math import (
     normalize,
     verify_math,
 )
+from reasoner.verifiers.math.values import too_large_text
 from reasoner.verifiers.math.worker import _parse_gold
 from reasoner.verifiers.pool import TaskResult, worker_info
 
@@ -85,6 +86,9 @@ def test_extraction_of_a_huge_completion_is_fast_enough_to_not_matter() -> None:
         (r"\left( 1, 2 \right)", "( 1, 2 )"),
         (r"\dfrac12", r"\frac{1}{2}"),
         (r"x = 1 \text{ or } x = 2", "x = 1, x = 2"),
+        ("2,500 m²", "2500"),  # Unicode symbols are read as their LaTeX
+        ("x⁻¹ ≠ ∞", r"x^{-1} \neq \infty"),
+        ("3√2", r"3\sqrt{2}"),
     ],
 )
 def test_normalize(raw: str, norm: str) -> None:
@@ -261,6 +265,9 @@ def test_size_prescreen_in_process() -> None:
     for big in (r"9^{9^{9^{9}}}", r"10000000!", r"2^{2^{16}}!", r"\binom{10^{8}}{5 \cdot 10^{7}}"):
         correct, reason, _ = check_answer("3", big)
         assert (correct, reason) == (False, "too large"), big
+    for big in ("9⁹⁹⁹⁹⁹⁹⁹", "9⁹⁹⁹⁹⁹⁹"):  # superscripts are powers too
+        assert check_answer("3", big)[:2] == (False, "too large"), big
+    assert too_large_text("9⁹⁹⁹⁹⁹⁹⁹", 1000) and not too_large_text("2³+5²", 1000)
 
 
 def test_gold_parsed_once_per_process() -> None:

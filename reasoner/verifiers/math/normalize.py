@@ -34,12 +34,23 @@ _GROUP_SEPARATOR = re.compile(r"(?<=\d)(?:,\s*\\!|\{\s*,\s*\})\s*(?=\d{3}(?!\d))
 # "!=" is "not equal" after a name or a space ("x != 3", "x!=3"); after a digit or a bracket it
 # stays a factorial followed by "=" ("5!=120").
 _NOT_EQUAL = re.compile(r"(?<=[A-Za-z\s])!=")
+# Unicode math symbols spelled in LaTeX: "2,500 m²", "x ≠ 5", "(1, ∞)", "√2", "1½".
+_SUPERSCRIPT = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻", "0123456789+-")
+_SUPERSCRIPT_RUN = re.compile(r"[⁺⁻]?[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
+_UNICODE_SYMBOLS = {
+    "∞": r"\infty ", "≠": r" \neq ", "⩾": r" \geq ", "⩽": r" \leq ", "√": r"\sqrt ",
+    "½": r"\frac{1}{2}", "⅓": r"\frac{1}{3}", "⅔": r"\frac{2}{3}", "¼": r"\frac{1}{4}",
+    "¾": r"\frac{3}{4}",
+}
+_UNICODE_SYMBOL = re.compile("|".join(_UNICODE_SYMBOLS))
 
 
 def normalize(s: str) -> str:
     """A canonical string form of an answer (used for string equality and before parsing)."""
     s = s.strip()
     s = s.replace("\n", " ").replace("\u2212", "-").replace("\u00b7", "\\cdot ")
+    s = _SUPERSCRIPT_RUN.sub(lambda m: "^{" + m.group().translate(_SUPERSCRIPT) + "}", s)
+    s = _UNICODE_SYMBOL.sub(lambda m: _UNICODE_SYMBOLS[m.group()], s)
     s = re.sub(r"\\(?:displaystyle|textstyle|scriptstyle|limits)", "", s)
     s = re.sub(r"\\left\s*\.|\\right\s*\.", "", s)
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![A-Za-z])", "", s)

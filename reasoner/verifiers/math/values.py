@@ -18,6 +18,7 @@ DEFAULT_MAX_DIGITS = 100_000
 # quadratic ways to split a run of spaces between two ``\s*``.
 _HUGE_LITERAL = re.compile(
     r"(?<!\d)\d{7,}\s*!|\^\s*(?:\{\s*)?\d{7,}|\\binom\s*(?:\{\s*)?\d{7,}|(?<!\d)\d{10000,}"
+    r"|(?<![⁰¹²³⁴⁵⁶⁷⁸⁹])[⁰¹²³⁴⁵⁶⁷⁸⁹]{7,}"  # 9⁹⁹⁹⁹⁹⁹⁹: a power written in superscripts
 )
 
 
