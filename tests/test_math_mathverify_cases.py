@@ -32,6 +32,7 @@ BOXES = "policy boxes: the completion boxes different answers"
 GOLD_BOXES = "policy boxes: the gold has several different boxed answers, so it is not judged"
 COMMA = "policy decimal comma: the comma makes a list"
 UNICODE = "reads: Unicode math symbols (², ³, ∞, √, ≠) as the LaTeX they stand for"
+SPELLING = r"reads: spellings the parser doesn't know (\not=, \lbrace, \langle, {:})"
 
 CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
     # -- numbers, separators, currency, units
@@ -199,6 +200,10 @@ CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
     ("bounds", "-512 < b < 17", r"\boxed{(-512, 17)}", True, True, ""),
     ("bounds of a function", "0<g(x)<2", r"\boxed{(0,2)}", True, True, ""),
     ("inequality", r"m \ge 3", r"\boxed{m \ge 3}", True, True, ""),
+    ("slanted >=", r"t \ge 4", r"\boxed{t \geqslant 4}", True, True, ""),
+    ("slanted >=", r"t \le 4", r"\boxed{t \geqslant 4}", False, False, ""),
+    ("slanted <=", r"t \le 4", r"\boxed{t \leqslant 4}", True, True, ""),
+    ("\\not=", r"w \neq 6", r"\boxed{w \not= 6}", True, False, SPELLING),
     # -- matrices
     ("identity", r"\begin{pmatrix}1 & 0 \\ 0 & 1\end{pmatrix}",
      r"The identity is $\boxed{\begin{pmatrix}1 & 0 \\ 0 & 1\end{pmatrix}}$.", True, True, ""),
@@ -264,10 +269,14 @@ CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
     ("plus-minus vs one", r"\pm 1999", r"\boxed{1999}", False, False, ""),
     ("plus-minus vs braces", r"\pm 1999", r"\boxed{{-1999, 1999}}", True, True, ""),
     ("tuple vs braces", "(4,1)", r"\boxed{{1,4}}", False, False, ""),
+    ("lbrace set", r"\{3,8\}", r"\boxed{\lbrace 8,3\rbrace}", True, False, SPELLING),
+    ("angle-bracket vector", "(3,8)", r"\boxed{\langle 3,8\rangle}", True, False, SPELLING),
+    ("angle-bracket vector", "(3,8)", r"\boxed{\langle 8,3\rangle}", False, False, ""),
     ("tuple vs braces", "(1,4)", r"\boxed{{1,4}}", False, True,
      "policy tuple: (1,4) is ordered, the list 1, 4 is not"),
     ("time", "11:00", r"\boxed{2:00}", False, False, ""),
     ("time", "11:00", r"\boxed{11:00}", True, True, ""),
+    ("time, colon in braces", "10:15", r"\boxed{10{:}15}", True, False, SPELLING),
     ("sum recurrence", r"G_n = \sum_{j=0}^{n-1} G_j G_{n-j-1}",
      r"\boxed{G_n = \sum_{j=0}^{n-2} G_j G_{n-j-2}}", False, False, ""),
     ("sum recurrence", r"G_n = \sum_{j=0}^{n-1} G_j G_{n-j-1}",

@@ -43,6 +43,15 @@ _UNICODE_SYMBOLS = {
     "¾": r"\frac{3}{4}",
 }
 _UNICODE_SYMBOL = re.compile("|".join(_UNICODE_SYMBOLS))
+# Other spellings of what the parser reads: x \geqslant 5, x \not= 5, \lbrace 1,2\rbrace,
+# \langle 1,2\rangle (a vector: the tuple (1,2)), 9{:}45.
+_SPELLING = {
+    r"\geqslant": r"\geq", r"\leqslant": r"\leq", r"\not=": r" \neq ", r"\lbrace": r"\{",
+    r"\rbrace": r"\}", r"\langle": "(", r"\rangle": ")", "{:}": ":",
+}
+_SPELLINGS = re.compile(
+    r"\\(?:geqslant|leqslant|lbrace|rbrace|langle|rangle)(?![A-Za-z])|\\not\s*=|\{\s*:\s*\}"
+)
 
 
 def normalize(s: str) -> str:
@@ -56,6 +65,7 @@ def normalize(s: str) -> str:
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![A-Za-z])", "", s)
     s = _GROUP_SEPARATOR.sub("", s)
     s = _NOT_EQUAL.sub(r" \\neq ", s)
+    s = _SPELLINGS.sub(lambda m: _SPELLING[re.sub(r"\s+", "", m.group())], s)
     s = re.sub(r"(?<!\\)\\[,;:! ]|\\q?quad(?![A-Za-z])|~", " ", s)
     s = re.sub(r"\\\$|\\(?:textdollar|euro|pounds)(?![A-Za-z])|£|€", "", s)
     s = s.replace("$", "")
