@@ -116,6 +116,13 @@ CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
      True, True, ""),
     ("polar point", r"(4, \frac{\pi}{3})",
      r"the polar coordinates are $\boxed{\left( 4, \frac{\pi}{3} \right)}.$", True, True, ""),
+    # LaTeX escaped twice (\\frac), as JSON written from a string literal has it
+    ("gold escaped twice", r"\\left( 2, \\frac{\\pi}{6} \\right)",
+     r"\boxed{\left( 2, \frac{\pi}{6} \right)}", True, True, ""),
+    ("completion escaped twice", r"\left( 2, \frac{\pi}{6} \right)",
+     r"the point is $\\boxed{\\left( 2, \\frac{\\pi}{6} \\right)}$", True, True, ""),
+    ("completion escaped twice", r"\left( 2, \frac{\pi}{6} \right)",
+     r"$\\boxed{\\left( 2, \\frac{\\pi}{3} \\right)}$", False, False, ""),
     ("after a chain", r"\frac{17}{5}", r"$g(1)+g(2)=\frac{3}{5}+\frac{14}{5}=\boxed{\frac{17}{5}}$",
      True, True, ""),
     ("a name", r"\text{Marisol}", r"Therefore, $\boxed{\text{Marisol}}$ is fastest.", True, True,

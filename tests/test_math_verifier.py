@@ -89,6 +89,8 @@ def test_extraction_of_a_huge_completion_is_fast_enough_to_not_matter() -> None:
         ("2,500 m²", "2500"),  # Unicode symbols are read as their LaTeX
         ("x⁻¹ ≠ ∞", r"x^{-1} \neq \infty"),
         ("3√2", r"3\sqrt{2}"),
+        (r"\\left( 2, \\frac{\\pi}{6} \\right)", r"( 2, \frac{\pi}{6} )"),  # escaped twice
+        (r"\begin{pmatrix}x\\y\end{pmatrix}", r"\begin{pmatrix}x\\y\end{pmatrix}"),  # a row break
     ],
 )
 def test_normalize(raw: str, norm: str) -> None:

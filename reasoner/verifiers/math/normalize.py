@@ -43,6 +43,9 @@ _UNICODE_SYMBOLS = {
     "¾": r"\frac{3}{4}",
 }
 _UNICODE_SYMBOL = re.compile("|".join(_UNICODE_SYMBOLS))
+# A doubled backslash before a command name, or before an escaped character: "\\frac{1}{2}",
+# "\\left( 3, \\pi \\right)" (LaTeX escaped twice, as in JSON written from a string literal).
+_DOUBLED = re.compile(r"\\\\(?=[A-Za-z{}%$,;:!])")
 # Other spellings of what the parser reads: x \geqslant 5, x \not= 5, \lbrace 1,2\rbrace,
 # \langle 1,2\rangle (a vector: the tuple (1,2)), 9{:}45.
 _SPELLING = {
@@ -57,6 +60,8 @@ _SPELLINGS = re.compile(
 def normalize(s: str) -> str:
     """A canonical string form of an answer (used for string equality and before parsing)."""
     s = s.strip()
+    if "\\\\" in s and "\\" not in _DOUBLED.sub("", s):  # every command escaped twice
+        s = s.replace("\\\\", "\\")
     s = s.replace("\n", " ").replace("\u2212", "-").replace("\u00b7", "\\cdot ")
     s = _SUPERSCRIPT_RUN.sub(lambda m: "^{" + m.group().translate(_SUPERSCRIPT) + "}", s)
     s = _UNICODE_SYMBOL.sub(lambda m: _UNICODE_SYMBOLS[m.group()], s)
