@@ -263,6 +263,10 @@ def parse_value(s: str, max_digits: int = DEFAULT_MAX_DIGITS) -> Any:
     if s.startswith("\\langle") and s.endswith("\\rangle"):
         items = _split_top(s[len("\\langle") : -len("\\rangle")], (",",))
         return Bracketed("(", ")", [parse_value(x, max_digits) for x in items])
+    # x \approx 0.3333333: the value of the name, a decimal (an approximation) if written as one
+    near = _split_top(s, ("\\approx",))
+    if len(near) == 2 and _BARE_VAR.fullmatch(near[0]) and near[1]:
+        return parse_value(near[1], max_digits)
     # equations (only "=" and relations outside brackets count: \sum_{k=0} is not one)
     sides = _split_top(s, ("=",))
     relation = any(op in s for op in _REL_OPS) and len(_split_top(s, _REL_OPS)) > 1
