@@ -32,7 +32,7 @@ BOXES = "policy boxes: the completion boxes different answers"
 GOLD_BOXES = "policy boxes: the gold has several different boxed answers, so it is not judged"
 COMMA = "policy decimal comma: the comma makes a list"
 UNICODE = "reads: Unicode math symbols (², ³, ∞, √, ≠) as the LaTeX they stand for"
-SPELLING = r"reads: spellings the parser doesn't know (\not=, \lbrace, \langle, {:})"
+SPELLING = r"reads: spellings the parser doesn't know (\not=, \lbrace, \langle, {:}, \varnothing)"
 
 CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
     # -- numbers, separators, currency, units
@@ -280,6 +280,9 @@ CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
     ("plus-minus vs braces", r"\pm 1999", r"\boxed{{-1999, 1999}}", True, True, ""),
     ("tuple vs braces", "(4,1)", r"\boxed{{1,4}}", False, False, ""),
     ("lbrace set", r"\{3,8\}", r"\boxed{\lbrace 8,3\rbrace}", True, False, SPELLING),
+    ("empty set", r"\emptyset", r"\boxed{\varnothing}", True, False, SPELLING),
+    ("empty set", r"\varnothing", r"\boxed{\{\}}", True, False, SPELLING),
+    ("empty set", r"\emptyset", r"\boxed{\{0\}}", False, False, ""),
     ("angle-bracket vector", "(3,8)", r"\boxed{\langle 3,8\rangle}", True, False, SPELLING),
     ("angle-bracket vector", "(3,8)", r"\boxed{\langle 8,3\rangle}", False, False, ""),
     ("tuple vs braces", "(1,4)", r"\boxed{{1,4}}", False, True,

@@ -47,13 +47,15 @@ _UNICODE_SYMBOL = re.compile("|".join(_UNICODE_SYMBOLS))
 # "\\left( 3, \\pi \\right)" (LaTeX escaped twice, as in JSON written from a string literal).
 _DOUBLED = re.compile(r"\\\\(?=[A-Za-z{}%$,;:!])")
 # Other spellings of what the parser reads: x \geqslant 5, x \not= 5, \lbrace 1,2\rbrace,
-# \langle 1,2\rangle (a vector: the tuple (1,2)), 9{:}45.
+# \langle 1,2\rangle (a vector: the tuple (1,2)), 9{:}45, the empty set \emptyset (the set \{\}).
 _SPELLING = {
     r"\geqslant": r"\geq", r"\leqslant": r"\leq", r"\not=": r" \neq ", r"\lbrace": r"\{",
-    r"\rbrace": r"\}", r"\langle": "(", r"\rangle": ")", "{:}": ":",
+    r"\rbrace": r"\}", r"\langle": "(", r"\rangle": ")", "{:}": ":", r"\emptyset": r"\{\}",
+    r"\varnothing": r"\{\}", "∅": r"\{\}",
 }
 _SPELLINGS = re.compile(
-    r"\\(?:geqslant|leqslant|lbrace|rbrace|langle|rangle)(?![A-Za-z])|\\not\s*=|\{\s*:\s*\}"
+    r"\\(?:geqslant|leqslant|lbrace|rbrace|langle|rangle|emptyset|varnothing)(?![A-Za-z])"
+    r"|\\not\s*=|\{\s*:\s*\}|∅"
 )
 
 
