@@ -32,7 +32,8 @@ BOXES = "policy boxes: the completion boxes different answers"
 GOLD_BOXES = "policy boxes: the gold has several different boxed answers, so it is not judged"
 COMMA = "policy decimal comma: the comma makes a list"
 UNICODE = "reads: Unicode math symbols (², ³, ∞, √, ≠) as the LaTeX they stand for"
-SPELLING = r"reads: spellings the parser doesn't know (\not=, \lbrace, \langle, {:}, \varnothing)"
+SPELLING = (r"reads: spellings the parser doesn't know (\not=, \lbrace, \langle, {:}, "
+            r"\varnothing, \lor)")
 
 CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
     # -- numbers, separators, currency, units
@@ -213,6 +214,11 @@ CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
     ("slanted >=", r"t \ge 4", r"\boxed{t \geqslant 4}", True, True, ""),
     ("slanted >=", r"t \le 4", r"\boxed{t \geqslant 4}", False, False, ""),
     ("slanted <=", r"t \le 4", r"\boxed{t \leqslant 4}", True, True, ""),
+    ("logical or", r"(-\infty,-2]\cup[6,\infty)", r"\boxed{v \le -2 \lor v \ge 6}", True, False,
+     SPELLING),
+    ("logical or", r"(-\infty,-2]\cup[6,\infty)", r"\boxed{v < -2 \lor v \ge 6}", False, False,
+     ""),
+    ("logical or", "4, 9", r"\boxed{k=4 \vee k=9}", True, False, SPELLING),
     ("\\not=", r"w \neq 6", r"\boxed{w \not= 6}", True, False, SPELLING),
     # -- matrices
     ("identity", r"\begin{pmatrix}1 & 0 \\ 0 & 1\end{pmatrix}",

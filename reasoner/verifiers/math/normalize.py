@@ -25,6 +25,8 @@ _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _THOUSANDS_SPACE = re.compile(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?")
 _SEPARATOR_WORDS = re.compile(
     r"\s*" + _TEXT_CMD + r"\s*\{\s*(?:or|and|,)\s*\}\s*|\s+(?:or|and)\s+"
+    # the logical or: "x \le 3 \lor x \ge 5", "x=1 \vee x=2"
+    r"|\s*\\(?:lor|vee)(?![A-Za-z])\s*"
     # "or" without spaces, between a value and the next one: "(11,7)or(7,11)", "1orW(x)=-1"
     # (never inside a word: "(1,2)order" is left alone)
     r"|(?<=[\d)\]}])or(?=[-+(\[\\\dA-Z]|[a-z](?![A-Za-z]))"
