@@ -80,6 +80,10 @@ def normalize(s: str) -> str:
     s = s.replace("$", "")
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
     s = re.sub(r"\\[dt]binom(?![A-Za-z])", r"\\binom", s)
+    # the real line \mathbb{R} (or ℝ) is the interval (-\infty,\infty), not a name R; not as a
+    # base (\mathbb{R}^2) or with an index
+    s = re.sub(r"(?:\\mathbb\s*\{\s*R\s*\}|\\mathbb\s+R(?![A-Za-z])|ℝ)(?!\s*[\^_])",
+               r"(-\\infty,\\infty)", s)
     s = re.sub(r"\\(?:mathbf|textbf|boldsymbol|bm|mathbb)\s*\{([^{}]*)\}", r"\1", s)
     # degrees, percent, currency
     s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree(?![A-Za-z])", "", s)
