@@ -33,7 +33,7 @@ GOLD_BOXES = "policy boxes: the gold has several different boxed answers, so it 
 COMMA = "policy decimal comma: the comma makes a list"
 UNICODE = "reads: Unicode math symbols (², ³, ∞, √, ≠) as the LaTeX they stand for"
 SPELLING = (r"reads: spellings the parser doesn't know (\not=, \lbrace, \langle, {:}, "
-            r"\varnothing, \lor)")
+            r"\varnothing, \lor, \text{lcm}, \bmod)")
 
 CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
     # -- numbers, separators, currency, units
@@ -227,6 +227,12 @@ CASES: list[tuple[str, str, str, bool | None, bool, str]] = [
     ("the real line", r"\mathbb{R}", r"\boxed{R}", False, False, ""),
     ("the real plane", r"\mathbb{R}^2", r"\boxed{\mathbb{R}^2}", True, True, ""),
     ("the real plane", r"\mathbb{R}^2", r"\boxed{\mathbb{R}^3}", False, False, ""),
+    ("lcm by name", "15", r"\boxed{\operatorname{lcm}(3, 5)}", True, True, ""),
+    ("lcm by name", "45", r"\boxed{\text{lcm}(9,15)}", True, False, SPELLING),
+    ("lcm by name", "30", r"\boxed{\text{lcm}(9,15)}", False, False, ""),
+    ("gcd by name", "3", r"\boxed{\mathrm{gcd}(9,15)}", True, False, SPELLING),
+    ("bmod", "4", r"\boxed{11 \bmod 7}", True, False, SPELLING),
+    ("bmod", "3", r"\boxed{11 \bmod 7}", False, False, ""),
     ("\\not=", r"w \neq 6", r"\boxed{w \not= 6}", True, False, SPELLING),
     # -- matrices
     ("identity", r"\begin{pmatrix}1 & 0 \\ 0 & 1\end{pmatrix}",

@@ -60,6 +60,11 @@ _SPELLINGS = re.compile(
     r"|\\not\s*=|\{\s*:\s*\}|∅"
 )
 
+# gcd / lcm spelled as operator names (\operatorname{lcm}(4,6), \text{gcd}(4,6)): the parser's
+# \gcd, \lcm. (\lg stays unread: it is log base 10 in some books and base 2 in others.)
+_NAMED_FUNCTION = re.compile(
+    r"\\(?:operatorname|mathrm|text|textrm)\s*\{\s*(gcd|lcm|GCD|LCM)\s*\}")
+
 
 def normalize(s: str) -> str:
     """A canonical string form of an answer (used for string equality and before parsing)."""
@@ -75,6 +80,8 @@ def normalize(s: str) -> str:
     s = _GROUP_SEPARATOR.sub("", s)
     s = _NOT_EQUAL.sub(r" \\neq ", s)
     s = _SPELLINGS.sub(lambda m: _SPELLING[re.sub(r"\s+", "", m.group())], s)
+    s = _NAMED_FUNCTION.sub(lambda m: "\\" + m.group(1).lower(), s)
+    s = re.sub(r"\\bmod(?![A-Za-z])", r"\\mod", s)
     s = re.sub(r"(?<!\\)\\[,;:! ]|\\q?quad(?![A-Za-z])|~", " ", s)
     s = re.sub(r"\\\$|\\(?:textdollar|euro|pounds)(?![A-Za-z])|£|€", "", s)
     s = s.replace("$", "")
