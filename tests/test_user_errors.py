@@ -101,6 +101,40 @@ def test_train_mistakes_are_one_line_and_leave_no_litter(tmp_path, no_chat_dir):
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+def test_unreadable_datasets_are_one_line_naming_the_file(tmp_path, gpt2_dir):
+    """A file that can't be read (not UTF-8, a line that is not JSON, a format we don't read,
+    a datasets directory whose split is not chosen or not there): one line naming
+    data.dataset_path and where, in train and eval alike, and nothing left behind."""
+    import datasets
+
+    out = tmp_path / "run"
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"question": "1+1", "answer": "2"}\n'
+                                            b'{"question": "caf\xe9", "answer": "2"}\n')
+    (tmp_path / "broken.jsonl").write_text('{"question": "1+1", "answer": "2"}\n{"question": \n')
+    (tmp_path / "d.csv").write_text("question,answer\n1+1,2\n")
+    rows = [{"question": "1+1", "answer": "2"}] * 2
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
+                          "test": datasets.Dataset.from_list(rows)}).save_to_disk(
+        str(tmp_path / "dd"))
+    cases = [
+        ("latin1.jsonl", [], ["latin1.jsonl:2: not UTF-8 text (byte 0xe9", "save the file as UTF-8"]),
+        ("broken.jsonl", [], ["broken.jsonl:2: invalid JSON"]),
+        ("d.csv", [], ["d.csv: unsupported dataset format"]),
+        ("dd", [], ["holds splits ['test', 'train']; choose one with data.split"]),
+        ("dd", ["data.split=dev"], ["has no split 'dev' (data.split); it has ['test', 'train']"]),
+    ]
+    for name, extra, parts in cases:
+        path = str(tmp_path / name)
+        res = _train(out, "data.task=null", "data.task_options={}", f"data.dataset_path={path}",
+                     "rewards.names=[format_soft]", *extra)
+        _one_line_error(res, f"data.dataset_path '{path}': ", *parts)
+        assert not out.exists(), name
+        if not extra:
+            res = CliRunner().invoke(app, ["eval", "--model", str(gpt2_dir), "--dataset", path,
+                                           "--reward", "format_soft"])
+            _one_line_error(res, f"data.dataset_path '{path}': ", *parts)
+
+
 def test_lora_target_modules_on_gpt2(tmp_path, gpt2_dir):
     pytest.importorskip("peft")
     base = [f"model.path={gpt2_dir}", "lora.enabled=true", "rollout.max_completion_length=8"]

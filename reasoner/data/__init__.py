@@ -34,8 +34,9 @@ def load_training_data(data_cfg: Any, rows: list[dict[str, Any]] | None = None) 
     """The ``data`` config section's rows: ``num_train_rows`` rows of the train split of
     ``data.task``, or the rows of ``data.dataset_path`` (columns renamed by ``column_map``).
     Given `rows`, those instead (the task, if one is configured, still sets the defaults).
-    A missing file or column is a ConfigError naming ``data.dataset_path`` /
-    ``data.column_map``."""
+    A missing or unreadable file (a line that is not JSON or not UTF-8, an unknown format, a
+    split that is not there) or a missing column is a ConfigError naming
+    ``data.dataset_path`` / ``data.split`` / ``data.column_map``."""
     task = None
     if data_cfg.task is not None:
         from reasoner.tasks import get_task
@@ -49,8 +50,13 @@ def load_training_data(data_cfg: Any, rows: list[dict[str, Any]] | None = None) 
                 raise ConfigError(f"data.num_train_rows={data_cfg.num_train_rows}: {e}") from None
         else:
             check_dataset_path(data_cfg.dataset_path)
-            rows = load_rows(data_cfg.dataset_path, columns=data_cfg.column_map or None,
-                             split=data_cfg.split)
+            try:
+                rows = load_rows(data_cfg.dataset_path, columns=data_cfg.column_map or None,
+                                 split=data_cfg.split)
+            except ConfigError:
+                raise
+            except (ValueError, OSError) as e:  # an unreadable file: a bad line, a wrong format
+                raise ConfigError(f"data.dataset_path {data_cfg.dataset_path!r}: {e}") from None
             if not rows:
                 raise ConfigError(f"data.dataset_path {data_cfg.dataset_path!r} holds no rows")
             for i, row in enumerate(rows):

@@ -49,10 +49,11 @@ def _read_dataset_dir(path: Path, split: str | None) -> list[dict[str, Any]]:
     if isinstance(ds, datasets.DatasetDict):
         if split is None:
             if len(ds) != 1:
-                raise ValueError(f"{path} holds splits {sorted(ds)}; choose one with split=")
+                raise ValueError(f"{path} holds splits {sorted(ds)}; choose one with data.split "
+                                 "(reasoner eval: --split)")
             split = next(iter(ds))
         if split not in ds:
-            raise ValueError(f"{path} has no split {split!r}; it has {sorted(ds)}")
+            raise ValueError(f"{path} has no split {split!r} (data.split); it has {sorted(ds)}")
         ds = ds[split]
     return ds.to_list()
 

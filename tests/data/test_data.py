@@ -43,9 +43,9 @@ def test_datasets_dir_with_mapping_and_splits(tmp_path):
                                "test": datasets.Dataset.from_list(ROWS[:1])})
     dd.save_to_disk(str(tmp_path / "dd"))
     assert load_rows(tmp_path / "dd", columns=MAPPING, split="test") == EXPECTED[:1]
-    with pytest.raises(ValueError, match="choose one with split"):
+    with pytest.raises(ValueError, match="choose one with data.split"):
         load_rows(tmp_path / "dd")
-    with pytest.raises(ValueError, match="no split 'dev'"):
+    with pytest.raises(ValueError, match="no split .dev. \\(data.split\\)"):
         load_rows(tmp_path / "dd", split="dev")
 
 
