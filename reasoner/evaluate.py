@@ -101,7 +101,7 @@ def evaluate(
     samples: list[dict[str, Any]] = []
     for start in range(0, len(rows), per_call):
         chunk = rows[start : start + per_call]
-        prompts = [render_prompt(str(r["question"]), template=template, tokenizer=tokenizer,
+        prompts = [render_prompt(r["question"], template=template, tokenizer=tokenizer,
                                  system_prompt=system_prompt) for r in chunk]
         ro = generate_rollouts(
             model, tokenizer, prompts, num_generations=num_samples,
@@ -216,7 +216,7 @@ def eval_main(
         raise ConfigError(str(e)) from None
     m, tok = load_model_and_tokenizer(model)
     try:
-        prompts = [render_prompt(str(r["question"]), template=setup.template, tokenizer=tok,
+        prompts = [render_prompt(r["question"], template=setup.template, tokenizer=tok,
                                  system_prompt=d.system_prompt) for r in rows]
     except ValueError as e:
         raise ConfigError(f"data.template={setup.template}: {e}") from None

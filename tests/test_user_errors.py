@@ -135,6 +135,30 @@ def test_unreadable_datasets_are_one_line_naming_the_file(tmp_path, gpt2_dir):
             _one_line_error(res, f"data.dataset_path '{path}': ", *parts)
 
 
+def test_conversational_prompts_take_the_chat_template(tmp_path):
+    """TRL's conversational rows (a list of messages as the prompt) go through the model's chat
+    template, never as the list's repr; under a text template, or with an empty question, the
+    run is refused in one line."""
+    conv = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "3+4"}]
+    data = _jsonl(tmp_path / "conv.jsonl", [{"prompt": conv, "answer": "7"}] * 4)
+    common = ["data.task=null", "data.task_options={}", f"data.dataset_path={data}",
+              "data.column_map={question: prompt}", "rewards.names=[math_accuracy]",
+              "train.log_completions_steps=1"]
+    _one_line_error(_train(tmp_path / "a", *common),
+                    "data.template=r1_short: the question is a conversation (a list of "
+                    "messages), which template 'r1_short' can't show", "data.template=chat")
+    assert not (tmp_path / "a").exists()
+    res = _train(tmp_path / "b", *common, "data.template=chat")
+    assert res.exit_code == 0, res.output
+    logged = [json.loads(x) for x in (tmp_path / "b" / "completions.jsonl").read_text().splitlines()]
+    assert {r["prompt"] for r in logged} == {"Be brief.\nUser: 3+4\nAssistant: <think>"}
+    empty = _jsonl(tmp_path / "empty.jsonl", [{"question": "1+1", "answer": "2"},
+                                              {"question": None, "answer": "2"}])
+    _one_line_error(_train(tmp_path / "c", *common[:2], f"data.dataset_path={empty}",
+                           "rewards.names=[math_accuracy]"),
+                    "row 1 has an empty 'question' (None); every row needs a prompt")
+
+
 def test_lora_target_modules_on_gpt2(tmp_path, gpt2_dir):
     pytest.importorskip("peft")
     base = [f"model.path={gpt2_dir}", "lora.enabled=true", "rollout.max_completion_length=8"]

@@ -65,6 +65,10 @@ def load_training_data(data_cfg: Any, rows: list[dict[str, Any]] | None = None) 
                         f"data.dataset_path {data_cfg.dataset_path!r}: row {i} has no 'question' "
                         f"column; its columns are {sorted(row)}: name yours in data.column_map, "
                         "ours on the left, e.g. {question: problem, answer: solution}")
+                if row["question"] is None or row["question"] in ("", [], ()):
+                    raise ConfigError(
+                        f"data.dataset_path {data_cfg.dataset_path!r}: row {i} has an empty "
+                        f"'question' ({row['question']!r}); every row needs a prompt")
     return TrainingData(list(rows), task, data_cfg.template or default_template(task))
 
 

@@ -5,7 +5,8 @@
 - ``r1_zero``: the DeepSeek-R1-Zero template; the prompt ends in ``<think>``.
 - ``r1_short``: ``"{question}\\n<think>"``, for the tiny character-level model (every prompt
   character costs a token).
-- ``chat``: the tokenizer's chat template with ``add_generation_prompt=True``.
+- ``chat``: the tokenizer's chat template with ``add_generation_prompt=True``; a question that is
+  a conversation (TRL's conversational prompt, a list of messages) goes through it as it is.
 - ``plain``: the question unchanged.
 
 The R1 templates ask for ``<think>reasoning</think><answer>final answer</answer>``; the tags
@@ -71,14 +72,34 @@ def extract_answer(completion: str) -> str | None:
     return None if last is None else completion[last[0] : last[1]].strip()
 
 
+def is_conversation(question: Any) -> bool:
+    """Whether a row's question is a conversation, TRL's conversational prompt: a list of
+    ``{"role": ..., "content": ...}`` messages."""
+    return (isinstance(question, (list, tuple)) and len(question) > 0
+            and all(isinstance(m, dict) and "role" in m for m in question))
+
+
 def render_prompt(
-    question: str,
+    question: Any,
     *,
     template: str = "r1_zero",
     tokenizer: Any = None,
     system_prompt: str | None = None,
 ) -> str:
-    """The prompt text for `question` under `template` (see the module docstring)."""
+    """The prompt text for `question` under `template` (see the module docstring). A question
+    that is a conversation (a list of messages, `is_conversation`) goes through the chat
+    template as it is (the system prompt first, unless it has its own); the other templates
+    refuse it (they would show the list's repr to the model)."""
+    if isinstance(question, (list, tuple)):
+        if not is_conversation(question):
+            raise ValueError(f"the question is a list but not a conversation (a list of "
+                             f"{{'role': ..., 'content': ...}} messages): {_short(question)}")
+        if template != "chat":
+            raise ValueError(f"the question is a conversation (a list of messages), which "
+                             f"template {template!r} can't show; use the chat template "
+                             "(data.template=chat, reasoner eval: --template chat)")
+    elif not isinstance(question, str):
+        question = str(question)
     if template == "r1_zero":
         system = R1_ZERO_SYSTEM if system_prompt is None else system_prompt
         return f"{system} User: {question}\nAssistant: <think>"
@@ -93,7 +114,16 @@ def render_prompt(
             raise ValueError("template 'chat' needs a tokenizer with a chat_template, and this "
                              "tokenizer has none: use the r1_zero or plain template, or a "
                              "model whose tokenizer has one")
-        messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
-        messages.append({"role": "user", "content": question})
+        if isinstance(question, str):
+            messages = [{"role": "user", "content": question}]
+        else:
+            messages = [dict(m) for m in question]
+        if system_prompt is not None and messages[0].get("role") != "system":
+            messages.insert(0, {"role": "system", "content": system_prompt})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     raise ValueError(f"unknown prompt template {template!r}; choose one of {TEMPLATES}")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

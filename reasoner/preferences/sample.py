@@ -115,7 +115,7 @@ def sample_preferences(
     template = template or task.default_template
     model, tok = load_model_and_tokenizer(policy)
     rows = task.rows(split, n, seed)
-    rendered = [render_prompt(str(r["question"]), template=template, tokenizer=tok)
+    rendered = [render_prompt(r["question"], template=template, tokenizer=tok)
                 for r in rows]
     longest = max(len(ids) for ids in tok(rendered, add_special_tokens=False)["input_ids"])
     check_context(model.config, longest, max_new_tokens, new_tokens_field="--max-new-tokens",

@@ -163,7 +163,7 @@ class GRPOTrainer(BaseTrainer):
         return (seed + self.rank * 7_919_317) % 2**62
 
     def prompt(self, row: dict[str, Any]) -> str:
-        return render_prompt(str(row["question"]), template=self.template,
+        return render_prompt(row["question"], template=self.template,
                              tokenizer=self.tokenizer, system_prompt=self.cfg.data.system_prompt)
 
     def _prompt_lengths(self, rows: list[dict[str, Any]]) -> list[int]:

@@ -320,10 +320,30 @@ def accuracy_monitor(funcs: Sequence[WeightedReward],
     return WeightedReward(accuracy, fn, 0.0)
 
 
+def trl_inputs(prompts: list[Any], completions: list[Any], rows: list[dict[str, Any]]
+               ) -> tuple[list[Any], list[Any]]:
+    """The prompts and completions as TRL gives them to reward functions: for a row whose
+    question is a conversation (a list of messages), the prompt is that list and the completion
+    ``[{"role": "assistant", "content": text}]``; otherwise the rendered prompt and the text."""
+    from reasoner.data.templates import is_conversation
+
+    if not any(is_conversation(r.get("question")) for r in rows):
+        return prompts, completions
+    ps, cs = list(prompts), list(completions)
+    for i, r in enumerate(rows):
+        if is_conversation(r.get("question")):
+            ps[i] = list(r["question"])
+            if isinstance(cs[i], str):
+                cs[i] = [{"role": "assistant", "content": cs[i]}]
+    return ps, cs
+
+
 def score_completions(funcs: Sequence[WeightedReward], prompts: list[Any], completions: list[Any],
                       rows: list[dict[str, Any]]) -> list[list[float | None]]:
-    """Call each function TRL's way (the rows' columns as keyword lists); one list of N values
-    per function (None: the function does not apply to that sample)."""
+    """Call each function TRL's way (the rows' columns as keyword lists; a conversational
+    row's prompt and completion as messages, `trl_inputs`); one list of N values per function
+    (None: the function does not apply to that sample)."""
+    prompts, completions = trl_inputs(prompts, completions, rows)
     keys = sorted({k for r in rows for k in r})
     columns = {k: [r.get(k) for r in rows] for k in keys}
     out = []
@@ -362,8 +382,9 @@ def explain_unjudged(funcs: Sequence[WeightedReward], per_func: Sequence[Sequenc
         explain = getattr(f.func, "reasons", None)
         if callable(explain):
             cols = {k: [v] for k, v in rows[i].items()}
+            p, c = trl_inputs([prompts[i]], [completions[i]], [rows[i]])
             try:
-                why.append(str(explain([prompts[i]], [completions[i]], **cols)[0]))
+                why.append(str(explain(p, c, **cols)[0]))
             except Exception as e:  # noqa: BLE001 - an explanation must not hide the error
                 why.append(f"its reasons() failed: {e!r}")
         gold = [f"{k}={_short(rows[i][k])}" for k in GOLD_COLUMNS if k in rows[i]]

@@ -102,3 +102,26 @@ def test_chat_template(tmp_path):
         render_prompt("q", template="chat", tokenizer=tok)
     with pytest.raises(ValueError, match="chat_template"):
         render_prompt("q", template="chat")
+
+
+def test_a_conversation_goes_through_the_chat_template_as_it_is():
+    """TRL's conversational prompt (a list of messages) is the chat template's messages, the
+    system prompt first unless it has its own; the text templates refuse it rather than show
+    the model the list's repr."""
+    from reasoner.models import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    conv = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "12+34"}]
+    assert render_prompt(conv, template="chat", tokenizer=tok) == \
+        "Be brief.\nUser: 12+34\nAssistant: <think>"
+    assert render_prompt(conv, template="chat", tokenizer=tok, system_prompt="Other.") == \
+        "Be brief.\nUser: 12+34\nAssistant: <think>"
+    assert render_prompt(conv[1:], template="chat", tokenizer=tok, system_prompt="S.") == \
+        "S.\nUser: 12+34\nAssistant: <think>"
+    for template in ("r1_zero", "r1_short", "plain"):
+        with pytest.raises(ValueError, match=f"a conversation .a list of messages., which "
+                           f"template '{template}' can't show; use the chat template"):
+            render_prompt(conv, template=template, tokenizer=tok)
+    with pytest.raises(ValueError, match="a list but not a conversation"):
+        render_prompt(["12+34"], template="chat", tokenizer=tok)
+    assert render_prompt(7, template="r1_short") == "7\n<think>"

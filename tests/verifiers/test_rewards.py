@@ -136,6 +136,28 @@ def test_score_completions_passes_columns_and_checks_what_comes_back():
         ("format_strict", rewards.format_reward_strict, 0.1)]
 
 
+def test_a_conversational_row_gets_messages_as_trl_gives_them():
+    """A row whose question is a conversation: its reward functions get that list as the prompt
+    and the completion as [{"role": "assistant", "content": text}] (a TRL reward function reads
+    completion[0]["content"]); the built-in rewards read both shapes."""
+    conv = [{"role": "user", "content": "3+4?"}]
+    rows = [{"question": conv, "answer": "7"}, {"question": "plain", "answer": "7"}]
+    seen = {}
+
+    def trl_style(prompts, completions, **columns):
+        seen["prompts"], seen["completions"] = prompts, completions
+        return [float(c[0]["content"].endswith("7</answer>")) if isinstance(c, list) else 0.5
+                for c in completions]
+
+    funcs = [rewards.WeightedReward("trl", trl_style),
+             rewards.WeightedReward("format_soft", rewards.get_reward("format_soft"))]
+    done = "x</think><answer>7</answer>"
+    assert rewards.score_completions(funcs, ["<|user|>3+4?", "plain\n<think>"], [done, done],
+                                     rows) == [[1.0, 0.5], [1.0, 1.0]]
+    assert seen == {"prompts": [conv, "plain\n<think>"],
+                    "completions": [[{"role": "assistant", "content": done}], done]}
+
+
 class _Task:
     accuracy_reward = "integer_exact"
 
