@@ -124,6 +124,24 @@ def test_parse_assert_leaves(line, leaves):
 
 
 @pytest.mark.parametrize(
+    "line, reference",
+    [
+        ("assert f(5) == str(5)", [None, ()]),  # str(5): builtins only
+        ("assert area(4) == math.sqrt(16)", [None, ("math",)]),
+        ("assert f('ab') == 'ab'.upper()", [None, ()]),
+        ("assert f(1) == [x * 2 for x in range(3) if pow(x, 2)]", [None, (), (), ()]),
+        ("assert f(1) == list(map(lambda x: x > 0, [1, -1]))", [None, ()]),  # may judge: trusted
+        ("assert all(f(i) == chr(i) for i in [97, 98])", [None, (), None, ()]),
+        ("assert str(f(1)) == '1'", [None]),  # names the program: its value
+        ("assert f(1) == math(2)", [None, None]),  # a module name called: the program's
+        ("assert f(1) == helper.x", [None, None]),
+    ],
+)
+def test_reference_leaves_name_nothing_of_the_program(line, reference):
+    assert parse_assert(line).reference == reference
+
+
+@pytest.mark.parametrize(
     "line, values, ok",
     [
         ("assert add(1, 2) == 3", [3], True),
@@ -303,6 +321,17 @@ def test_parse_channel_rejects_forgery():
         2: ("t", None),
     }
     assert parse_channel(b"N start\nN load e ValueError\n", "N", 1).load == "ValueError"
+    # reference values ("p" lines) come right after the start, once per test that has them
+    refs = b'N start\nN p 1 r [["v",["i","5"]]]\nN 0 t\nN 1 r []\nN end\n'
+    ch = parse_channel(refs, "N", 2, frozenset({1}))
+    assert not ch.tampered and ch.references == {1: ("r", [["v", ["i", "5"]]])}
+    for bad in (
+        b"N start\nN p 1 r []\n",  # test 1 has no reference leaves
+        b"N start\nN p 0 r []\nN p 0 r []\n",  # a duplicate
+        b"N start\nN 1 r []\nN p 0 r []\n",  # after a line the program may have written
+        b"N start\nN p end\n",
+    ):
+        assert parse_channel(bad, "N", 2, frozenset({0})).tampered, bad
     for bad in (
         b'N start\nN 0 r [["v",["i","3"]]]\nN 0 r []\n',  # duplicate index
         b"N start\nX 0 r []\n",  # foreign nonce

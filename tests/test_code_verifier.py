@@ -543,6 +543,62 @@ def test_judgements_in_the_parent_still_pass_honest_programs(verifier):
     assert (v.reward, v.reason) == (1.0, "ok"), v
 
 
+REFERENCE_FORGERIES = {
+    # An expected value computed by a leaf that names nothing of the program (`str(5)`,
+    # `math.sqrt(16)`, `'ab'.upper()`) was evaluated after the program loaded, in its namespace:
+    # the program chose both sides of the comparison and each of these paid 1.0.
+    "shadow_str": (
+        "def str(x):\n    return 'x'\ndef f(n):\n    return 'x'",
+        "assert f(5) == str(5)",
+    ),
+    "patch_builtins": (
+        "import builtins\nbuiltins.chr = lambda x: 42\ndef f(n):\n    return 42",
+        "assert f(65) == chr(65)",
+    ),
+    "patch_module": (
+        "import math\nmath.sqrt = lambda x: -1\ndef area(r):\n    return -1",
+        "assert area(4) == math.sqrt(16)",
+    ),
+    "patch_str_type": (
+        "import ctypes, gc\ngc.get_referents(str.__dict__)[0]['upper'] = lambda s: 'x'\n"
+        "ctypes.pythonapi.PyType_Modified(ctypes.py_object(str))\ndef f(s):\n    return 'x'",
+        "assert f('ab') == 'ab'.upper()",
+    ),
+    "forged_reference_line": (
+        "import gc, os, sys\n"
+        "nonce = [o['nonce'] for o in gc.get_objects() if type(o) is dict and 'nonce' in o][0]\n"
+        'os.write(int(sys.argv[1]), (nonce + \' p 0 r [["v",["i","0"]]]\\n\').encode())\n'
+        "def f(n):\n    return 0",
+        "assert f(5) == str(5)",
+    ),
+}
+
+
+@needs_bwrap
+@pytest.mark.parametrize("name", sorted(REFERENCE_FORGERIES))
+def test_hostile_reference_values_are_computed_before_the_program(verifier, name):
+    program, line = REFERENCE_FORGERIES[name]
+    v = score(verifier, {"completion": py(program), "test_list": [line]})
+    assert (v.reward, v.correct) == (0.0, False), (name, v)
+
+
+@needs_bwrap
+def test_reference_values_pass_honest_programs(verifier):
+    rec = {
+        "completion": py("import math\ndef f(n):\n    return str(n)\ndef area(r):\n    return r"),
+        "test_list": [
+            "assert f(5) == str(5)",
+            "assert area(4) == math.sqrt(16)",
+            "assert f('ab') == 'ab'.lower()",
+            "assert all(f(i) == str(i) for i in range(3))",
+            "assert f(1) == str(1) and area(2) == math.sqrt(4)",
+            "assert f(0) == '0' or f(0) == str(math.sqrt(-1))",  # a leaf the check never needs
+        ],
+    }
+    v = score(verifier, rec)
+    assert (v.reward, v.reason) == (1.0, "ok"), v
+
+
 CRLF = "Here:\r\n```python\r\ndef f():\r\n    return 'a\\r\\nb'\r\n```\r\n"
 FENCE_IN_STRING = py('def f():\n    return """\n```\n"""\n')
 

@@ -37,6 +37,8 @@ import ast
 import builtins
 import copy
 import math
+import symtable
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +90,11 @@ class AssertTest:
     line: str
     leaves: list[str] = field(default_factory=list)
     check: Node = ("lit", True)
+    # per leaf: None when the program's names take part in it (evaluated after the program
+    # loaded); for a *reference* leaf (it names only builtins and `module.attr` of standard
+    # library modules: `str(5)`, `math.sqrt(2)`, `'ab'.upper()`), the modules it uses. Reference
+    # leaves are evaluated before the program runs, so the program can't choose their value.
+    reference: list[tuple[str, ...] | None] = field(default_factory=list)
 
 
 _CMP = {
@@ -101,6 +108,7 @@ _BIN = {
 }  # fmt: skip
 _UN = {ast.USub: "-", ast.UAdd: "+", ast.Invert: "~", ast.Not: "not"}
 _PY_BUILTINS = frozenset(dir(builtins))
+_STDLIB_MODULES = frozenset(sys.stdlib_module_names) - _PY_BUILTINS
 _MATH_CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau, "inf": math.inf, "nan": math.nan}
 _SINGLETONS = (type(None), bool)
 # builtins whose result is a verdict: a leaf may not contain them
@@ -126,6 +134,7 @@ class _Leaf(Exception):
 class _Builder:
     def __init__(self) -> None:
         self.leaves: list[str] = []
+        self.reference: list[tuple[str, ...] | None] = []
         self.index: dict[str, int] = {}  # leaf source -> index (our own strings)
         self.unrolled = 0
 
@@ -144,17 +153,19 @@ class _Builder:
             if any(isinstance(n, (ast.Lambda, ast.comprehension)) for n in ast.walk(node)):
                 raise UnsupportedTest("a loop variable inside a nested lambda or comprehension")
             node = _Substitute(consts).visit(copy.deepcopy(node))
-        if _judges(node):
+        src = ast.unparse(node)
+        modules = _reference_modules(node, src)
+        if modules is None and _judges(node):  # a reference leaf may judge: it is not the program
             raise UnsupportedTest(
                 f"{ast.unparse(node)[:80]} would be judged in the sandbox (a comparison or "
                 "boolean operator inside an expression the parent can't evaluate)"
             )
-        src = ast.unparse(node)
         if src not in self.index:
             if len(self.leaves) >= MAX_LEAVES:
                 raise UnsupportedTest(f"more than {MAX_LEAVES} expressions to evaluate")
             self.index[src] = len(self.leaves)
             self.leaves.append(src)
+            self.reference.append(modules)
         return ("leaf", self.index[src])
 
     # -- building ----------------------------------------------------------------------------------
@@ -371,6 +382,43 @@ def _judges(node: ast.expr) -> bool:
     return False
 
 
+def _free_names(src: str) -> set[str]:
+    """The names an expression reads from its globals (not those its own lambdas and
+    comprehensions bind), by the compiler's own scope analysis."""
+    top = symtable.symtable(src, "<leaf>", "eval")
+    names = {s.get_name() for s in top.get_symbols()}
+    stack = list(top.get_children())
+    while stack:
+        t = stack.pop()
+        names.update(s.get_name() for s in t.get_symbols() if s.is_global())
+        stack.extend(t.get_children())
+    return names
+
+
+def _reference_modules(node: ast.expr, src: str) -> tuple[str, ...] | None:
+    """None when `node` may read a name of the program; else (it is a reference leaf) the
+    standard library modules it uses. A reference leaf reads only Python builtins (which, as
+    everywhere in a test line, mean the real ones) and standard library modules used as
+    `module.attr` (a module name used bare or called is taken to be the program's)."""
+    try:
+        free = _free_names(src)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    modules = free - _PY_BUILTINS
+    if not modules <= _STDLIB_MODULES:
+        return None
+    if modules:
+        bases = {
+            id(n.value)
+            for n in ast.walk(node)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+        }
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name) and n.id in modules and id(n) not in bases:
+                return None
+    return tuple(sorted(modules))
+
+
 def _type_names(node: ast.expr) -> tuple[str, ...]:
     elts = node.elts if isinstance(node, ast.Tuple) else [node]
     names = []
@@ -421,7 +469,7 @@ def parse_assert(line: str) -> AssertTest:
         check = b.build(test, {})
     except RecursionError:
         raise UnsupportedTest(f"expression nested deeper than {MAX_NESTING}") from None
-    return AssertTest(line, b.leaves, check)
+    return AssertTest(line, b.leaves, check, b.reference)
 
 
 # ---------------------------------------------------------------------------------------------

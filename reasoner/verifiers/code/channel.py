@@ -4,6 +4,8 @@ The parent opens a pipe before the program runs and passes its write end to the 
 harness writes one ASCII line per event, each starting with the run's 128-bit random nonce::
 
     <nonce> start                      before any untrusted code runs
+    <nonce> p <i> r|t|k|m|e ...        assert test i's reference leaves (as the test lines
+                                       below), written before the program is loaded
     <nonce> load t | load e <Name>     loading the program timed out / raised (then nothing else)
     <nonce> <i> r <payload>            assert test i: one outcome per leaf expression (below)
     <nonce> <i> t                      test i ran out of time (CPU or wall clock)
@@ -247,6 +249,7 @@ class ChannelResult:
     ("e", name). load is None, "timeout" or an exception name."""
 
     results: dict[int, tuple[str, Any]] = field(default_factory=dict)
+    references: dict[int, tuple[str, Any]] = field(default_factory=dict)  # same, "p" lines
     tampered: bool = False
     load: str | None = None
 
@@ -254,9 +257,14 @@ class ChannelResult:
 _LINE = re.compile(r"(?P<i>\d{1,9}) (?:r (?P<val>.*)|e (?P<name>\w{1,60})|(?P<k>[tkmx]))")
 
 
-def parse_channel(data: bytes, nonce: str, n: int) -> ChannelResult:
-    """Check and parse the channel's bytes for a run of `n` tests. Every line must be ours."""
+def parse_channel(
+    data: bytes, nonce: str, n: int, references: frozenset[int] = frozenset()
+) -> ChannelResult:
+    """Check and parse the channel's bytes for a run of `n` tests. Every line must be ours.
+    `references`: the tests whose reference leaves the harness evaluates before the program; their
+    "p" lines must come right after "start", one per test, none for another test."""
     out = ChannelResult()
+    program = False  # a line the program could have written was seen: no "p" line after it
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -275,7 +283,16 @@ def parse_channel(data: bytes, nonce: str, n: int) -> ChannelResult:
             if body != "start":
                 return ChannelResult(tampered=True)
             continue
+        into = out.results
+        if body.startswith("p "):
+            if program:
+                return ChannelResult(tampered=True)
+            body, into = body[2:], out.references
+        else:
+            program = True
         if body == "end" or body == "load t" or body.startswith("load e "):
+            if into is out.references:
+                return ChannelResult(tampered=True)
             if i != len(lines) - 1:
                 return ChannelResult(tampered=True)
             if body != "end":
@@ -285,7 +302,7 @@ def parse_channel(data: bytes, nonce: str, n: int) -> ChannelResult:
         if m is None:
             return ChannelResult(tampered=True)
         idx = int(m.group("i"))
-        if idx >= n or idx in out.results:
+        if idx >= n or idx in into or (into is out.references and idx not in references):
             return ChannelResult(tampered=True)
         if m.group("val") is not None:
             try:
@@ -294,9 +311,9 @@ def parse_channel(data: bytes, nonce: str, n: int) -> ChannelResult:
                 return ChannelResult(tampered=True)
             if not isinstance(payload, list):
                 return ChannelResult(tampered=True)
-            out.results[idx] = ("r", payload)
+            into[idx] = ("r", payload)
         elif m.group("name") is not None:
-            out.results[idx] = ("e", m.group("name"))
+            into[idx] = ("e", m.group("name"))
         else:
-            out.results[idx] = (m.group("k"), None)
+            into[idx] = (m.group("k"), None)
     return out

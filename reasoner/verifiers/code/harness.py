@@ -7,7 +7,9 @@ the stdio tests' stdout pipes follow. It reads its job from stdin (marshal: 8-by
 dict), sets the rlimits (soft = hard for all but RLIMIT_CPU; nothing inside can raise them), points
 stdin at /dev/null, writes ``start`` to the channel, and only then runs untrusted code:
 
-- "asserts": the program runs as module ``solution`` under the per-test budget; then each test is
+- "asserts": first each test's *reference* leaves (those that name nothing of the program) are
+  evaluated, each test's in a forked process, before any untrusted code runs ("p" lines); then
+  the program runs as module ``solution`` under the per-test budget; then each test is
   a forked process (its own CPU budget, its own process group) that evaluates the test's leaf
   expressions in the program's namespace, encodes each value (``channel.make_encoder``) and hands
   the payload to the harness over a private pipe; the harness relays it to the channel, or
@@ -101,8 +103,9 @@ def _reap(pid):
         return None
 
 
-def run_test(i, leaves, g, encode, per, wall, signal, out):
-    """Evaluate test i's leaf expressions in a forked process; the channel line to write."""
+def run_test(i, leaves, g, encode, per, wall, signal, out, modules=()):
+    """Evaluate test i's leaf expressions in a forked process; the channel line to write.
+    `modules`: standard library modules to import into `g` first (reference leaves)."""
     r, w = os.pipe()
     try:
         pid = os.fork()
@@ -117,6 +120,11 @@ def run_test(i, leaves, g, encode, per, wall, signal, out):
             os.setpgid(0, 0)
             signal.signal(signal.SIGPROF, signal.SIG_DFL)  # out of CPU time: die of SIGPROF
             signal.setitimer(signal.ITIMER_PROF, per)
+            for name in modules:
+                try:
+                    g[name] = __import__(name)
+                except BaseException:
+                    pass  # the leaf that uses it raises NameError
             parts = []
             room = MAX_ENCODED
             for src in leaves:
@@ -189,6 +197,11 @@ def run_asserts(job, emit, signal, out):
     encode = make_encoder()
     g = {"__name__": "solution", "__builtins__": builtins}
     emit("start")
+    # Reference leaves (no name of the program in them: `str(5)`, `math.sqrt(2)`) before any
+    # untrusted code runs: the program can't shadow or patch what computes them.
+    for i, leaves, modules in job["references"]:
+        ref = {"__name__": "reference", "__builtins__": builtins}
+        emit("p " + run_test(i, leaves, ref, encode, per, wall, signal, out, modules))
     signal.signal(signal.SIGALRM, _alarm)
     signal.signal(signal.SIGPROF, _alarm)
     try:

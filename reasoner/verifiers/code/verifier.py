@@ -270,17 +270,28 @@ class CodeVerifier:
     def _run_asserts(self, program: str, tests: list[AssertTest]) -> list[_Outcome]:
         n = len(tests)
         nonce = secrets.token_hex(16)
+        refs = [[r is not None for r in t.reference] for t in tests]
+        references = []  # (test, its reference leaves, the modules they use)
+        for i, t in enumerate(tests):
+            if any(refs[i]):
+                leaves = [src for src, r in zip(t.leaves, refs[i]) if r]
+                modules = sorted({m for r in t.reference if r for m in r})
+                references.append((i, leaves, modules))
         job = {
             "mode": "asserts",
             "program": program,
-            "tests": [t.leaves for t in tests],
+            "tests": [
+                [src for src, r in zip(t.leaves, ref) if not r] for t, ref in zip(tests, refs)
+            ],
+            "references": references,
             "timeout": self.timeout,
             "wall": self.wall,
             "nonce": nonce,
             "rlimits": _rlimits(self.sandbox.config.limits, self.timeout),
         }
-        res = self._run_harness(job, self.wall * (n + 1) + 1.0)
-        ch = channel.parse_channel(res.channel, nonce, n)
+        n_runs = n + 1 + len(references)
+        res = self._run_harness(job, self.wall * n_runs + 1.0)
+        ch = channel.parse_channel(res.channel, nonce, n, frozenset(r[0] for r in references))
         if ch.tampered:
             return [_Outcome("tampered", False) for _ in tests]
         if ch.load is not None:
@@ -288,21 +299,28 @@ class CodeVerifier:
             return [_Outcome(status, False) for _ in tests]
         out: list[_Outcome] = []
         for i, t in enumerate(tests):
-            r = ch.results.get(i)
-            if r is None:
-                status = (
-                    "output limit"
-                    if res.output_exceeded
-                    else "timeout"
-                    if res.timed_out
-                    else "missing"
-                )
-            elif r[0] == "r":
-                status = judge(t, r[1])
-            elif r[0] == "e":
-                status = f"error:{r[1]}"
-            else:
-                status = _NO_VALUE.get(r[0], "malformed")
+            runs = [ch.references.get(i)] if any(refs[i]) else []
+            runs.append(ch.results.get(i))
+            status = ""
+            for r in runs:  # the reference leaves' run, then the program's
+                if r is None:
+                    status = (
+                        "output limit"
+                        if res.output_exceeded
+                        else "timeout"
+                        if res.timed_out
+                        else "missing"
+                    )
+                elif r[0] == "e":
+                    status = f"error:{r[1]}"
+                elif r[0] != "r":
+                    status = _NO_VALUE.get(r[0], "malformed")
+                if status:
+                    break
+            if not status:  # each leaf's outcome, from the run that evaluated it
+                ref_values = iter(runs[0][1] if len(runs) == 2 else ())  # type: ignore[index]
+                values = iter(runs[-1][1])  # type: ignore[index]
+                status = judge(t, [next(ref_values if r else values, ["m"]) for r in refs[i]])
             out.append(_Outcome(status, status == "pass"))
         return out
 
