@@ -159,6 +159,24 @@ def test_conversational_prompts_take_the_chat_template(tmp_path):
                     "row 1 has an empty 'question' (None); every row needs a prompt")
 
 
+def test_a_buggy_reward_plugin_is_named_and_leaves_no_litter(tmp_path):
+    """A reward function that returns the wrong number of values: one line naming it and where
+    it is defined; one that raises: its own traceback, with a note naming it. Either way a run
+    that fails in its first step leaves nothing behind."""
+    import toy_rewards
+
+    line = toy_rewards.short_reward.__code__.co_firstlineno
+    _one_line_error(_train(tmp_path / "a", "rewards.names=[toy_rewards:short_reward]"),
+                    f"error: rewards.names: reward function 'toy_rewards:short_reward' "
+                    f"({toy_rewards.__file__}:{line}) returned 7 values for 8 completions")
+    assert not (tmp_path / "a").exists()
+    res = _train(tmp_path / "b", "rewards.names=[toy_rewards:raising_reward]")
+    assert isinstance(res.exception, KeyError), res.output
+    assert "raised by reward function 'toy_rewards:raising_reward'" in \
+        res.exception.__notes__[0]
+    assert not (tmp_path / "b").exists()
+
+
 def test_lora_target_modules_on_gpt2(tmp_path, gpt2_dir):
     pytest.importorskip("peft")
     base = [f"model.path={gpt2_dir}", "lora.enabled=true", "rollout.max_completion_length=8"]

@@ -8,3 +8,13 @@ def digit_reward(prompts, completions, **columns):
     answers = columns.get("answer") or [None] * len(completions)
     return [None if a == "skip" else sum(ch.isdigit() for ch in c) / max(len(c), 1)
             for c, a in zip(completions, answers)]
+
+
+def short_reward(prompts, completions, **columns):
+    """A buggy reward: one value too few (for the user-error tests)."""
+    return [1.0] * (len(completions) - 1)
+
+
+def raising_reward(prompts, completions, **columns):
+    """A buggy reward: raises (for the user-error tests)."""
+    raise KeyError("gold")

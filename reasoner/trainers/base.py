@@ -516,7 +516,7 @@ class BaseTrainer(ABC):
                     bar.print(self.progress_line(last))
                 if (t.save_steps and self.step % t.save_steps == 0) or self.step == t.max_steps:
                     self.save()
-        except ConfigError:  # a user's mistake seen in the first step (e.g. no sample judged)
+        except BaseException:  # the first step failed (no sample judged, a reward that raised)
             failed_at_start = self.step == start and self.resume_from is None
             raise
         finally:

@@ -343,23 +343,72 @@ def score_completions(funcs: Sequence[WeightedReward], prompts: list[Any], compl
     """Call each function TRL's way (the rows' columns as keyword lists; a conversational
     row's prompt and completion as messages, `trl_inputs`); one list of N values per function
     (None: the function does not apply to that sample)."""
+    from reasoner.config import ConfigError
+
     prompts, completions = trl_inputs(prompts, completions, rows)
     keys = sorted({k for r in rows for k in r})
     columns = {k: [r.get(k) for r in rows] for k in keys}
+    n = len(completions)
     out = []
     for f in funcs:
-        vals = list(f.func(prompts, completions, **columns))
-        if len(vals) != len(completions):
-            raise ValueError(f"reward {f.name!r} returned {len(vals)} values for "
-                             f"{len(completions)} completions")
+        try:
+            got = f.func(prompts, completions, **columns)
+        except Exception as e:
+            e.add_note(f"raised by reward function {f.name!r}{defined_at(f.func)} (rewards.names), "
+                       f"called with {n} completions and the columns {', '.join(keys)}")
+            raise
+        who = f"rewards.names: reward function {f.name!r}{defined_at(f.func)}"
+        vals = None if isinstance(got, (str, bytes, dict)) else _as_list(got)
+        if vals is None or len(vals) != n:
+            what = (_short(got) if vals is None else f"{len(vals)} values")
+            raise ConfigError(f"{who} returned {what} for {n} completions; it must return a list "
+                              "with one value (a number, or None: can't judge) per completion")
         row: list[float | None] = []
         for i, v in enumerate(vals):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise TypeError(f"reward {f.name!r} returned {v!r} for completion {i}; expected "
-                                "a number or None")
-            row.append(None if v is None else float(v))
+            value = reward_value(v)
+            if value is NOT_A_REWARD:
+                raise ConfigError(f"{who} returned {_short(v)} for completion {i}; expected a "
+                                  "number or None")
+            row.append(value)
         out.append(row)
     return out
+
+
+def _as_list(values: Any) -> list[Any] | None:
+    try:
+        return list(values)
+    except TypeError:  # not iterable (a float, None, a 0-d tensor)
+        return None
+
+
+NOT_A_REWARD = object()
+
+
+def reward_value(v: Any) -> Any:
+    """A reward function's value as a float (None stays None): a Python, numpy or one-element
+    torch number, as TRL takes them; `NOT_A_REWARD` for anything else (a string, a bool, a
+    list)."""
+    import numbers
+
+    if v is None:
+        return None
+    if isinstance(v, torch.Tensor):
+        return float(v.item()) if v.numel() == 1 and v.dtype != torch.bool else NOT_A_REWARD
+    if isinstance(v, numbers.Real) and not isinstance(v, bool):
+        return float(v)
+    return NOT_A_REWARD
+
+
+def defined_at(func: Any) -> str:
+    """`` (file:line)`` where a reward function is defined, for messages ('' if unknown)."""
+    import functools
+
+    while isinstance(func, functools.partial):
+        func = func.func
+    code = getattr(func, "__code__", None)
+    if code is None:  # a callable object: its class's __call__
+        code = getattr(vars(type(func)).get("__call__"), "__code__", None)
+    return "" if code is None else f" ({code.co_filename}:{code.co_firstlineno})"
 
 
 GOLD_COLUMNS = ("answer", "tests", "test_list")  # what an example of an unjudged sample shows

@@ -1,10 +1,12 @@
 """Reward functions: TRL's signature, conversational completions, None for can't-judge, format."""
 
 import math
+import re
 
 import pytest
 import torch
 
+from reasoner.config import ConfigError
 from reasoner.verifiers import registry, rewards
 from reasoner.verifiers.base import Verdict
 from reasoner.verifiers.format import soft_format_ok, strict_format_ok
@@ -125,10 +127,13 @@ def test_score_completions_passes_columns_and_checks_what_comes_back():
     assert rewards.score_completions(funcs, ["p1", "p2"], ["c1", "c2"], rows) == [[1.0, None]]
     assert seen == {"answer": ["1", "2"], "extra": [None, 7], "question": ["q1", "q2"]}
     short = [rewards.WeightedReward("short", lambda p, c, **k: [1.0])]
-    with pytest.raises(ValueError, match="reward 'short' returned 1 values for 2 completions"):
+    with pytest.raises(ConfigError, match="rewards.names: reward function 'short' .*"
+                       r"test_rewards.py:\d+\) returned 1 values for 2 completions; it must "
+                       "return a list with one value"):
         rewards.score_completions(short, ["p1", "p2"], ["c1", "c2"], rows)
     text = [rewards.WeightedReward("text", lambda p, c, **k: ["yes", 1.0])]
-    with pytest.raises(TypeError, match="reward 'text' returned 'yes' for completion 0"):
+    with pytest.raises(ConfigError, match="reward function 'text' .* returned 'yes' for "
+                       "completion 0; expected a number or None"):
         rewards.score_completions(text, ["p1", "p2"], ["c1", "c2"], rows)
     ws = rewards.resolve_rewards(["format_soft", "format_strict"], [1.0, 0.1])
     assert [(w.name, w.func, w.weight) for w in ws] == [
@@ -156,6 +161,47 @@ def test_a_conversational_row_gets_messages_as_trl_gives_them():
                                      rows) == [[1.0, 0.5], [1.0, 1.0]]
     assert seen == {"prompts": [conv, "plain\n<think>"],
                     "completions": [[{"role": "assistant", "content": done}], done]}
+
+
+def test_reward_values_are_taken_as_trl_takes_them_and_mistakes_name_the_function():
+    """numpy and one-element torch numbers, a numpy array, a generator: read as floats (TRL
+    takes them); a function that returns a scalar, too few values, strings or bools is a
+    ConfigError naming it and where it is defined; one that raises keeps its traceback, with a
+    note naming it."""
+    import numpy as np
+
+    rows = [{"question": "q1", "answer": "1"}, {"question": "q2", "answer": "2"}]
+
+    def score(ret):
+        funcs = [rewards.WeightedReward("mine", lambda p, c, **k: ret)]
+        return rewards.score_completions(funcs, ["p1", "p2"], ["c1", "c2"], rows)[0]
+
+    assert score([np.float32(0.5), np.int64(1)]) == [0.5, 1.0]
+    assert score(np.array([0.25, 1.0])) == [0.25, 1.0]
+    assert score(torch.tensor([0.5, 2.0])) == [0.5, 2.0]
+    assert score([torch.tensor(3.0), None]) == [3.0, None]
+    assert score(x for x in (1.0, 0.0)) == [1.0, 0.0]
+    for ret, said in [(0.5, "returned 0.5 for 2 completions"),
+                      (None, "returned None for 2 completions"),
+                      ("10", "returned '10' for 2 completions"),
+                      ([1.0, 1.0, 1.0], "returned 3 values for 2 completions"),
+                      ([1.0, "1"], "returned '1' for completion 1; expected a number or None"),
+                      ([np.bool_(True), 1.0], "returned np.True_ for completion 0"),
+                      ([1.0, [1.0]], "returned [1.0] for completion 1")]:
+        with pytest.raises(ConfigError, match=r"rewards.names: reward function 'mine' \(.*"
+                           r"test_rewards.py:\d+\) " + re.escape(said)):
+            score(ret)
+
+    def broken(prompts, completions, answer, **columns):
+        raise KeyError("gold")
+
+    funcs = [rewards.WeightedReward("broken", broken)]
+    with pytest.raises(KeyError) as err:
+        rewards.score_completions(funcs, ["p1", "p2"], ["c1", "c2"], rows)
+    line = broken.__code__.co_firstlineno
+    assert err.value.__notes__ == [f"raised by reward function 'broken' ({__file__}:{line}) "
+                                   "(rewards.names), called with 2 completions and the columns "
+                                   "answer, question"]
 
 
 class _Task:
