@@ -258,7 +258,9 @@ def test_decode_value_roundtrip_and_rejects_junk():
     got = decode_value(enc)
     assert isinstance(got, DictValue) and got.pairs == [("a", (1, float("inf"), None))]
     assert values_equal(got, {"a": (1, float("inf"), None)})
-    for junk in ([], ["q"], ["i", "x"], ["S", ["l"]], "s", ["s", "zz"], ["d", ["n"]]):
+    too_big = ["i", "f" * 250_002]  # over values.MAX_INT_BITS
+    junks = ([], ["q"], ["i", "x"], ["i", 5], too_big, ["S", ["l"]], "s", ["s", "zz"], ["d", ["n"]])
+    for junk in junks:
         with pytest.raises(ValueError):
             decode_value(junk)
 
@@ -278,6 +280,10 @@ def test_encoder_reads_true_content_and_iterators():
     keys = decode_value(__import__("json").loads(enc({"b": 1, "a": 2}.keys())))
     assert values_equal(keys, {"a", "b"}) and not values_equal(keys, ["b", "a"])
     assert enc(object()) is None and enc(iter(int, 1)) is None  # endless: over the budget
+    # ints in hex: decimal conversion refuses ints over 4300 digits (math.factorial(2000) was
+    # "unencodable", failing honest programs)
+    for big in (10**5000, -(2**70000) + 1, 255, -1, 0):
+        assert decode_value(__import__("json").loads(enc(big))) == big
     assert "def make_encoder" in sandbox_source() and "MAX_ELEMENTS = 200000" in sandbox_source()
 
 
@@ -292,9 +298,9 @@ def test_colliding_sets_and_dict_keys_decode_without_hashing():
     (one C call holding the GIL). Decoding compares sorted canonical keys instead; it must cost
     about what decoding the same number of distinct ints costs."""
     payloads = {
-        "set": lambda xs: ["S", *(["i", str(x)] for x in xs)],
-        "frozenset": lambda xs: ["F", *(["i", str(x)] for x in xs)],
-        "dict": lambda xs: ["d", *(y for x in xs for y in (["i", str(x)], ["n"]))],
+        "set": lambda xs: ["S", *(["i", format(x, "x")] for x in xs)],
+        "frozenset": lambda xs: ["F", *(["i", format(x, "x")] for x in xs)],
+        "dict": lambda xs: ["d", *(y for x in xs for y in (["i", format(x, "x")], ["n"]))],
     }
     for name, n in (("set", 110_000), ("frozenset", 20_000), ("dict", 20_000)):
         bad, good = _colliding(n), list(range(10**20, 10**20 + n))

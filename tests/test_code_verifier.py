@@ -599,6 +599,20 @@ def test_reference_values_pass_honest_programs(verifier):
     assert (v.reward, v.reason) == (1.0, "ok"), v
 
 
+@needs_bwrap
+def test_ints_over_4300_digits_are_reported(verifier):
+    # Python refuses to convert such ints to decimal: they were "unencodable" and failed
+    rec = {
+        "completion": py("import math\ndef f(n):\n    return math.factorial(n)"),
+        "test_list": [
+            "assert f(2000) == math.factorial(2000)",
+            "assert f(2000) % 1000 == 0 and f(2000) > 10 ** 5000",
+        ],
+    }
+    v = score(verifier, rec)
+    assert (v.reward, v.reason) == (1.0, "ok"), v
+
+
 CRLF = "Here:\r\n```python\r\ndef f():\r\n    return 'a\\r\\nb'\r\n```\r\n"
 FENCE_IN_STRING = py('def f():\n    return """\n```\n"""\n')
 

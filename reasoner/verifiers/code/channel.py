@@ -18,7 +18,8 @@ harness writes one ASCII line per event, each starting with the run's 128-bit ra
 
 An assert test's payload is a JSON array with one entry per leaf expression of the test line:
 ``["v", VALUE]`` (its value), ``["e", "Name"]`` (it raised), ``["u"]`` (not encodable). A VALUE is
-a JSON list tagged by its first element: ``["n"]`` None, ``["b", 0|1]``, ``["i", "123"]``,
+a JSON list tagged by its first element: ``["n"]`` None, ``["b", 0|1]``, ``["i", "-7b"]`` (hex: decimal
+conversion refuses ints over 4300 digits),
 ``["f", "1.5"]``, ``["c", "(1+2j)"]``, ``["s", HEX]`` (UTF-8, surrogates passed), ``["y", HEX]``
 bytes, ``["l", ...]`` list, ``["t", ...]`` tuple, ``["S", ...]`` set, ``["F", ...]`` frozenset,
 ``["d", k1, v1, k2, v2, ...]`` dict, ``["g", ...]`` a drained iterator (generator, map, zip...),
@@ -44,7 +45,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from reasoner.verifiers.code.values import DictValue, IterValue, SetValue
+from reasoner.verifiers.code.values import MAX_INT_BITS, DictValue, IterValue, SetValue
 
 MAX_ELEMENTS = 200_000  # scalars + containers in one value
 MAX_DEPTH = 100  # nesting of one value
@@ -57,7 +58,7 @@ MAX_ENCODED = 4_000_000  # characters of one test's payload
 
 
 def make_encoder(
-    _type=type, _issub=issubclass, _len=len, _range=range, _irepr=int.__repr__,
+    _type=type, _issub=issubclass, _len=len, _range=range, _ifmt=int.__format__,
     _frepr=float.__repr__, _crepr=complex.__repr__, _senc=str.encode, _bhex=bytes.hex,
     _llen=list.__len__, _lget=list.__getitem__, _tlen=tuple.__len__, _tget=tuple.__getitem__,
     _ditems=dict.items, _siter=set.__iter__, _fiter=frozenset.__iter__, _join="".join,
@@ -115,7 +116,7 @@ def make_encoder(
         if t is bool:
             return '["b",1]' if v is True else '["b",0]'
         if _issub(t, int):
-            return '["i","' + _irepr(v) + '"]'
+            return '["i","' + _ifmt(v, "x") + '"]'
         if _issub(t, float):
             return '["f","' + _frepr(v) + '"]'
         if _issub(t, complex):
@@ -206,7 +207,9 @@ def decode_value(node: Any, depth: int = 0) -> Any:
         if tag == "b":
             return bool(args[0])
         if tag == "i":
-            return int(args[0])
+            if not isinstance(args[0], str) or len(args[0]) > MAX_INT_BITS // 4 + 1:
+                raise BadValue("malformed or too large int")
+            return int(args[0], 16)
         if tag == "f":
             return float(args[0])
         if tag == "c":
