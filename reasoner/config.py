@@ -87,7 +87,9 @@ class DataConfig:
                              "registered one, or 'module:Class'); null to read dataset_path "
                              "instead.")
     task_options: dict[str, Any] = _f({}, "Keyword options passed to the task (difficulty etc.).")
-    num_train_rows: int = _f(10000, "Rows generated from the task for training.")
+    num_train_rows: Optional[int] = _f(None, "Rows generated from the task for training; null: "
+                                       "10000, or every distinct train row of a task that has "
+                                       "fewer (a number the task can't make is refused).")
     dataset_path: Optional[str] = _f(None, "jsonl / parquet / HF datasets directory on disk "
                                      "(used when task is null).")
     split: Optional[str] = _f(None, "Split of a datasets directory.")
@@ -604,7 +606,8 @@ def validate(cfg: Config) -> None:
              "data.task and data.dataset_path are exclusive; set data.task=null to use a dataset")
     if d.template is not None:
         _choice(d.template, TEMPLATES, "data.template")
-    _require(d.num_train_rows >= 1, f"data.num_train_rows must be >= 1, got {d.num_train_rows}")
+    _require(d.num_train_rows is None or d.num_train_rows >= 1,
+             f"data.num_train_rows must be >= 1 or null, got {d.num_train_rows}")
     if d.task is not None:
         _check_task(d.task, d.task_options)
     else:

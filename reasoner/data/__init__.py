@@ -20,6 +20,8 @@ from reasoner.data.templates import (
     render_prompt,
 )
 
+DEFAULT_TRAIN_ROWS = 10000  # data.num_train_rows null: this many rows of a task, or all it has
+
 
 @dataclass
 class TrainingData:
@@ -32,7 +34,8 @@ class TrainingData:
 
 def load_training_data(data_cfg: Any, rows: list[dict[str, Any]] | None = None) -> TrainingData:
     """The ``data`` config section's rows: ``num_train_rows`` rows of the train split of
-    ``data.task``, or the rows of ``data.dataset_path`` (columns renamed by ``column_map``).
+    ``data.task`` (unset: `DEFAULT_TRAIN_ROWS`, or every train row of a smaller task), or the
+    rows of ``data.dataset_path`` (columns renamed by ``column_map``).
     Given `rows`, those instead (the task, if one is configured, still sets the defaults).
     A missing or unreadable file (a line that is not JSON or not UTF-8, an unknown format, a
     split that is not there) or a missing column is a ConfigError naming
@@ -44,8 +47,10 @@ def load_training_data(data_cfg: Any, rows: list[dict[str, Any]] | None = None) 
         task = get_task(data_cfg.task, **data_cfg.task_options)
     if rows is None:
         if task is not None:
-            try:
-                rows = task.rows("train", data_cfg.num_train_rows, data_cfg.data_seed)
+            n = data_cfg.num_train_rows
+            try:  # unset: up to DEFAULT_TRAIN_ROWS, all of a smaller task's
+                rows = task.rows("train", n or DEFAULT_TRAIN_ROWS, data_cfg.data_seed,
+                                 at_most=n is None)
             except ValueError as e:  # a task too small for the rows asked for
                 raise ConfigError(f"data.num_train_rows={data_cfg.num_train_rows}: {e}") from None
         else:

@@ -41,8 +41,11 @@ class Task:
     def sample(self, rng: random.Random) -> dict[str, Any]:
         raise NotImplementedError
 
-    def rows(self, split: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
-        """`n` distinct rows of `split` ("train" or "test"), the same for the same (split, n, seed)."""
+    def rows(self, split: str, n: int, seed: int = 0, *, at_most: bool = False
+             ) -> list[dict[str, Any]]:
+        """`n` distinct rows of `split` ("train" or "test"), the same for the same (split, n, seed).
+        A task that can't make `n` raises ValueError, or with `at_most` gives the rows it made
+        (every distinct row of the split, in practice)."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if n < 0:
@@ -51,18 +54,25 @@ class Task:
         want_test = split == "test"
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
-        tries, max_tries = 0, 200 * n + 1000
+        tries, max_tries, last_new = 0, 200 * n + 1000, 0
         while len(out) < n:
             tries += 1
+            if at_most and tries - last_new > 20 * len(seen) + 1000:
+                return out  # a long run without a new question: the split is exhausted
             if tries > max_tries:
+                if at_most:
+                    return out
                 raise ValueError(
                     f"task {self.name!r} could only make {len(out)} distinct {split} rows of the "
                     f"{n} asked for; make the task larger (more digits / numbers) or ask for fewer"
                 )
             row = self.sample(rng)
             q = row["question"]
-            if q in seen or in_test_split(q, self.test_percent) != want_test:
+            if q in seen:
                 continue
             seen.add(q)
+            last_new = tries
+            if in_test_split(q, self.test_percent) != want_test:
+                continue
             out.append(row)
         return out

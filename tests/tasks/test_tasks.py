@@ -115,3 +115,25 @@ def test_bad_options_and_names():
         get_task("arithmetic").rows("validation", 3, 0)
     with pytest.raises(ValueError, match="distinct"):
         get_task("arithmetic", digits=1).rows("train", 500, 0)  # only 100 problems exist
+
+
+def test_unset_num_train_rows_takes_every_train_row_of_a_small_task():
+    """data.num_train_rows unset: 10000 rows, or all a smaller task has (the built-in default
+    task, 1-2 digit addition, has 8994 train problems, and the default config was refused); a
+    number the task can't make is still refused."""
+    from reasoner.config import ConfigError, load_config
+    from reasoner.data import DEFAULT_TRAIN_ROWS, load_training_data
+    from reasoner.tasks.base import in_test_split
+
+    assert load_config(None, []).data.num_train_rows is None and DEFAULT_TRAIN_ROWS == 10000
+    cfg = load_config(None, ["data.task_options={digits: 1}"])  # 100 problems
+    rows = load_training_data(cfg.data).rows
+    train = {f"{a}+{b}" for a in range(10) for b in range(10) if not in_test_split(f"{a}+{b}", 10)}
+    assert sorted(r["question"] for r in rows) == sorted(train) and len(rows) == 85
+    assert rows == load_training_data(cfg.data).rows  # the same rows, the same order
+    cfg = load_config(None, ["data.task_options={digits: 1}", "data.num_train_rows=20"])
+    assert load_training_data(cfg.data).rows == rows[:20]
+    cfg = load_config(None, ["data.task_options={digits: 1}", "data.num_train_rows=200"])
+    with pytest.raises(ConfigError, match="data.num_train_rows=200: task 'arithmetic' could only "
+                       "make 85 distinct train rows"):
+        load_training_data(cfg.data)
