@@ -446,6 +446,11 @@ def _check_type(value: Any, tp: Any, name: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        for k, v in value.items():
+            if v is None and isinstance(k, str) and ":" in k:  # {a:b} is the key "a:b" in YAML
+                fixed = k.replace(":", ": ", 1)
+                raise ConfigError(f"{name}: the key {k!r} has no value: YAML reads {{{k}}} as one "
+                                  f"key; put a space after the colon: {{{fixed}}}")
         return {str(k): _check_type(v, args[1], f"{name}.{k}") for k, v in value.items()}
     raise ConfigError(f"{name}: unsupported type {tp}")  # pragma: no cover
 

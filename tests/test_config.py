@@ -153,6 +153,11 @@ def test_a_file_with_the_old_grpo_section_reads_the_same():
         ("rewards.accuracy_reward=reward_model", "rewards.accuracy_reward 'reward_model' holds "
                                                  "a model: a learned score is not a verdict"),
         ("lora.dropout=1.0", "lora.dropout must be in [0, 1)"),
+        # YAML reads {question:problem} (no space after the colon) as the key "question:problem"
+        ("data.column_map={question:problem}", "data.column_map: the key 'question:problem' has "
+         "no value: YAML reads {question:problem} as one key; put a space after the colon: "
+         "{question: problem}"),
+        ("data.task_options={digits:2}", "data.task_options: the key 'digits:2' has no value"),
         ("algo.beta", "must look like section.field=value"),
         ("beta=1", "must be section.field"),
     ],
