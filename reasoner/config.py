@@ -92,7 +92,7 @@ class DataConfig:
                                        "fewer (a number the task can't make is refused).")
     dataset_path: Optional[str] = _f(None, "jsonl / parquet / HF datasets directory on disk "
                                      "(used when task is null).")
-    split: Optional[str] = _f(None, "Split of a datasets directory.")
+    split: Optional[str] = _f(None, "Split of a datasets directory (a file has none).")
     column_map: dict[str, str] = _f({}, "Rename dataset columns to ours, e.g. "
                                     "{question: problem, answer: solution}.")
     template: Optional[str] = _f(None, "Prompt template: r1_zero | r1_short | chat | plain; "

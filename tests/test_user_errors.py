@@ -122,6 +122,8 @@ def test_unreadable_datasets_are_one_line_naming_the_file(tmp_path, gpt2_dir):
         ("d.csv", [], ["d.csv: unsupported dataset format"]),
         ("dd", [], ["holds splits ['test', 'train']; choose one with data.split"]),
         ("dd", ["data.split=dev"], ["has no split 'dev' (data.split); it has ['test', 'train']"]),
+        ("broken.jsonl", ["data.split=test"], ["is a file, which has no splits; data.split "
+                                               "('test') is for a datasets.save_to_disk"]),
     ]
     for name, extra, parts in cases:
         path = str(tmp_path / name)
@@ -129,10 +131,10 @@ def test_unreadable_datasets_are_one_line_naming_the_file(tmp_path, gpt2_dir):
                      "rewards.names=[format_soft]", *extra)
         _one_line_error(res, f"data.dataset_path '{path}': ", *parts)
         assert not out.exists(), name
-        if not extra:
-            res = CliRunner().invoke(app, ["eval", "--model", str(gpt2_dir), "--dataset", path,
-                                           "--reward", "format_soft"])
-            _one_line_error(res, f"data.dataset_path '{path}': ", *parts)
+        split = [f"--split={x.split('=')[1]}" for x in extra]
+        res = CliRunner().invoke(app, ["eval", "--model", str(gpt2_dir), "--dataset", path,
+                                       "--reward", "format_soft", *split])
+        _one_line_error(res, f"data.dataset_path '{path}': ", *parts)
 
 
 def test_conversational_prompts_take_the_chat_template(tmp_path):

@@ -68,13 +68,16 @@ def load_rows(
 
     `columns` maps our column names to the file's (``{"question": "problem"}``): each mapped
     column is renamed (and must exist in every row); other columns are kept as they are.
-    `split` chooses a split of a saved DatasetDict.
+    `split` chooses a split of a saved DatasetDict (a file has none: refused).
     """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"dataset {str(p)!r} does not exist")
     if p.is_dir():
         rows = _read_dataset_dir(p, split)
+    elif split is not None:  # a file has no splits: reading all of it would not be that split
+        raise ValueError(f"{p} is a file, which has no splits; data.split ({split!r}) is for a "
+                         "datasets.save_to_disk directory (give the split's own file instead)")
     elif p.suffix == ".jsonl":
         rows = [row for _, row in iter_jsonl(p)]
     elif p.suffix == ".parquet":

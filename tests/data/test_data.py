@@ -78,6 +78,11 @@ def test_missing_file_and_format(tmp_path):
     (tmp_path / "d.csv").write_text("a,b\n")
     with pytest.raises(ValueError, match="unsupported dataset format"):
         load_rows(tmp_path / "d.csv")
+    # a split of a file: refused, not all of the file read as that split
+    p = _jsonl(tmp_path / "d.jsonl", ROWS)
+    with pytest.raises(ValueError, match=r"d\.jsonl is a file, which has no splits; data.split "
+                       r"\('test'\) is for a datasets.save_to_disk directory"):
+        load_rows(p, split="test")
 
 
 def test_templates():
