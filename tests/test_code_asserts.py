@@ -142,6 +142,25 @@ def test_reference_leaves_name_nothing_of_the_program(line, reference):
 
 
 @pytest.mark.parametrize(
+    "line, leaves",
+    [
+        ("assert sum([1, 2, 3]) == 6", ["sum([1, 2, 3])"]),  # a task "write sum"
+        ("assert round(2.5) == 2", ["round(2.5)"]),
+        ("assert pow(2, 3) == 8", ["pow(2, 3)"]),
+        ("assert len(str(5)) == 1", ["len(str(5))"]),
+        ("assert isinstance(sum([1]), int)", ["sum([1])"]),
+        ("assert 1 + 1 == 2", []),  # no name at all: nothing to read differently
+    ],
+)
+def test_a_line_naming_nothing_of_the_program_reads_builtins_as_the_programs(line, leaves):
+    """Such a line can only test a function the program defines under a builtin's name: its
+    calls are leaves evaluated in the program's namespace (none a reference), not folded in the
+    parent, where a wrong `def sum` would pass a line that never involved it."""
+    t = parse_assert(line)
+    assert t.leaves == leaves and t.reference == [None] * len(leaves)
+
+
+@pytest.mark.parametrize(
     "line, values, ok",
     [
         ("assert add(1, 2) == 3", [3], True),

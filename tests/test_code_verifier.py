@@ -600,6 +600,22 @@ def test_reference_values_pass_honest_programs(verifier):
 
 
 @needs_bwrap
+def test_a_task_that_defines_a_builtins_name_is_graded_on_the_programs_function(verifier):
+    # a task "write sum" / "write pow": the lines name nothing else, so the function under test
+    # is the program's, as Python reads them after the program; with the real builtins a wrong
+    # program passed
+    wrong = {"completion": py("def sum(xs):\n    return 0\ndef pow(a, b):\n    return 1"),
+             "test_list": ["assert sum([1, 2, 3]) == 6", "assert pow(2, 3) == 8"]}
+    v = score(verifier, wrong)
+    assert (v.reward, v.reason, v.detail["tests"]) == (0.0, "wrong", ["fail", "fail"]), v
+    right = {"completion": py("def sum(xs):\n    t = 0\n    for x in xs:\n        t += x\n"
+                              "    return t\ndef pow(a, b):\n    return a ** b"),
+             "test_list": wrong["test_list"]}
+    v = score(verifier, right)
+    assert (v.reward, v.reason) == (1.0, "ok"), v
+
+
+@needs_bwrap
 def test_ints_over_4300_digits_are_reported(verifier):
     # Python refuses to convert such ints to decimal: they were "unencodable" and failed
     rec = {

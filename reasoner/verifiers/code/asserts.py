@@ -132,7 +132,10 @@ class _Leaf(Exception):
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, builtins_are_program: bool = False) -> None:
+        # True for a line that names nothing of the program (see `parse_assert`): builtin calls
+        # are leaves evaluated in the program's namespace, and no leaf is a reference
+        self.builtins_are_program = builtins_are_program
         self.leaves: list[str] = []
         self.reference: list[tuple[str, ...] | None] = []
         self.index: dict[str, int] = {}  # leaf source -> index (our own strings)
@@ -154,7 +157,7 @@ class _Builder:
                 raise UnsupportedTest("a loop variable inside a nested lambda or comprehension")
             node = _Substitute(consts).visit(copy.deepcopy(node))
         src = ast.unparse(node)
-        modules = _reference_modules(node, src)
+        modules = None if self.builtins_are_program else _reference_modules(node, src)
         if modules is None and _judges(node):  # a reference leaf may judge: it is not the program
             raise UnsupportedTest(
                 f"{ast.unparse(node)[:80]} would be judged in the sandbox (a comparison or "
@@ -260,7 +263,7 @@ class _Builder:
             if len(node.args) != 2 or node.keywords:
                 raise UnsupportedTest("isinstance needs two positional arguments")
             return ("isinstance", self.build(node.args[0], env), _type_names(node.args[1]))
-        if name not in BUILTINS:
+        if name not in BUILTINS or (self.builtins_are_program and name != "isinstance"):
             raise _Leaf()
         _, kws = BUILTINS[name]
         plain = all(not isinstance(a, ast.Starred) for a in node.args) and all(
@@ -467,6 +470,16 @@ def parse_assert(line: str) -> AssertTest:
     b = _Builder()
     try:
         check = b.build(test, {})
+        if all(r is not None for r in b.reference) and any(
+            isinstance(n, ast.Name) for n in ast.walk(test)
+        ):
+            # Not one leaf names the program: the line can only be testing a function the
+            # program defines under a builtin's name (a task "write sum": `assert sum([1, 2]) ==
+            # 3`). Read it as Python would after the program ran: its builtin calls are the
+            # program's. (Read with real builtins, the line would not involve the program, and a
+            # wrong `def sum` would pass.)
+            b = _Builder(builtins_are_program=True)
+            check = b.build(test, {})
     except RecursionError:
         raise UnsupportedTest(f"expression nested deeper than {MAX_NESTING}") from None
     return AssertTest(line, b.leaves, check, b.reference)
