@@ -292,6 +292,24 @@ def test_a_step_whose_samples_cannot_be_judged(tmp_path):
         "for 6 of 8 (unparseable gold; answer='Natalia" in res.output
 
 
+def test_a_run_without_a_learning_signal_says_so(tmp_path):
+    """Golds the model never hits (judged, always 0): after 10 steps in a row whose groups all
+    got equal rewards, one warning says the policy does not learn and what to do."""
+    data = _jsonl(tmp_path / "hard.jsonl", [{"question": f"{i}+1", "answer": "987654"}
+                                            for i in range(8)])
+    res = _train(tmp_path / "run", "data.task=null", "data.task_options={}",
+                 f"data.dataset_path={data}", "rewards.names=[integer_exact]",
+                 "data.template=r1_short", "train.max_steps=11", "rollout.max_completion_length=4")
+    assert res.exit_code == 0, res.output
+    warnings = [x for x in res.output.splitlines() if x.startswith("WARNING")]
+    assert warnings == ["WARNING: steps 1-10: in every group all 4 samples got the same reward "
+                        "(this step's mean 0.000), so the advantages are zero and the policy "
+                        "does not learn; the model never (or always) earns the reward: check it "
+                        "with reasoner eval, warm-start it (reasoner sft), sample more "
+                        "(rollout.num_generations, rollout.temperature) or add a denser reward "
+                        "(rewards.names)"], res.output
+
+
 def test_unjudged_samples_are_explained_with_the_verifiers_reason():
     """math_accuracy's reason comes from the math verifier (GSM8K-like gold with its final
     answer cut off); a function without `reasons` still shows its example gold."""

@@ -68,6 +68,9 @@ class GRPOStep(StepOutput):
     advantages: torch.Tensor  # [N] (or [N, C] per token) float64 (0 for dropped samples)
 
 
+NO_SIGNAL_STEPS = 10  # steps in a row without a learning signal before the warning
+
+
 class GRPOTrainer(BaseTrainer):
     """GRPO: group-relative advantages and the clipped policy loss by default; any registered
     advantage estimator / policy loss by ``algo.adv_estimator`` / ``algo.policy_loss``.
@@ -125,6 +128,7 @@ class GRPOTrainer(BaseTrainer):
         # what ran the forward, in words (`forward_path`), for the log and the metrics
         self.paths: dict[str, str] = {"decode": "", "update": ""}  # "": not run yet
         self._paths_said = ""
+        self._no_signal = 0  # consecutive steps in which every group's rewards were equal
 
     def after_engine(self) -> None:
         prepare_rewards(self.reward_funcs, self.engine)  # a reward model: like the reference
@@ -280,6 +284,21 @@ class GRPOTrainer(BaseTrainer):
         if self.is_main:
             print(f"WARNING: {msg}", file=sys.stderr, flush=True)
 
+    def warn_without_signal(self, m: dict[str, Any]) -> None:
+        """`NO_SIGNAL_STEPS` steps in a row in which every group's samples got equal rewards
+        (zero advantages: nothing but the KL term moves the weights) print a warning once per
+        such stretch, so that a run whose model never (or always) earns the reward is not a
+        silent string of no-op steps."""
+        self._no_signal = self._no_signal + 1 if m["frac_zero_std_groups"] >= 1.0 else 0
+        if self._no_signal == NO_SIGNAL_STEPS and self.is_main:
+            print(f"WARNING: steps {self.step - NO_SIGNAL_STEPS + 1}-{self.step}: in every group "
+                  f"all {self.cfg.rollout.num_generations} samples got the same reward (this "
+                  f"step's mean {m.get('reward/mean', float('nan')):.3f}), so the advantages are "
+                  "zero and the policy does not learn; the model never (or always) earns the "
+                  "reward: check it with reasoner eval, warm-start it (reasoner sft), sample more "
+                  "(rollout.num_generations, rollout.temperature) or add a denser reward "
+                  "(rewards.names)", file=sys.stderr, flush=True)
+
     # ------------------------------------------------------------------ advantages and loss
 
     def padded(self, x: torch.Tensor) -> torch.Tensor:
@@ -412,6 +431,7 @@ class GRPOTrainer(BaseTrainer):
         m.update(upd)
         m.update(ds_stats)
         m.update(self.forward_paths())
+        self.warn_without_signal(m)
         return GRPOStep(metrics=m, samples=self._samples(b, rewards, adv), batch=b, rewards=comb,
                         shaped=rewards, advantages=adv)
 
