@@ -929,3 +929,50 @@ def test_hostile_stdio_test_cannot_take_the_harness_fds(verifier):
         pytest.skip(f"pidfd_getfd is not available to a same-uid child here: {ctl.stdout!r}")
     v = score(verifier, {"completion": py(PIDFD_THIEF), "tests": [{"input": "", "output": "taken"}]})
     assert v.reward == 0.0 and v.detail["tests"] == ["fail"], v
+
+
+FD_SCRIPT = r"""
+import os, resource, sys, warnings
+from reasoner.verifiers.code import CodeVerifier
+from reasoner.verifiers.code.verifier import FDS_PER_RUN, FDS_RESERVE
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if sys.argv[1] == "raise":
+    resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))
+    with CodeVerifier(workers=12, timeout=5.0) as v:
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= FDS_RESERVE + 12 * FDS_PER_RUN
+        raised = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised + 1100, hard))  # room for these:
+        held = [os.dup(0) for _ in range(1100)]  # the sandbox's pipes get numbers past 1024
+        assert max(held) > 1024
+        recs = [{"completion": "```python\nprint(int(input()) * 2)\n```",
+                 "tests": [{"input": str(k), "output": str(2 * k)} for k in range(40)]},
+                {"completion": "```python\ndef f(x):\n    return x + 1\n```",
+                 "test_list": ["assert f(1) == 2"]}] * 6
+        print(sorted({(r.reward, r.reason) for r in v.score(recs)}))
+else:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        with CodeVerifier(workers=8, timeout=5.0) as v:
+            print(v.workers, "ulimit -n" in str(w[0].message))
+"""
+
+
+@needs_bwrap
+@pytest.mark.skipif(
+    __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[1] < 4096,
+    reason="the hard open-file limit is below 4096",
+)
+def test_many_workers_get_the_open_files_they_need_and_fds_past_1024_work():
+    """A many-core host's default workers needed more fds than the usual soft limit of 1024:
+    every run of the batch failed with EMFILE. The verifier raises the soft limit (or, under a
+    low hard limit, uses the workers that fit, with a warning), and waits on pipes with poll,
+    since select refuses fd numbers from 1024 on."""
+    r = subprocess.run([sys.executable, "-c", FD_SCRIPT, "raise"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[(1.0, 'ok')]", r.stdout
+    r = subprocess.run([sys.executable, "-c", FD_SCRIPT, "cap"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "1 True", r.stdout

@@ -509,13 +509,21 @@ class Sandbox:
 _CHILD_PID = re.compile(rb'"child-pid"\s*:\s*(\d+)')
 
 
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether `fd` becomes readable within `timeout` s. poll, not select: select refuses fd
+    numbers from 1024 on, which a busy verifier (many workers, raised RLIMIT_NOFILE) reaches."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(max(0.0, timeout) * 1000))
+
+
 def _read_child_pid(fd: int, deadline: float) -> int | None:
     """bwrap's `--info-fd` JSON (written by bwrap once it cloned the sandbox's pid 1, then
     closed): that pid 1's host pid, or None if bwrap exited or the deadline passed first."""
     data = b""
     while len(data) < 65536:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        if left <= 0 or not _readable(fd, left):
             return None
         chunk = os.read(fd, 4096)
         if not chunk:
@@ -532,7 +540,7 @@ def _reap_orphan(pidfd: int) -> None:
     try:
         try:
             if os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG) is None:
-                select.select([pidfd], [], [], 5.0)  # readable once it has exited
+                _readable(pidfd, 5.0)  # readable once it has exited
                 os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
         except ChildProcessError:
             pass  # not our child: its reaper is init

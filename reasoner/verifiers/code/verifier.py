@@ -31,6 +31,35 @@ from reasoner.verifiers.sandbox import (
 DEFAULT_TIMEOUT = 5.0  # CPU seconds per test
 WALL_FACTOR = 2.0  # a test's wall-clock budget, as a multiple of its CPU budget
 STDIO_BATCH = 32  # stdin/stdout tests per sandbox (each still a fresh process inside it)
+# file descriptors one run holds in the parent at most: a pipe per stdio test and the channel,
+# bwrap's info / block / seccomp pipes, Popen's three, with room to spare
+FDS_PER_RUN = 2 * (STDIO_BATCH + 1) + 30
+FDS_RESERVE = 256  # for everything else in the process
+
+
+def fit_open_files(workers: int) -> int:
+    """Raise the soft RLIMIT_NOFILE so `workers` concurrent runs fit (the usual soft limit of
+    1024 holds about 10: a many-core host's default of 4 workers per CPU failed every run of a
+    batch with EMFILE); where the hard limit can't hold them, the workers that fit (at least 1),
+    with a warning. Returns the number of workers."""
+    import resource
+    import warnings
+
+    need = FDS_RESERVE + workers * FDS_PER_RUN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < need:
+        fit = max(1, (soft - FDS_RESERVE) // FDS_PER_RUN)
+        warnings.warn(f"code verifier: {workers} workers need {need} open files, the limit is "
+                      f"{soft}: using {fit} workers (raise it with `ulimit -n`)", stacklevel=3)
+        return fit
+    return workers
 
 
 # The `-c` program of every run. It reads the harness as code objects from stdin (8-byte length,
@@ -151,7 +180,7 @@ class CodeVerifier:
     ) -> None:
         # A run mostly waits on the kernel (namespace setup/teardown), not the CPU: measured
         # throughput keeps rising up to ~4-8 threads per CPU (benchmarks/code_sandbox.py).
-        self.workers = workers or 4 * (os.cpu_count() or 1)
+        self.workers = fit_open_files(workers or 4 * (os.cpu_count() or 1))
         self.timeout = float(timeout) if timeout else DEFAULT_TIMEOUT
         self.wall = WALL_FACTOR * self.timeout
         self.all_or_nothing = all_or_nothing
