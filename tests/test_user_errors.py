@@ -258,6 +258,15 @@ def test_overwrite_and_resume_never_lose_what_the_run_needs(tmp_path):
                     "--overwrite starts a new run with them")
     res = _train(out2, "train.max_steps=2", flags=["--resume"])
     assert res.exit_code == 0 and "done: 2 steps" in res.output, res.output
+    # an older version wrote data.num_train_rows: 10000 where null now means the same rows
+    out3 = tmp_path / "run3"
+    assert _train(out3, "data.num_train_rows=null").exit_code == 0
+    saved = (out3 / "config.yaml").read_text()
+    assert "num_train_rows: null" in saved
+    (out3 / "config.yaml").write_text(saved.replace("num_train_rows: null",
+                                                    "num_train_rows: 10000"))
+    res = _train(out3, "data.num_train_rows=null", "train.max_steps=2", flags=["--resume"])
+    assert res.exit_code == 0 and "done: 2 steps" in res.output, res.output
     # --resume of a folder with no run at all says it starts a new one
     res = _train(tmp_path / "fresh", flags=["--resume"])
     assert res.exit_code == 0 and "--resume: no earlier run in" in res.output, res.output

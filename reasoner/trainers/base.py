@@ -148,6 +148,10 @@ RESUMABLE_CHANGES = frozenset({
     "rewards.reward_model_batch_size", "critic.model_path", "rm.eval_dataset_path",
     "rm.eval_steps", "rm.eval_batch_size", "rm.calibration_bins"})
 
+# (key, value in an older config.yaml, value now) that mean the same run: data.num_train_rows
+# null is 10000 rows of a task that has them (an older run's 10000 could only start on such a task)
+SAME_MEANING = frozenset({("data.num_train_rows", 10000, None)})
+
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
     """(dotted key, a's value, b's value) where two config mappings differ; keys that only
@@ -256,7 +260,7 @@ class BaseTrainer(ABC):
             return
         now = yaml.safe_load(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         changed = [f"{k} {a!r} -> {b!r}" for k, a, b in _differences(saved, now)
-                   if k not in RESUMABLE_CHANGES]
+                   if k not in RESUMABLE_CHANGES and (k, a, b) not in SAME_MEANING]
         if changed:
             raise ConfigError(
                 f"--resume continues the run in {str(self.out)!r} as its {CONFIG_FILE} says; "
