@@ -20,6 +20,7 @@ import os
 import random
 import re
 import shutil
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -180,17 +181,42 @@ def check_output_dir(output_dir: str | Path, *, resume: bool, overwrite: bool,
                           "train.output_dir")
 
 
-def remove_earlier_run(output_dir: str | Path, outputs: Iterable[str] | None = None) -> list[str]:
-    """Delete what `earlier_run` lists (--overwrite); nothing else in the directory."""
+HELD_PREFIX = ".overwritten-"  # an earlier run set aside by --overwrite until the new one starts
+
+
+def hold_earlier_run(output_dir: str | Path, outputs: Iterable[str] | None = None) -> Path | None:
+    """--overwrite: move what `earlier_run` lists into a hidden folder of `output_dir` (renames:
+    instant, nothing copied), so that a new run that fails to start can put it back
+    (`restore_held`); once it has started, `drop_held` deletes it. None when there is nothing.
+    (A process killed in between leaves the folder, with the earlier run in it, for the user.)"""
     root = Path(output_dir)
     found = earlier_run(root, outputs)
+    if not found:
+        return None
+    held = root / f"{HELD_PREFIX}{os.getpid()}-{time.time_ns()}"
+    held.mkdir()
     for name in found:
-        p = root / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-    return found
+        os.rename(root / name, held / name)
+    return held
+
+
+def restore_held(output_dir: str | Path, held: Path) -> None:
+    """Put an earlier run held by `hold_earlier_run` back, replacing what the failed new run
+    wrote under the same names."""
+    root = Path(output_dir)
+    for p in held.iterdir():
+        dest = root / p.name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif dest.exists() or dest.is_symlink():
+            dest.unlink()
+        os.rename(p, dest)
+    held.rmdir()
+
+
+def drop_held(held: Path) -> None:
+    """Delete an earlier run held by `hold_earlier_run` (the new run has started)."""
+    shutil.rmtree(held, ignore_errors=True)
 
 
 def remove_partial_checkpoints(output_dir: str | Path) -> list[Path]:

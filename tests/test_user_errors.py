@@ -222,8 +222,26 @@ def test_output_dir_holding_a_run_needs_resume_or_overwrite(tmp_path):
     assert (out / "final" / "model.safetensors").stat().st_mtime_ns == before  # untouched
     res = _train(out, flags=["--resume"])  # finished: nothing left to do, final/ rewritten
     assert res.exit_code == 0 and "done: 1 steps" in res.output, res.output
-    res = _train(out, "train.max_steps=2", flags=["--overwrite"])
+    final_mtime = (out / "final" / "model.safetensors").stat().st_mtime_ns
+    # --overwrite with a start that fails, in setup (a file that is not JSON) or in the first
+    # step (no sample judged): the earlier run is put back as it was, nothing else is left
+    log = (out / "metrics.jsonl").read_text()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    data = ["data.task=null", "data.task_options={}", "rewards.names=[integer_exact]"]
+    _one_line_error(_train(out, *data, f"data.dataset_path={bad}", flags=["--overwrite"]),
+                    "bad.jsonl:1")
+    unjudged = _jsonl(tmp_path / "gsm.jsonl", [{"question": f"{i}+1", "answer": "####"}
+                                              for i in range(8)])
+    _one_line_error(_train(out, *data, f"data.dataset_path={unjudged}", flags=["--overwrite"]),
+                    "could not be judged")
+    assert (out / "final" / "model.safetensors").stat().st_mtime_ns == final_mtime
+    assert (out / "metrics.jsonl").read_text() == log
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert not list(out.glob(".overwritten-*")), sorted(p.name for p in out.iterdir())
+    res = _train(out, "train.max_steps=2", flags=["--overwrite"])  # a start that succeeds
     assert res.exit_code == 0, res.output
+    assert not list(out.glob(".overwritten-*"))  # the earlier run is gone
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == [1, 2]  # a new run, not the old one's log continued
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]

@@ -36,11 +36,13 @@ from reasoner.checkpoint import (
     check_output_dir,
     commit_checkpoint,
     debug_kill,
+    drop_held,
     earlier_run,
+    hold_earlier_run,
     latest_checkpoint,
     load_checkpoint,
-    remove_earlier_run,
     remove_partial_checkpoints,
+    restore_held,
     restore_rng_state,
     rng_file,
     run_outputs,
@@ -188,11 +190,12 @@ class BaseTrainer(ABC):
         self._check_resume_and_overwrite(resume=resume, overwrite=overwrite)
         # what was there before (a failed start removes only what it added)
         self._found = {p.name for p in self.out.iterdir()} if self.out.is_dir() else None
+        self._held: Path | None = None  # --overwrite: the earlier run, until this one started
         try:
             self._setup(ds_config, implicit_zero2, resume=resume, overwrite=overwrite,
                         progress=progress, data=data)
         except BaseException:
-            self._remove_litter()
+            self._undo_start()
             raise
 
     # what this trainer writes besides the base trainer's outputs (run_outputs)
@@ -279,6 +282,14 @@ class BaseTrainer(ABC):
         if m.path != "tiny":
             check_model_dir(m.path, "model.path")
 
+    def _undo_start(self) -> None:
+        """After a failed start (setup or the first step): the earlier run --overwrite set
+        aside comes back, and what this run added is deleted."""
+        if self._held is not None:
+            restore_held(self.out, self._held)
+            self._held = None
+        self._remove_litter()
+
     def _remove_litter(self) -> None:
         """After a failed start: delete what this run added to the output directory (all of it
         when the directory is new); rank 0 only."""
@@ -301,7 +312,9 @@ class BaseTrainer(ABC):
                overwrite: bool, progress: bool, data: dict[str, Any]) -> None:
         t, cfg = self.cfg.train, self.cfg
         if overwrite and not resume and distributed.launched_rank() == 0:
-            remove_earlier_run(self.out, self.run_outputs())
+            # set aside, not deleted: a start that fails (a bad split, a reward that raises in
+            # the first step) puts it back; deleted once the first step is done
+            self._held = hold_earlier_run(self.out, self.run_outputs())
         self.out.mkdir(parents=True, exist_ok=True)
         self.runtime = self._start_processes(ds_config is not None)
         self.rank, self.world = self.runtime.rank, self.runtime.world
@@ -511,6 +524,9 @@ class BaseTrainer(ABC):
             while self.step < t.max_steps:
                 out = self.train_step()
                 last = out.metrics
+                if self._held is not None:  # started: the earlier run --overwrite replaces goes
+                    drop_held(self._held)
+                    self._held = None
                 if logger is not None:
                     logger.log(self.step, last)
                     if t.log_completions_steps and self.step % t.log_completions_steps == 0:
@@ -528,7 +544,7 @@ class BaseTrainer(ABC):
             if logger is not None:
                 logger.close()
             if failed_at_start:
-                self._remove_litter()
+                self._undo_start()
         self.save_final()
         if self.is_main:
             plot_metrics(self.out / METRICS_FILE, self.out, plots=self.plots)
