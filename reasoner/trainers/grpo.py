@@ -289,7 +289,10 @@ class GRPOTrainer(BaseTrainer):
         (zero advantages: nothing but the KL term moves the weights) print a warning once per
         such stretch, so that a run whose model never (or always) earns the reward is not a
         silent string of no-op steps."""
-        self._no_signal = self._no_signal + 1 if m["frac_zero_std_groups"] >= 1.0 else 0
+        # both: an estimator with a baseline beyond the group (REINFORCE++'s batch, G=1) or a
+        # per-token KL reward still has advantages when every group's rewards are equal
+        silent = m["frac_zero_std_groups"] >= 1.0 and m.get("advantage/abs_mean", 0.0) < 1e-6
+        self._no_signal = self._no_signal + 1 if silent else 0
         if self._no_signal == NO_SIGNAL_STEPS and self.is_main:
             print(f"WARNING: steps {self.step - NO_SIGNAL_STEPS + 1}-{self.step}: in every group "
                   f"all {self.cfg.rollout.num_generations} samples got the same reward (this "

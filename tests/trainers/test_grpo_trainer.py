@@ -468,3 +468,24 @@ def test_lean_forward_off_runs_the_models_own_forward_everywhere(tmp_path, monke
         assert f"forward paths: {said}\n" in capsys.readouterr().out
     for key in ("reward/mean", "completion_length/mean", "loss", "kl", "entropy", "grad_norm"):
         assert metrics["off"][key] == pytest.approx(metrics["auto"][key], rel=1e-3, abs=1e-6), key
+
+
+def test_the_no_learning_signal_warning_needs_zero_advantages(capsys):
+    """Equal rewards in every group warn after NO_SIGNAL_STEPS steps only when the advantages
+    are zero too: REINFORCE++ (a batch baseline, G=1 allowed) or a per-token KL reward still
+    learns from groups whose rewards are all equal."""
+    from types import SimpleNamespace
+
+    from reasoner.trainers.grpo import NO_SIGNAL_STEPS, GRPOTrainer
+
+    fake = SimpleNamespace(_no_signal=0, is_main=True, step=0,
+                           cfg=SimpleNamespace(rollout=SimpleNamespace(num_generations=1)))
+    for advantage in (0.7, 0.0):
+        fake._no_signal = 0
+        for k in range(NO_SIGNAL_STEPS):
+            fake.step = k + 1
+            GRPOTrainer.warn_without_signal(fake, {"frac_zero_std_groups": 1.0,
+                                                   "advantage/abs_mean": advantage,
+                                                   "reward/mean": 0.0})
+        said = capsys.readouterr().err
+        assert ("does not learn" in said) == (advantage == 0.0), (advantage, said)
