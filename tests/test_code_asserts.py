@@ -142,6 +142,23 @@ def test_reference_leaves_name_nothing_of_the_program(line, reference):
 
 
 @pytest.mark.parametrize(
+    "line, leaves, check",
+    [
+        ("assert operator.eq(f(1), 5)", ["f(1)"], ("cmp", ["=="], [("leaf", 0), ("lit", 5)])),
+        ("assert operator.contains(f(1), 3)", ["f(1)"],
+         ("cmp", ["in"], [("lit", 3), ("leaf", 0)])),
+        ("assert operator.is_not(f(1), None)", ["f(1)"],
+         ("cmp", ["is not"], [("leaf", 0), ("lit", None)])),
+        ("assert operator.add(f(1), 1) == 3", ["operator.add(f(1), 1)"],  # not a comparison
+         ("cmp", ["=="], [("leaf", 0), ("lit", 3)])),
+    ],
+)
+def test_operator_comparisons_are_judged_in_the_parent(line, leaves, check):
+    t = parse_assert(line)
+    assert (t.leaves, t.check) == (leaves, check)
+
+
+@pytest.mark.parametrize(
     "line, leaves",
     [
         ("assert sum([1, 2, 3]) == 6", ["sum([1, 2, 3])"]),  # a task "write sum"

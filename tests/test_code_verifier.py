@@ -564,6 +564,12 @@ REFERENCE_FORGERIES = {
         "ctypes.pythonapi.PyType_Modified(ctypes.py_object(str))\ndef f(s):\n    return 'x'",
         "assert f('ab') == 'ab'.upper()",
     ),
+    # a comparison through the operator module: judged in the parent, not by the (patched)
+    # operator.eq in the sandbox
+    "patch_operator": (
+        "import operator\noperator.eq = lambda a, b: True\ndef f(n):\n    return 0",
+        "assert operator.eq(f(1), 5)",
+    ),
     "forged_reference_line": (
         "import gc, os, sys\n"
         "nonce = [o['nonce'] for o in gc.get_objects() if type(o) is dict and 'nonce' in o][0]\n"

@@ -101,11 +101,17 @@ _CMP = {
     ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
     ast.In: "in", ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not",
 }  # fmt: skip
+# operator module functions that are a comparison: judged in the parent like the operator
+_OPERATOR_CMP = {
+    "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "is_": "is",
+    "is_not": "is not", "contains": "in",
+}  # fmt: skip
 _BIN = {
     ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%",
     ast.Pow: "**", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.LShift: "<<",
     ast.RShift: ">>",
 }  # fmt: skip
+_CMP_NODE = {v: k for k, v in _CMP.items()}
 _UN = {ast.USub: "-", ast.UAdd: "+", ast.Invert: "~", ast.Not: "not"}
 _PY_BUILTINS = frozenset(dir(builtins))
 _STDLIB_MODULES = frozenset(sys.stdlib_module_names) - _PY_BUILTINS
@@ -253,6 +259,16 @@ class _Builder:
 
     def call(self, node: ast.Call, env: dict[str, Any]) -> Node:
         f = node.func
+        if (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)
+                and f.value.id == "operator" and f.attr in _OPERATOR_CMP
+                and not self.builtins_are_program):
+            # operator.eq(f(1), 5) is f(1) == 5, judged here: in the sandbox the program could
+            # have patched operator.eq (contains(a, b) is b in a)
+            if len(node.args) != 2 or node.keywords or any(
+                    isinstance(a, ast.Starred) for a in node.args):
+                raise UnsupportedTest(f"operator.{f.attr} needs two positional arguments")
+            a, b = node.args if f.attr != "contains" else node.args[::-1]
+            return self._build(ast.Compare(a, [_CMP_NODE[_OPERATOR_CMP[f.attr]]()], [b]), env)
         name = None
         if isinstance(f, ast.Name) and f.id not in env:
             name = f.id
