@@ -72,11 +72,12 @@ def extract_answer(completion: str) -> str | None:
     return None if last is None else completion[last[0] : last[1]].strip()
 
 
-def is_conversation(question: Any) -> bool:
-    """Whether a row's question is a conversation, TRL's conversational prompt: a list of
-    ``{"role": ..., "content": ...}`` messages."""
-    return (isinstance(question, (list, tuple)) and len(question) > 0
-            and all(isinstance(m, dict) and "role" in m for m in question))
+def is_conversation(x: Any) -> bool:
+    """Whether `x` (a row's question, a preference record's prompt or completion) is a
+    conversation, TRL's conversational format: a non-empty list of ``{"role": ...,
+    "content": ...}`` messages."""
+    return (isinstance(x, (list, tuple)) and len(x) > 0
+            and all(isinstance(m, dict) and "role" in m and "content" in m for m in x))
 
 
 def render_prompt(
@@ -93,7 +94,7 @@ def render_prompt(
     if isinstance(question, (list, tuple)):
         if not is_conversation(question):
             raise ValueError(f"the question is a list but not a conversation (a list of "
-                             f"{{'role': ..., 'content': ...}} messages): {_short(question)}")
+                             f"{{'role': ..., 'content': ...}} messages): {short_repr(question)}")
         if template != "chat":
             raise ValueError(f"the question is a conversation (a list of messages), which "
                              f"template {template!r} can't show; use the chat template "
@@ -124,6 +125,7 @@ def render_prompt(
     raise ValueError(f"unknown prompt template {template!r}; choose one of {TEMPLATES}")
 
 
-def _short(value: Any, limit: int = 80) -> str:
+def short_repr(value: Any, limit: int = 80) -> str:
+    """`repr(value)` cut to `limit` characters, for messages."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoner.data.sources import iter_jsonl
+from reasoner.data.templates import is_conversation
 
 FORMATS = ("pairs", "rankings", "comparisons")
 WINNERS = ("a", "b", "tie")
@@ -70,12 +71,6 @@ class PreferenceRecord:
     @property
     def num_pairs(self) -> int:
         return sum(1 for c in self.comparisons if not c.tie)
-
-
-def is_conversational(x: Any) -> bool:
-    """A list of ``{"role", "content"}`` messages (TRL's conversational format)."""
-    return isinstance(x, list) and len(x) > 0 and all(
-        isinstance(m, dict) and "role" in m and "content" in m for m in x)
 
 
 def record_format(row: dict[str, Any]) -> str | None:
@@ -135,13 +130,13 @@ def _require(row: dict[str, Any], keys: tuple[str, ...], fmt: str, where: str) -
 
 
 def _same_kind(prompt: Any, completions: list[Any], where: str) -> None:
-    conv = [is_conversational(c) for c in completions]
+    conv = [is_conversation(c) for c in completions]
     if any(conv) and not all(conv):
         raise PreferenceDataError(f"{where}: completions mix plain text and messages")
     if isinstance(prompt, str) and prompt and conv[0]:
         raise PreferenceDataError(f"{where}: a plain-text prompt with conversational "
                                   "completions; give the prompt as messages too")
-    if is_conversational(prompt) and not conv[0]:
+    if is_conversation(prompt) and not conv[0]:
         raise PreferenceDataError(f"{where}: a conversational prompt with plain-text "
                                   "completions; give the completions as messages too")
 
@@ -188,7 +183,7 @@ def parse_ranking(row: dict[str, Any], where: str) -> PreferenceRecord:
     completions: list[Any] = []
     level: list[int] = []
     for r, item in enumerate(ranks):
-        group = item if isinstance(item, list) and not is_conversational(item) else [item]
+        group = item if isinstance(item, list) and not is_conversation(item) else [item]
         if not group:
             raise PreferenceDataError(f"{where}: completions[{r}] is an empty tie group")
         for c in group:

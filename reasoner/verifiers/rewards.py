@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from reasoner.data.templates import is_conversation, short_repr
 from reasoner.registry import Registry
 from reasoner.verifiers import registry
 from reasoner.verifiers.base import Verdict
@@ -325,8 +326,6 @@ def trl_inputs(prompts: list[Any], completions: list[Any], rows: list[dict[str, 
     """The prompts and completions as TRL gives them to reward functions: for a row whose
     question is a conversation (a list of messages), the prompt is that list and the completion
     ``[{"role": "assistant", "content": text}]``; otherwise the rendered prompt and the text."""
-    from reasoner.data.templates import is_conversation
-
     if not any(is_conversation(r.get("question")) for r in rows):
         return prompts, completions
     ps, cs = list(prompts), list(completions)
@@ -360,14 +359,14 @@ def score_completions(funcs: Sequence[WeightedReward], prompts: list[Any], compl
         who = f"rewards.names: reward function {f.name!r}{defined_at(f.func)}"
         vals = None if isinstance(got, (str, bytes, dict)) else _as_list(got)
         if vals is None or len(vals) != n:
-            what = (_short(got) if vals is None else f"{len(vals)} values")
+            what = (short_repr(got) if vals is None else f"{len(vals)} values")
             raise ConfigError(f"{who} returned {what} for {n} completions; it must return a list "
                               "with one value (a number, or None: can't judge) per completion")
         row: list[float | None] = []
         for i, v in enumerate(vals):
             value = reward_value(v)
             if value is NOT_A_REWARD:
-                raise ConfigError(f"{who} returned {_short(v)} for completion {i}; expected a "
+                raise ConfigError(f"{who} returned {short_repr(v)} for completion {i}; expected a "
                                   "number or None")
             row.append(value)
         out.append(row)
@@ -436,18 +435,13 @@ def explain_unjudged(funcs: Sequence[WeightedReward], per_func: Sequence[Sequenc
                 why.append(str(explain(p, c, **cols)[0]))
             except Exception as e:  # noqa: BLE001 - an explanation must not hide the error
                 why.append(f"its reasons() failed: {e!r}")
-        gold = [f"{k}={_short(rows[i][k])}" for k in GOLD_COLUMNS if k in rows[i]]
+        gold = [f"{k}={short_repr(rows[i][k])}" for k in GOLD_COLUMNS if k in rows[i]]
         why.append(", ".join(gold) if gold else
                    f"the row has none of the columns {', '.join(GOLD_COLUMNS)} (columns: "
                    f"{', '.join(sorted(rows[i]))}; see data.column_map)")
         parts.append(f"{f.name} returned None for {len(nones)} of {len(vals)} ("
                      + "; ".join(why) + ")")
     return "; ".join(parts)
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
